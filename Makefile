@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export MPLBACKEND := Agg
+
+.PHONY: demo test test-fast lint bench bench-smoke figures paper clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU build of torch from local disk; any other version would download a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	# crypten's metadata asks for sklearn/torchvision, which break installs; its real needs are in pyproject
+	$(PY) -m pip install -q --no-deps crypten==0.4.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mpc_fl.cli demo
+
+test: $(STAMP)
+	$(PY) -m ruff check mpc_fl tests benchmarks experiments
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check mpc_fl tests benchmarks experiments
+	$(PY) -m ruff format --check mpc_fl tests benchmarks experiments
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks -p no:randomly --benchmark-only --benchmark-json=benchmarks/results/latest.json
+
+figures: $(STAMP)
+	$(PY) -m experiments.make_all
+
+paper: figures
+	$(MAKE) -C paper
+
+clean:
+	rm -rf out reports .pytest_cache

@@ -1,0 +1,79 @@
+"""Vertical datasets: the bank's and the providers' tables, the fixed split and scaling.
+
+The centralised helpers here (:func:`join_on_ids`) exist for the plaintext baseline
+only; party processes never join tables, they align rows with PSI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpc_fl.config import SPLIT_SEED, SPLIT_TEST_SIZE, data_root
+from mpc_fl.data.errors import DataError
+from mpc_fl.data.party_table import PartyTable, load_party_csv
+
+FATE_DATASETS = ("default_credit", "breast")
+
+
+def fate_pair_paths(name: str, root: Path | None = None) -> tuple[Path, Path]:
+    """Paths of a FATE-style pair: ``guest.csv`` (the bank, with labels) and ``host.csv`` (provider)."""
+    folder = (root or data_root()) / name
+    if not folder.is_dir():
+        raise DataError(f"dataset {name!r} not found at {folder} (set MPC_FL_DATA to the data folder)")
+    return folder / "guest.csv", folder / "host.csv"
+
+
+def load_fate_pair(name: str, root: Path | None = None) -> tuple[PartyTable, PartyTable]:
+    guest, host = fate_pair_paths(name, root)
+    return load_party_csv(guest, role="bank"), load_party_csv(host, role="provider")
+
+
+def common_rows_sorted(ids_self: np.ndarray, ids_common: np.ndarray) -> np.ndarray:
+    """Positions of ``ids_common`` in ``ids_self``, ordered by id ascending (the reference order)."""
+    order = np.argsort(ids_self, kind="stable")
+    sorted_ids = ids_self[order]
+    wanted = np.sort(ids_common, kind="stable")
+    pos = np.searchsorted(sorted_ids, wanted)
+    if np.any(pos >= len(sorted_ids)) or np.any(sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] != wanted):
+        raise DataError("some common ids are not in this party's table")
+    return order[pos]
+
+
+def join_on_ids(bank: PartyTable, *providers: PartyTable) -> tuple[PartyTable, ...]:
+    """Plaintext inner join on id, sorted ascending (centralised baseline and tests only)."""
+    common = bank.ids
+    for p in providers:
+        common = np.intersect1d(common, p.ids)
+    if len(common) == 0:
+        raise DataError("the parties have no customers in common")
+    return tuple(t.take(common_rows_sorted(t.ids, common)) for t in (bank, *providers))
+
+
+def stratified_split(
+    y: np.ndarray, test_size: float = SPLIT_TEST_SIZE, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row positions: sklearn's stratified split, as in the reference numbers."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train, test = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+    return np.asarray(train), np.asarray(test)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-column z-scoring with statistics from the training rows only."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> Standardizer:
+        std = X.std(axis=0)
+        return cls(mean=X.mean(axis=0), scale=np.where(std > 0, std, 1.0))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
