@@ -121,6 +121,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -148,6 +149,8 @@ PLATFORM_FEATURES: tuple[str, ...] = (
     "weekend_share",
 )
 LABELS: tuple[str, ...] = ("takeup", "default")
+BANK_COLUMNS: tuple[str, ...] = ("id", "y", *BANK_FEATURES)
+PLATFORM_COLUMNS: tuple[str, ...] = ("id", *PLATFORM_FEATURES)
 
 BLOCK_SIZE = 100_000
 """SMEs per universe block; part of the data definition (changing it changes every table)."""
@@ -187,7 +190,7 @@ class SMEScenario:
     @property
     def n_overlap(self) -> int:
         """Bank customers who are also platform customers."""
-        return int(round(float(self.overlap) * int(self.n_bank)))
+        return round(float(self.overlap) * int(self.n_bank))
 
     @property
     def n_platform(self) -> int:
@@ -366,10 +369,6 @@ def _iter_table(sc: SMEScenario, which: int) -> Iterator[pd.DataFrame]:
             yield df
 
 
-BANK_COLUMNS: tuple[str, ...] = ("id", "y", *BANK_FEATURES)
-PLATFORM_COLUMNS: tuple[str, ...] = ("id", *PLATFORM_FEATURES)
-
-
 def _concat(parts: list[pd.DataFrame], columns: tuple[str, ...], ints: tuple[str, ...]) -> pd.DataFrame:
     if not parts:
         return _empty(columns, ints)
@@ -394,25 +393,31 @@ def generate_sme(scenario: SMEScenario = SMEScenario()) -> tuple[pd.DataFrame, p
 
 
 def _write_csv(path: Path, blocks: Iterator[pd.DataFrame], columns: tuple[str, ...], chunk_rows: int) -> None:
+    """Stream ``blocks`` to ``path`` in chunks of ``chunk_rows`` rows (via a temporary file)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        fh.write(",".join(columns) + "\n")
-        pending: list[pd.DataFrame] = []
-        n_pending = 0
 
-        def flush(df: pd.DataFrame) -> None:
-            for start in range(0, len(df), chunk_rows):
-                df.iloc[start : start + chunk_rows].to_csv(fh, header=False, index=False, lineterminator="\n")
+    def flush(fh: TextIO, parts: list[pd.DataFrame]) -> None:
+        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        for start in range(0, len(df), chunk_rows):
+            df.iloc[start : start + chunk_rows].to_csv(fh, header=False, index=False, lineterminator="\n")
 
-        for df in blocks:
-            pending.append(df)
-            n_pending += len(df)
-            if n_pending >= chunk_rows:
-                flush(pd.concat(pending, ignore_index=True) if len(pending) > 1 else df)
-                pending, n_pending = [], 0
-        if pending:
-            flush(pd.concat(pending, ignore_index=True))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            fh.write(",".join(columns) + "\n")
+            pending: list[pd.DataFrame] = []
+            n_pending = 0
+            for df in blocks:
+                pending.append(df)
+                n_pending += len(df)
+                if n_pending >= chunk_rows:
+                    flush(fh, pending)
+                    pending, n_pending = [], 0
+            if pending:
+                flush(fh, pending)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_sme_csvs(

@@ -111,15 +111,26 @@ class TorchChannel(Channel):
     ):
         super().__init__(role, roles, ledger)
         self._ranks = ranks
+        self._in_flight: list = []  # (work, buffer): sends are asynchronous, like a socket's
 
     def _send(self, to: str, data: bytes) -> None:
         import torch
         import torch.distributed as dist
 
+        # Asynchronous, so two parties may send to each other at the same time without deadlock.
+        self._in_flight = [(w, b) for w, b in self._in_flight if not w.is_completed()]
         dst = self._ranks[to]
-        dist.send(torch.tensor([len(data)], dtype=torch.int64), dst=dst)
+        header = torch.tensor([len(data)], dtype=torch.int64)
+        self._in_flight.append((dist.isend(header, dst=dst), header))
         if data:
-            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=dst)
+            payload = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            self._in_flight.append((dist.isend(payload, dst=dst), payload))
+
+    def drain(self) -> None:
+        """Wait until every message sent so far has left (call before shutting down)."""
+        for work, _ in self._in_flight:
+            work.wait()
+        self._in_flight = []
 
     def _recv(self, frm: str) -> bytes:
         import torch

@@ -156,6 +156,10 @@ class PartySession:
     def rank(self) -> int:
         return self.fed.rank_of(self.role)
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.fed.roles
+
 
 @contextlib.contextmanager
 def connect(fed: Federation, role: str, *, uses_crypten: bool) -> Iterator[PartySession]:
@@ -192,6 +196,7 @@ def connect(fed: Federation, role: str, *, uses_crypten: bool) -> Iterator[Party
             raise PartyConnectionError(f"{role}: a peer dropped out mid-run ({err})") from None
         raise
     finally:
+        channel.drain()
         ledger.flush()
         if uses_crypten:
             from mpc_fl.crypto._crypten_compat import crypten

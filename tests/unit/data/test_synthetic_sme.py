@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mpc_fl.data import synthetic_sme
 from mpc_fl.data.synthetic_sme import (
     BANK_FEATURES,
-    BLOCK_SIZE,
     PLATFORM_FEATURES,
     SMEScenario,
     generate_sme,
@@ -109,9 +109,16 @@ def test_edge_overlaps(overlap: float, n_platform_only: int) -> None:
     assert platform["id"].dtype == np.int64
 
 
-def test_multi_block_exact_counts() -> None:
+@pytest.fixture
+def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Shrink the universe block so multi-block behaviour is cheap to test."""
+    monkeypatch.setattr(synthetic_sme, "BLOCK_SIZE", 1000)
+    return 1000
+
+
+def test_multi_block_exact_counts(tiny_blocks: int) -> None:
     """Several universe blocks (and a short last block) still give exact sizes and unique ids."""
-    sc = SMEScenario(n_bank=BLOCK_SIZE + 20_000, overlap=0.55, n_platform_only=BLOCK_SIZE // 2, seed=5)
+    sc = SMEScenario(n_bank=5 * tiny_blocks + 321, overlap=0.55, n_platform_only=2 * tiny_blocks, seed=5)
     bank, platform = generate_sme(sc)
     assert len(bank) == sc.n_bank and len(platform) == sc.n_platform
     assert bank["id"].is_unique and platform["id"].is_unique
@@ -132,13 +139,29 @@ def test_write_csvs_matches_generate(tmp_path: Path, label: str) -> None:
     assert not list(tmp_path.glob("*/*.tmp"))
 
 
-def test_write_csvs_chunking_across_blocks(tmp_path: Path) -> None:
-    """Byte-identical files whether chunks are smaller or larger than a universe block."""
-    sc = SMEScenario(n_bank=BLOCK_SIZE // 2 + 3000, overlap=0.5, n_platform_only=BLOCK_SIZE // 2, seed=9)
-    small = write_sme_csvs(tmp_path / "small", sc, chunk_rows=40_000)
-    large = write_sme_csvs(tmp_path / "large", sc, chunk_rows=10 * BLOCK_SIZE)
-    for p, q in zip(small, large, strict=True):
-        assert p.read_bytes() == q.read_bytes()
+def test_write_csvs_chunking_across_blocks(tmp_path: Path, tiny_blocks: int) -> None:
+    """Byte-identical files, equal to generate_sme, whether chunks are smaller or larger than a block."""
+    sc = SMEScenario(n_bank=4 * tiny_blocks + 77, overlap=0.5, n_platform_only=3 * tiny_blocks, seed=9)
+    bank, platform = generate_sme(sc)
+    outputs = [write_sme_csvs(tmp_path / str(c), sc, chunk_rows=c) for c in (97, 377, tiny_blocks, 100_000)]
+    for paths in outputs[1:]:
+        for p, q in zip(outputs[0], paths, strict=True):
+            assert p.read_bytes() == q.read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(outputs[0][0]), bank, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(outputs[0][1]), platform, check_exact=True)
+
+
+def test_block_order_is_shuffled(tiny_blocks: int) -> None:
+    """Blocks are emitted in a per-table random order, not universe order."""
+    sc = SMEScenario(n_bank=20 * tiny_blocks, overlap=1.0, n_platform_only=0, seed=3)
+    bank, platform = generate_sme(sc)
+    # ids encode the universe block; emitted block sequences differ between tables and from 0..19
+    span = synthetic_sme._ID_STRIDE * tiny_blocks
+    base = synthetic_sme._plan(sc).id_base
+    bank_blocks = ((bank["id"] - base) // span).to_numpy()[::tiny_blocks]
+    plat_blocks = ((platform["id"] - base) // span).to_numpy()[::tiny_blocks]
+    assert sorted(bank_blocks) == list(range(20)) and sorted(plat_blocks) == list(range(20))
+    assert list(bank_blocks) != list(range(20)) and list(bank_blocks) != list(plat_blocks)
 
 
 @pytest.mark.parametrize(
@@ -177,10 +200,12 @@ def _auc(x: pd.DataFrame, y: pd.Series, model: object) -> float:
 @pytest.mark.parametrize("label", ["takeup", "default"])
 def test_gbdt_beats_lr_and_joint_beats_bank(label: str) -> None:
     pytest.importorskip("sklearn")
+    pytest.importorskip("threadpoolctl")
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     bank, platform = generate_sme(SMEScenario(n_bank=16000, overlap=0.65, seed=42, label=label))
     joined = bank.merge(platform, on="id")
@@ -194,10 +219,11 @@ def test_gbdt_beats_lr_and_joint_beats_bank(label: str) -> None:
     def gbdt() -> object:
         return HistGradientBoostingClassifier(random_state=0)
 
-    auc_lr = _auc(joined[joint], y, lr())
-    auc_gb = _auc(joined[joint], y, gbdt())
-    auc_gb_bank = _auc(joined[bank_only], y, gbdt())
-    auc_lr_bank = _auc(joined[bank_only], y, lr())
+    with threadpool_limits(limits=1):  # OpenMP oversubscription on busy machines is 10x slower
+        auc_lr = _auc(joined[joint], y, lr())
+        auc_gb = _auc(joined[joint], y, gbdt())
+        auc_gb_bank = _auc(joined[bank_only], y, gbdt())
+        auc_lr_bank = _auc(joined[bank_only], y, lr())
     assert auc_gb - auc_lr >= 0.02, (auc_lr, auc_gb)
     assert auc_gb - auc_gb_bank >= 0.05, (auc_gb_bank, auc_gb)
     assert auc_lr - auc_lr_bank >= 0.03, (auc_lr_bank, auc_lr)

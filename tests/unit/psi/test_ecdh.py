@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,7 +12,7 @@ from nacl import bindings as sodium
 
 from mpc_fl.psi import PSIResult, run_psi
 from mpc_fl.psi.ecdh import PHASE, canonical_ids, hash_to_group
-from mpc_fl.runtime.channel import LocalChannel
+from mpc_fl.runtime.channel import Channel, LocalChannel
 
 ROLES = ("bank", "provider")
 
@@ -200,3 +201,39 @@ def test_protocol_mismatch_is_rejected():
     chans["provider"].send_json("bank", {"protocol": "something-else", "n": 3, "batch_size": 10})
     with pytest.raises(ValueError, match="does not speak"):
         run_psi(chans["bank"], [1, 2, 3], "provider")
+
+
+class _RendezvousChannel(Channel):
+    """A send returns only once the peer has received it (like gloo or MPI_Ssend)."""
+
+    def __init__(self, role: str, boxes: dict) -> None:
+        super().__init__(role, ROLES)
+        self._boxes = boxes
+
+    def _send(self, to: str, data: bytes) -> None:
+        data_box, ack_box = self._boxes[(self.role, to)]
+        data_box.put(bytes(data))
+        try:
+            ack_box.get(timeout=20)
+        except queue.Empty:
+            raise TimeoutError(f"{self.role} blocked in send: deadlock") from None
+
+    def _recv(self, frm: str) -> bytes:
+        data_box, ack_box = self._boxes[(frm, self.role)]
+        try:
+            data = data_box.get(timeout=20)
+        except queue.Empty:
+            raise TimeoutError(f"{self.role} blocked in recv: deadlock") from None
+        ack_box.put(None)
+        return data
+
+
+def test_no_deadlock_when_send_blocks_until_received():
+    boxes = {(a, b): (queue.Queue(), queue.Queue()) for a in ROLES for b in ROLES if a != b}
+    chans = {r: _RendezvousChannel(r, boxes) for r in ROLES}
+    bank, prov = list(range(0, 900)), list(range(300, 700))
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_psi, chans["bank"], bank, "provider", batch_size=100)
+        fp = ex.submit(run_psi, chans["provider"], prov, "bank", batch_size=150)
+        rb, rp = fb.result(timeout=60), fp.result(timeout=60)
+    _check(bank, prov, rb, rp)

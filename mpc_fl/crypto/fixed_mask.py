@@ -1,0 +1,100 @@
+"""Products of a party-private fixed matrix with secret-shared vectors, opening the matrix once.
+
+CrypTen's Beaver matmul opens ``M - A`` with a fresh mask on *every* call, so a fixed
+``n x d`` matrix costs ``n*d`` ring elements per product (354 MB for a 30000 x 736
+histogram, ../shared/docs/crypten.md). Because ``M`` never changes, we open
+``E = M - A`` once, with a mask ``A`` that only its owner and the dealer know, and
+reuse that correlation: with a fresh dealer pair ``[b]``, ``[c] = [A^T b]``,
+
+    [M^T u] = M^T f  (owner, local)  +  E^T [b]  +  [c],      f = open(u - b)
+
+and likewise ``[M v] = M f + E [b] + [A b]``. Each product then opens only ``u - b``
+(n elements), not the matrix. Security: ``E`` and ``f`` are uniformly random ring
+elements to everyone but the owner (one-time pads by ``A`` and ``b``), provided the
+dealer colludes with nobody; the dealer sees nothing but request sizes.
+
+Fixed point: ``M`` is encoded with ``precision`` fractional bits (0 for 0/1 indicator
+matrices, so products need no truncation and cannot wrap), the vectors with CrypTen's
+16 bits; results are returned at CrypTen's precision.
+"""
+
+from __future__ import annotations
+
+import mpc_fl.crypto._crypten_compat  # noqa: F401  (must precede any crypten import)
+
+# isort: split
+
+import itertools
+
+import crypten.communicator as comm
+import torch
+from crypten.common.rng import generate_random_ring_element
+from crypten.mpc import MPCTensor
+from crypten.mpc.provider.ttp_provider import TTPClient
+
+from mpc_fl.crypto._crypten_compat import crypten
+from mpc_fl.crypto.dealer import apply_mask_op
+
+_keys = itertools.count()
+
+
+def _ring_encode(M: torch.Tensor, precision: int) -> torch.Tensor:
+    return torch.round(M.double() * 2**precision).long()
+
+
+class FixedMaskMatrix:
+    """A fixed ``n x d`` matrix owned by party ``owner``; collective constructor (all parties call it)."""
+
+    def __init__(self, M: torch.Tensor | None, *, owner: int, shape: tuple[int, int], precision: int = 16):
+        if crypten.cfg.mpc.provider != "TTP":
+            raise RuntimeError("fixed-mask products need the dealer (mpc.provider = 'TTP')")
+        self.owner, self.shape, self.precision = owner, tuple(shape), precision
+        self.key = f"fm{next(_keys)}"
+        self.rank = comm.get().get_rank()
+        client = TTPClient.get()
+        E = torch.empty(self.shape, dtype=torch.long)
+        if self.rank == owner:
+            if M is None or tuple(M.shape) != self.shape:
+                raise ValueError(f"the owner must pass its matrix of shape {self.shape}")
+            self._M = _ring_encode(M, precision)
+            A = generate_random_ring_element(self.shape, generator=client.get_generator())
+            E = self._M - A
+            del A
+        if self.rank == 0:
+            client.ttp_request("fixed_mask_setup", None, self.key, owner, self.shape)
+        self.E = comm.get().broadcast(E, owner)  # the one-time opening of M - A
+
+    def _product(self, v: MPCTensor, op: str, rows: torch.Tensor | None) -> MPCTensor:
+        client = TTPClient.get()
+        size_b = tuple(v.size())
+        b = generate_random_ring_element(size_b, generator=client.get_generator())
+        n_out = len(rows) if rows is not None else self.shape[0]
+        c_size = (self.shape[1] if op == "t_matmul" else n_out, *size_b[1:])
+        if self.rank == 0:
+            c = client.ttp_request("fixed_mask_triple", None, self.key, op, size_b, rows)
+        else:
+            c = generate_random_ring_element(c_size, generator=client.get_generator())
+        f = comm.get().all_reduce(v._tensor.share - b)  # opens v - b: uniformly random
+        E = self.E if rows is None else self.E[rows]
+        share = apply_mask_op(op, E, b) + c
+        if self.rank == self.owner:
+            M = self._M if rows is None else self._M[rows]
+            share = share + apply_mask_op(op, M, f)
+        scale_bits = v._tensor.encoder.scale.bit_length() - 1
+        out = MPCTensor.from_shares(share, precision=scale_bits)
+        if self.precision > 0:
+            out._tensor.div_(2**self.precision)  # back to the vector's scale (truncation)
+        return out
+
+    def t_matmul(self, u: MPCTensor, rows: torch.Tensor | None = None) -> MPCTensor:
+        """``[M[rows]^T u]`` for a shared ``u`` with one element (or row) per selected row of M."""
+        return self._product(u, "t_matmul", rows)
+
+    def matmul(self, v: MPCTensor, rows: torch.Tensor | None = None) -> MPCTensor:
+        """``[M[rows] v]`` for a shared ``v`` of d (or d x k) elements."""
+        return self._product(v, "matmul", rows)
+
+    def release(self) -> None:
+        """Let the dealer drop its copy of the mask (collective)."""
+        if self.rank == 0:
+            TTPClient.get().ttp_request("fixed_mask_release", None, self.key)

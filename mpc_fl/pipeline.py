@@ -1,0 +1,155 @@
+"""What one party does in a run: load its own file, align, split, scale, train, score, report.
+
+This is the party program behind ``mpc-fl party``. It reads only this party's file
+and talks to the others only through the session's channel (and CrypTen), so the
+same code runs a party on one machine or on its own host.
+
+Alignment (``psi``, the default): ECDH-PSI between the bank and each provider;
+every party learns the common ids and nothing else about the others' lists; rows
+are then ordered by id, which reproduces the reference split. ``sorted`` skips PSI
+for pre-aligned benchmark files: each party sorts by id and the parties only
+compare a hash of their id lists (the run fails if they differ).
+
+Split: the bank draws the fixed stratified 80/20 split (seed 42) on the aligned
+rows and tells the providers which rows are test rows; each party standardises its
+own features with its own training statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mpc_fl import metrics
+from mpc_fl.data.party_table import PartyTable
+from mpc_fl.data.vertical import Standardizer, stratified_split
+from mpc_fl.protocols import make_protocol
+from mpc_fl.protocols.base import BANK, Context, LocalData
+from mpc_fl.runtime.ledger import Ledger
+
+ALIGNMENTS = ("psi", "sorted")
+
+
+def _id_sort_key(ids: np.ndarray) -> np.ndarray:
+    """Order ids numerically when they are numbers, else as strings; identical at every party."""
+    text = np.array([str(i) for i in ids])
+    try:
+        return np.argsort(text.astype(np.int64), kind="stable")
+    except ValueError:
+        return np.argsort(text, kind="stable")
+
+
+def align(ctx: Context, table: PartyTable, method: str = "psi", *, progress: bool = False) -> PartyTable:
+    """This party's rows of the customers common to all parties, in id order."""
+    if method not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {method!r}; choose from {ALIGNMENTS}")
+    ch = ctx.channel
+    with ch.phase("alignment"):
+        if method == "sorted":
+            mine = table.take(_id_sort_key(table.ids))
+            digest = hashlib.sha256("\n".join(map(str, mine.ids)).encode()).hexdigest()
+            peers = [r for r in ctx.roles if r != ctx.role]
+            for r in peers:
+                ch.send_json(r, digest)
+            if any(ch.recv_json(r) != digest for r in peers):
+                raise RuntimeError("alignment 'sorted' needs identical id lists at every party; use --align psi")
+            return mine
+        from mpc_fl.psi.ecdh import run_psi
+
+        if ctx.role != BANK:
+            common = run_psi(ch, table.ids, BANK, progress=progress).indices
+            keep = ch.recv_arrays(BANK)["keep"]  # positions of the all-party intersection
+            rows = common[keep]
+        else:
+            rows = np.arange(table.n_rows)
+            providers = [r for r in ctx.roles if r != BANK]
+            pairwise = {r: run_psi(ch, table.ids, r, progress=progress).indices for r in providers}
+            common = set(range(table.n_rows))
+            for idx in pairwise.values():
+                common &= set(idx.tolist())
+            for r, idx in pairwise.items():
+                ch.send_arrays(r, keep=np.flatnonzero(np.isin(idx, list(common))))
+            rows = np.array(sorted(common), dtype=np.int64)
+        if len(rows) == 0:
+            raise RuntimeError("the parties have no customers in common")
+        sub = table.take(rows)
+        return sub.take(_id_sort_key(sub.ids))
+
+
+def split_rows(ctx: Context, table: PartyTable) -> tuple[np.ndarray, np.ndarray]:
+    """The bank draws the stratified split; providers receive the test-row mask."""
+    with ctx.channel.phase("setup"):
+        if ctx.role == BANK:
+            _, test = stratified_split(table.y)
+            is_test = np.zeros(table.n_rows, dtype=bool)
+            is_test[test] = True
+            for r in ctx.roles:
+                if r != BANK:
+                    ctx.channel.send_arrays(r, is_test=np.packbits(is_test))
+        else:
+            packed = ctx.channel.recv_arrays(BANK)["is_test"]
+            is_test = np.unpackbits(packed, count=table.n_rows).astype(bool)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+@dataclass
+class PartyReport:
+    role: str
+    protocol: str
+    params: dict
+    n_aligned: int
+    n_train: int
+    n_test: int
+    fit_s: float
+    score_s: float
+    ledger: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+    scores: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def run_party(
+    ctx: Context,
+    table: PartyTable,
+    protocol: str,
+    options: dict[str, Any] | None = None,
+    *,
+    alignment: str = "psi",
+    keep_scores: bool = False,
+    progress: bool = False,
+) -> PartyReport:
+    """Align, split, scale, fit and score as one party; the bank also computes the test metrics."""
+    proto = make_protocol(protocol, **(options or {}))
+    aligned = align(ctx, table, alignment, progress=progress)
+    train, test = split_rows(ctx, aligned)
+    scaler = Standardizer.fit(aligned.X[train])
+    X = scaler.transform(aligned.X)
+    y = aligned.y
+    t0 = time.perf_counter()
+    proto.fit(ctx, LocalData(X[train], None if y is None else y[train], aligned.feature_names))
+    t1 = time.perf_counter()
+    scores = proto.predict_proba(ctx, LocalData(X[test], None, aligned.feature_names))
+    t2 = time.perf_counter()
+    ledger: Ledger = ctx.channel.ledger
+    report = PartyReport(
+        role=ctx.role,
+        protocol=protocol,
+        params=proto.params_dict(),
+        n_aligned=aligned.n_rows,
+        n_train=len(train),
+        n_test=len(test),
+        fit_s=t1 - t0,
+        score_s=t2 - t1,
+        ledger=ledger.to_dict(),
+    )
+    if scores is not None:
+        report.metrics = metrics.summary(y[test], scores)
+        if keep_scores:
+            report.scores = [float(s) for s in scores]
+    return report

@@ -1,0 +1,63 @@
+"""The one interface every vertical protocol implements, secure or not.
+
+A protocol object is constructed with hyperparameters only; ``fit`` and
+``predict_proba`` are called by every party with that party's own view of the
+aligned rows. Scores come back only at the bank (the label holder); other parties
+get ``None``. Protocols talk only through ``ctx.channel`` (and CrypTen, whose
+traffic the same ledger counts).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from mpc_fl.runtime.channel import Channel
+
+BANK = "bank"
+
+
+class Context(Protocol):
+    """What a protocol may know about the run: its role, the parties, its channel."""
+
+    role: str
+    channel: Channel
+
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """One party's aligned rows: its own (scaled) features, and labels at the bank only."""
+
+    X: np.ndarray
+    y: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+
+class VerticalProtocol(ABC):
+    """Train on vertically split data; score so that only the bank learns the scores."""
+
+    name: ClassVar[str]
+    uses_crypten: ClassVar[bool] = False
+    #: who is trusted for what (one line, precise)
+    threat_model: ClassVar[str]
+    #: what each party learns beyond its own input and output
+    leakage: ClassVar[dict[str, str]]
+
+    @abstractmethod
+    def fit(self, ctx: Context, data: LocalData) -> None: ...
+
+    @abstractmethod
+    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None: ...
+
+    def params_dict(self) -> dict:
+        return {}

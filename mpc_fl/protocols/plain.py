@@ -1,0 +1,65 @@
+"""Centralised plaintext baselines over the same transport: providers ship raw features to the bank.
+
+No privacy at all (the bank sees every provider's features); it is the accuracy
+ceiling and the cost floor that the secure protocols are measured against, trained
+with exactly the same algorithms (:mod:`mpc_fl.models`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from mpc_fl.models.gbdt import GBDTParams, PlainGBDT
+from mpc_fl.models.lr import LRParams, PlainLR
+from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
+
+
+class _Centralised(VerticalProtocol):
+    threat_model: ClassVar[str] = "none: providers disclose their features to the bank"
+    leakage: ClassVar[dict[str, str]] = {"bank": "all providers' raw features", "provider": "nothing"}
+
+    def _gather(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        if ctx.role != BANK:
+            ctx.channel.send_arrays(BANK, X=data.X)
+            return None
+        parts = [data.X] + [ctx.channel.recv_arrays(r)["X"] for r in ctx.roles if r != BANK]
+        return np.hstack(parts)
+
+    def _make(self):  # noqa: ANN202
+        raise NotImplementedError
+
+    def fit(self, ctx: Context, data: LocalData) -> None:
+        with ctx.channel.phase("training"):
+            X = self._gather(ctx, data)
+            if X is not None:
+                self.model_ = self._make().fit(X, data.y)
+
+    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        with ctx.channel.phase("scoring"):
+            X = self._gather(ctx, data)
+            return None if X is None else self.model_.predict_proba(X)
+
+    def params_dict(self) -> dict:
+        return self.params.to_dict()
+
+
+class CentralisedLR(_Centralised):
+    name = "plain_lr"
+
+    def __init__(self, params: LRParams = LRParams()):
+        self.params = params
+
+    def _make(self) -> PlainLR:
+        return PlainLR(self.params)
+
+
+class CentralisedGBDT(_Centralised):
+    name = "plain_gbdt"
+
+    def __init__(self, params: GBDTParams = GBDTParams()):
+        self.params = params
+
+    def _make(self) -> PlainGBDT:
+        return PlainGBDT(self.params)

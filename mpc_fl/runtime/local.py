@@ -1,0 +1,93 @@
+"""Run every party (and the dealer) as separate local processes, for tests and experiments.
+
+Each party is a forked OS process that joins the federation over TCP exactly as it
+would from another host; only the launch is local. If a party dies or hangs, the
+others are stopped and the error names it: never a silent hang.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from mpc_fl.runtime.session import DEALER, Federation, PartySession, connect, serve_dealer
+
+
+class PartyFailed(RuntimeError):
+    """A party process failed; the message names the party and its error."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _party_main(fed: Federation, role: str, fn: Callable, uses_crypten: bool, out: mp.Queue) -> None:
+    try:
+        if role == DEALER:
+            serve_dealer(fed)
+            out.put((role, "ok", None))
+            return
+        with connect(fed, role, uses_crypten=uses_crypten) as session:
+            result = fn(session)
+            ledger = session.channel.ledger
+        out.put((role, "ok", {"result": result, "ledger": ledger.to_dict()}))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises
+        out.put((role, "error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}"))
+        raise SystemExit(1) from None
+
+
+def run_local(
+    fn: Callable[[PartySession], Any],
+    fed: Federation | None = None,
+    *,
+    uses_crypten: bool = True,
+    timeout_s: float = 900.0,
+) -> dict[str, dict[str, Any]]:
+    """Run ``fn(session)`` in one process per party; return ``{role: {"result", "ledger"}}``.
+
+    ``fn`` must be a module-level function (or a closure, since processes are forked).
+    """
+    fed = fed or Federation()
+    if fed.master_port == Federation.master_port:
+        fed = replace(fed, master_port=free_port())
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()
+    names = list(fed.roles) + ([DEALER] if fed.dealer and uses_crypten else [])
+    if not uses_crypten:
+        fed = replace(fed, dealer=False)
+    procs = {n: ctx.Process(target=_party_main, args=(fed, n, fn, uses_crypten, out), name=n) for n in names}
+    for p in procs.values():
+        p.start()
+    results: dict[str, dict[str, Any]] = {}
+    pending = set(names)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while pending:
+            try:
+                role, status, payload = out.get(timeout=0.5)
+            except Exception:  # queue.Empty
+                dead = [n for n in pending if not procs[n].is_alive() and procs[n].exitcode not in (0, None)]
+                if dead:
+                    raise PartyFailed(f"party {dead[0]!r} exited with code {procs[dead[0]].exitcode}") from None
+                if time.monotonic() > deadline:
+                    raise PartyFailed(f"parties {sorted(pending)} did not finish within {timeout_s:.0f} s") from None
+                continue
+            pending.discard(role)
+            if status == "error":
+                raise PartyFailed(f"party {role!r} failed: {payload}")
+            if role != DEALER:
+                results[role] = payload
+    finally:
+        for p in procs.values():
+            p.join(timeout=5 if not pending else 0.5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2)
+    return results

@@ -1,0 +1,288 @@
+"""Exact round trips of the HEU Paillier backend and the SecureBoost packing/compression built on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpc_fl.crypto.paillier import (
+    GHPacker,
+    HeuPaillier,
+    SecretKeyRequiredError,
+    decode_fixed,
+    encode_fixed,
+    unsqueeze,
+    values_per_ciphertext,
+)
+
+N, F, BINS = 200, 5, 8
+
+
+@pytest.fixture(scope="module")
+def owner() -> HeuPaillier:
+    return HeuPaillier.generate(1024)
+
+
+@pytest.fixture(scope="module")
+def peer(owner: HeuPaillier) -> HeuPaillier:
+    return HeuPaillier.from_public_key(owner.public_key_bytes())
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+def _hist(values: np.ndarray, order: np.ndarray, n_bins: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Plaintext oracle: out[j*n_bins + b, :] = sum of values[i] with order[i, j] == b (object ints)."""
+    v = values.reshape(len(values), -1).astype(object)
+    keep = np.ones(len(v), bool) if rows is None else rows
+    out = np.zeros((n_bins * order.shape[1], v.shape[1]), dtype=object)
+    for j in range(order.shape[1]):
+        np.add.at(out, j * n_bins + order[keep, j].astype(np.int64), v[keep])
+    return out
+
+
+# --- fixed point ----------------------------------------------------------------------------------------------
+
+
+def test_encode_fixed_rounds_and_decodes():
+    x = np.array([0.3, -0.3, 1.0000007, 9e-7, -2.5])
+    v = encode_fixed(x, 20)
+    assert v.dtype == np.int64
+    assert np.array_equal(v, np.round(x * 2**20).astype(np.int64))  # rounded, not truncated
+    assert np.max(np.abs(decode_fixed(v, 20) - x)) <= 2**-21
+    assert decode_fixed(np.array([3 << 70], dtype=object), 70)[0] == 3.0
+    with pytest.raises(ValueError):
+        encode_fixed(np.array([1e30]), 40)
+
+
+# --- keys, encryption, wire format ----------------------------------------------------------------------------
+
+
+def test_encrypt_decrypt_round_trip_with_negatives(owner: HeuPaillier, rng: np.random.Generator):
+    v1 = rng.integers(-(2**62), 2**62, size=N, dtype=np.int64)
+    v2 = rng.integers(-(2**40), 2**40, size=(N, 3), dtype=np.int64)
+    assert np.array_equal(owner.decrypt(owner.encrypt(v1)), v1)
+    out = owner.decrypt(owner.encrypt(v2))
+    assert out.dtype == np.int64 and out.shape == (N, 3)
+    assert np.array_equal(out, v2)
+    big = np.array([1 << 900, -(1 << 900) + 17, 0, -1], dtype=object)
+    assert list(owner.decrypt_big(owner.encrypt(big))) == list(big)
+    with pytest.raises(ValueError):
+        owner.decrypt(owner.encrypt(big))  # does not fit int64: refuse instead of HEU's silent 0
+
+
+def test_encrypt_rejects_floats(owner: HeuPaillier):
+    with pytest.raises(TypeError):
+        owner.encrypt(np.array([0.5]))
+
+
+def test_serialize_through_bytes(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    v = rng.integers(-1000, 1000, size=(N, 1), dtype=np.int64)
+    ct = peer.encrypt(v)
+    data = peer.serialize(ct)
+    assert isinstance(data, bytes)
+    assert peer.n_bytes(ct) == len(data)
+    assert 256 * N <= len(data) <= 300 * N  # ~|n^2| per ciphertext at 1024 bits
+    assert np.array_equal(owner.decrypt(owner.deserialize(data)), v)
+
+
+def test_public_key_side_encrypts_and_evaluates_but_cannot_decrypt(owner: HeuPaillier, peer: HeuPaillier):
+    assert owner.has_secret_key and not peer.has_secret_key
+    assert peer.key_bits == owner.key_bits == 1024
+    a = peer.encrypt(np.array([5, -7, 11], dtype=np.int64))
+    b = peer.add_plain(peer.mul_plain(a, np.array([2, 3, 4])), np.array([1, 1, 1]))
+    with pytest.raises(SecretKeyRequiredError):
+        peer.decrypt(b)
+    with pytest.raises(RuntimeError):
+        peer.decrypt_big(b)
+    assert list(owner.decrypt(b)) == [11, -20, 45]
+
+
+# --- element-wise and reductions ------------------------------------------------------------------------------
+
+
+def test_add_sub_plain_ops(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    n = 60  # decryption dominates test time
+    a = rng.integers(-(2**30), 2**30, size=(n, 2), dtype=np.int64)
+    b = rng.integers(-(2**30), 2**30, size=(n, 2), dtype=np.int64)
+    p = rng.integers(0, 2**10, size=(n, 2), dtype=np.int64)
+    ca, cb = peer.encrypt(a), peer.encrypt(b)
+    assert np.array_equal(owner.decrypt(peer.add(ca, cb)), a + b)
+    assert np.array_equal(owner.decrypt(peer.sub(ca, cb)), a - b)
+    assert np.array_equal(owner.decrypt(peer.add_plain(ca, p)), a + p)
+    assert np.array_equal(owner.decrypt(peer.mul_plain(ca, p)), a * p)
+    assert np.array_equal(owner.decrypt(peer.mul_plain(ca, -3)), a * -3)  # broadcast scalar, negative
+    c1 = peer.encrypt(a[:, 0])
+    assert owner.decrypt(peer.mul_plain(c1, 5)).shape == (n,)  # 1-D stays 1-D
+    big = np.array([1 << 200], dtype=object)
+    assert list(owner.decrypt_big(peer.mul_plain(c1, big))) == [int(x) << 200 for x in a[:, 0]]
+
+
+def test_sum_axes_and_row_access(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    a = rng.integers(-(2**30), 2**30, size=(N, 3), dtype=np.int64)
+    ca = peer.encrypt(a)
+    assert np.array_equal(owner.decrypt(peer.sum(ca, axis=0)), a.sum(0, keepdims=True))
+    assert np.array_equal(owner.decrypt(peer.sum(ca, axis=1)), a.sum(1, keepdims=True))
+    assert np.array_equal(owner.decrypt(peer.sum(ca)), a.sum(keepdims=True))
+    assert np.array_equal(owner.decrypt(peer.sum(peer.encrypt(a[:, 0]))), [[a[:, 0].sum()]])
+    assert peer.shape(ca) == (N, 3)
+    assert np.array_equal(owner.decrypt(peer.slice_rows(ca, 10, 20)), a[10:20])
+    idx = np.array([3, 1, 150, 3])
+    assert np.array_equal(owner.decrypt(peer.take_rows(ca, idx)), a[idx])
+
+
+@pytest.mark.parametrize("method", ["bucket", "heu", "auto"])
+def test_matmul_plain_gradient_shape(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator, method):
+    """X^T [[d]] for the hetero-LR gradient, including mixed-sign and multi-chunk (> 7 bit) features."""
+    d = rng.integers(-(2**20), 2**20, size=(N, 1), dtype=np.int64)
+    X = rng.integers(0, 2**10, size=(N, F), dtype=np.int64)
+    X[:, 1] -= 300  # mixed signs in one feature
+    X[:, 2] = 0  # an all-zero feature
+    X[:, 3] = rng.integers(0, 2**16, size=N)  # three 7-bit chunks
+    cd = peer.encrypt(d)
+    out = peer.matmul_plain(X.T, cd, method=method)
+    assert peer.shape(out) == (F, 1)
+    assert np.array_equal(owner.decrypt(out), X.T @ d)
+    # 1-D ciphertext vector and several columns
+    out1 = owner.decrypt(peer.matmul_plain(X.T, peer.encrypt(d[:, 0]), method=method))
+    assert out1.shape == (F,)
+    assert np.array_equal(out1, X.T @ d[:, 0])
+    d2 = rng.integers(-(2**20), 2**20, size=(N, 2), dtype=np.int64)
+    assert np.array_equal(owner.decrypt(peer.matmul_plain(X.T, peer.encrypt(d2), method=method)), X.T @ d2)
+
+
+def test_matmul_plain_bucket_many_outputs_and_zeros(owner: HeuPaillier, peer: HeuPaillier, rng):
+    """More than 128 output rows takes the grouped second stage; an all-zero matrix still returns ciphertexts."""
+    n, m = 60, 300
+    d = rng.integers(-(2**20), 2**20, size=(n, 2), dtype=np.int64)
+    P = rng.integers(-5, 200, size=(m, n), dtype=np.int64)
+    cd = peer.encrypt(d)
+    assert np.array_equal(owner.decrypt(peer.matmul_plain(P, cd, method="bucket")), P @ d)
+    Z = np.zeros((3, n), dtype=np.int64)
+    assert np.array_equal(owner.decrypt(peer.matmul_plain(Z, cd, method="bucket")), np.zeros((3, 2)))
+
+
+def test_rmatmul_plain(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    d = rng.integers(-(2**20), 2**20, size=(1, 30), dtype=np.int64)
+    X = rng.integers(0, 2**8, size=(30, F), dtype=np.int64)
+    assert np.array_equal(owner.decrypt(peer.rmatmul_plain(peer.encrypt(d), X)), d @ X)
+
+
+# --- SecureBoost kernels --------------------------------------------------------------------------------------
+
+
+def test_bucket_sum_matches_numpy_histogram(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    v = rng.integers(-(2**30), 2**30, size=(N, 1), dtype=np.int64)
+    order = rng.integers(0, BINS, size=(N, F)).astype(np.int8)
+    cv = peer.encrypt(v)
+    out = peer.bucket_sum(cv, order, BINS)
+    assert peer.shape(out) == (BINS * F, 1)
+    assert np.array_equal(owner.decrypt(out), _hist(v, order, BINS).astype(np.int64))
+    rows = rng.random(N) < 0.4  # node instance space
+    got = owner.decrypt(peer.bucket_sum(cv, order, BINS, rows=rows))
+    assert np.array_equal(got, _hist(v, order, BINS, rows).astype(np.int64))
+    idx = np.flatnonzero(rows)
+    assert np.array_equal(owner.decrypt(peer.bucket_sum(cv, order, BINS, rows=idx)), got)
+    cum = owner.decrypt(peer.bucket_sum(cv, order, BINS, cumsum=True)).reshape(F, BINS)
+    assert np.array_equal(cum, np.cumsum(_hist(v, order, BINS).reshape(F, BINS).astype(np.int64), axis=1))
+    both = peer.batch_bucket_sum(cv, order, BINS, [rows, ~rows])
+    assert np.array_equal(owner.decrypt(both[0]), got)
+    assert np.array_equal(owner.decrypt(peer.add(both[0], both[1])), owner.decrypt(out))
+
+
+def test_bucket_sum_rejects_bad_bins(peer: HeuPaillier):
+    cv = peer.encrypt(np.arange(4, dtype=np.int64))
+    with pytest.raises(ValueError):
+        peer.bucket_sum(cv, np.array([[0], [1], [8], [2]]), 8)
+    with pytest.raises(ValueError):
+        peer.bucket_sum(cv, np.zeros((4, 1)), 129)
+
+
+def test_squeeze_unsqueeze_round_trip(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+    bits = 60
+    k = values_per_ciphertext(1024, bits)
+    assert k == 17
+    for m in (1, 16, 17, 18, 40, 100):
+        vals = rng.integers(0, 2**bits, size=m, dtype=np.uint64).astype(object)
+        ct = peer.encrypt(vals.reshape(m, 1))
+        sq = peer.squeeze(ct, bits, k)
+        assert peer.shape(sq) == (-(-m // k), 1)
+        back = unsqueeze(owner.decrypt_big(sq), bits, k, m)
+        assert list(back) == list(vals)
+    with pytest.raises(ValueError):
+        peer.squeeze(ct, bits, k + 1)  # would not fit the key
+
+
+def test_gh_packing_histogram_compression_end_to_end(owner: HeuPaillier, peer: HeuPaillier, rng):
+    """pack -> encrypt -> bucket_sum (node subset) -> squeeze -> bytes -> decrypt -> unsqueeze -> unpack."""
+    p = 1 / (1 + np.exp(-rng.normal(size=N)))
+    y = (rng.random(N) < 0.5).astype(np.float64)
+    g, h = p - y, p * (1 - p)
+    g[:2], h[:2] = [-1.0, 1.0], [0.0, 0.25]  # the bounds themselves
+    order = rng.integers(0, BINS, size=(N, F)).astype(np.int8)
+    rows = rng.random(N) < 0.6
+    packer = GHPacker(N, key_bits=1024, frac_bits=20)
+    assert packer.bits_per_value == packer.count_bits + packer.g_bits + packer.h_bits
+    k = packer.values_per_ct
+    assert k >= 2
+
+    ct = owner.encrypt(packer.pack(g, h).reshape(N, 1))  # active party
+    hist = peer.bucket_sum(peer.deserialize(owner.serialize(ct)), order, BINS, rows=rows)  # passive party
+    sq = peer.squeeze(hist, packer.bits_per_value, k)
+    n_vals = BINS * F
+    assert peer.shape(sq) == (-(-n_vals // k), 1)
+    ints = unsqueeze(
+        owner.decrypt_big(owner.deserialize(peer.serialize(sq))), packer.bits_per_value, k, n_vals
+    )
+    G, H, C = packer.unpack(ints)
+
+    G_ref = _hist(g.astype(object), order, BINS, rows).astype(np.float64).ravel()
+    H_ref = _hist(h.astype(object), order, BINS, rows).astype(np.float64).ravel()
+    C_ref = _hist(np.ones(N, dtype=np.int64), order, BINS, rows).astype(np.int64).ravel()
+    assert np.array_equal(C, C_ref)
+    tol = N * 2.0**-21 + 1e-12  # rounding of each term is at most half an ulp of the fixed point
+    assert np.max(np.abs(G - G_ref)) <= tol
+    assert np.max(np.abs(H - H_ref)) <= tol
+
+    # histogram subtraction (sibling = parent - child) stays exact slot-wise
+    parent = peer.bucket_sum(ct, order, BINS)
+    sib = peer.sub(parent, hist)
+    Gs, Hs, Cs = packer.unpack(owner.decrypt_big(sib).ravel())
+    assert np.array_equal(Cs, _hist(np.ones(N, dtype=np.int64), order, BINS, ~rows).astype(np.int64).ravel())
+    assert np.max(np.abs(Gs - _hist(g.astype(object), order, BINS, ~rows).astype(np.float64).ravel())) <= tol
+
+
+def test_gh_packer_guards():
+    with pytest.raises(ValueError):
+        GHPacker(n_samples=2**340, key_bits=1024, frac_bits=20)  # slots would overflow the plaintext
+    with pytest.raises(ValueError):
+        GHPacker(n_samples=1000, key_bits=1024, frac_bits=600)
+    assert GHPacker(n_samples=2**300, key_bits=1024, frac_bits=20).values_per_ct == 1  # 942 bits: still fits
+    packer = GHPacker(n_samples=10, key_bits=1024)
+    with pytest.raises(ValueError):
+        packer.pack(np.zeros(11), np.zeros(11))  # more rows than the slots were sized for
+    with pytest.raises(ValueError):
+        packer.pack(np.array([1.5]), np.array([0.1]))
+    with pytest.raises(ValueError):
+        packer.pack(np.array([0.5]), np.array([-0.1]))
+    G, H, C = packer.unpack(packer.pack(np.array([-1.0, 0.25]), np.array([0.25, 0.0])).sum(keepdims=True))
+    assert (G[0], H[0], C[0]) == (-0.75, 0.25, 2)
+
+
+def test_2048_bit_key_round_trip_and_histogram():
+    owner = HeuPaillier.generate(2048)
+    peer = HeuPaillier.from_public_key(owner.public_key_bytes())
+    assert peer.key_bits == 2048
+    rng = np.random.default_rng(3)
+    n = 50
+    g, h = rng.uniform(-1, 1, n), rng.uniform(0, 0.25, n)
+    order = rng.integers(0, 4, size=(n, 3)).astype(np.int8)
+    packer = GHPacker(n, key_bits=2048, frac_bits=30)
+    hist = peer.bucket_sum(owner.encrypt(packer.pack(g, h)), order, 4)
+    sq = peer.squeeze(hist, packer.bits_per_value, packer.values_per_ct)
+    assert peer.shape(sq)[0] == 1  # 12 bins fit one 2048-bit ciphertext
+    G, H, C = packer.unpack(unsqueeze(owner.decrypt_big(sq), packer.bits_per_value, packer.values_per_ct, 12))
+    assert np.array_equal(C, _hist(np.ones(n, np.int64), order, 4).astype(np.int64).ravel())
+    assert np.max(np.abs(G - _hist(g.astype(object), order, 4).astype(np.float64).ravel())) <= n * 2.0**-31
