@@ -76,14 +76,18 @@ def cmd_party(args: argparse.Namespace) -> int:
     if role not in fed.roles:
         raise ValueError(f"--role {role!r} is not one of --parties {fed.roles}")
     if args.rank is not None and args.rank != fed.rank_of(role):
-        raise ValueError(f"--rank {args.rank} does not match {role!r}'s position in --parties ({fed.rank_of(role)})")
+        raise ValueError(
+            f"--rank {args.rank} does not match {role!r}'s position in --parties ({fed.rank_of(role)})"
+        )
     table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
     options = parse_options(args.param)
     uses_crypten = protocol_class(args.protocol).uses_crypten
     if not uses_crypten:
         fed = Federation(**{**fed.__dict__, "dealer": False})
     with connect(fed, role, uses_crypten=uses_crypten) as session:
-        report = run_party(session, table, args.protocol, options, alignment=args.align, keep_scores=args.keep_scores)
+        report = run_party(
+            session, table, args.protocol, options, alignment=args.align, keep_scores=args.keep_scores
+        )
     out = json.dumps(report.to_dict(), indent=1, default=str)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +123,9 @@ def run_protocol_locally(
     from mpc_fl.runtime.local import free_port
     from mpc_fl.runtime.provenance import provenance
 
-    roles = ["bank"] + (["provider"] if len(providers) == 1 else [f"provider{i + 1}" for i in range(len(providers))])
+    roles = ["bank"] + (
+        ["provider"] if len(providers) == 1 else [f"provider{i + 1}" for i in range(len(providers))]
+    )
     files = dict(zip(roles, [bank, *providers], strict=True))
     port = free_port()
     common = [

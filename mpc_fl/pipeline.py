@@ -56,7 +56,9 @@ def align(ctx: Context, table: PartyTable, method: str = "psi", *, progress: boo
             for r in peers:
                 ch.send_json(r, digest)
             if any(ch.recv_json(r) != digest for r in peers):
-                raise RuntimeError("alignment 'sorted' needs identical id lists at every party; use --align psi")
+                raise RuntimeError(
+                    "alignment 'sorted' needs identical id lists at every party; use --align psi"
+                )
             return mine
         from mpc_fl.psi.ecdh import run_psi
 

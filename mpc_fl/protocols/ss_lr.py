@@ -54,7 +54,9 @@ def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
 class SecretSharedLR(VerticalProtocol):
     name = "ss_lr"
     uses_crypten = True
-    threat_model: ClassVar[str] = "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
+    threat_model: ClassVar[str] = (
+        "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
+    )
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; its own weights and the intercept only if reveal_model",
         "provider": "public sizes and the batch schedule; its own weights only if reveal_model",
@@ -83,10 +85,14 @@ class SecretSharedLR(VerticalProtocol):
         for p, d_p in enumerate(widths):
             mine = torch.from_numpy(X).double() if p == rank else None
             if self.mask == "fixed":
-                mats.append(FixedMaskMatrix(mine, owner=p, shape=(X.shape[0], d_p), precision=FEATURE_PRECISION))
+                mats.append(
+                    FixedMaskMatrix(mine, owner=p, shape=(X.shape[0], d_p), precision=FEATURE_PRECISION)
+                )
             else:
                 shape = (X.shape[0], d_p)
-                mats.append(crypten.cryptensor(mine.float() if mine is not None else torch.zeros(shape), src=p))
+                mats.append(
+                    crypten.cryptensor(mine.float() if mine is not None else torch.zeros(shape), src=p)
+                )
         return mats, widths
 
     def _logits(self, mats: list, rows: torch.Tensor | None):  # noqa: ANN202
@@ -117,7 +123,11 @@ class SecretSharedLR(VerticalProtocol):
                 residual = mpc_sigmoid(self._logits(mats, rows), p.sigmoid) - ey[rows]
                 step = p.learning_rate / len(batch)
                 for i, m in enumerate(mats):
-                    grad = m.t_matmul(residual, rows) if isinstance(m, FixedMaskMatrix) else m[rows].t().matmul(residual)
+                    grad = (
+                        m.t_matmul(residual, rows)
+                        if isinstance(m, FixedMaskMatrix)
+                        else m[rows].t().matmul(residual)
+                    )
                     if p.l2:
                         grad = grad + self.w_[i] * (p.l2 * len(batch))
                     self.w_[i] = self.w_[i] - grad * step

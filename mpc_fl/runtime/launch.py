@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mpc_fl.runtime.local import PartyFailed
+from mpc_fl.runtime.local import PartyFailed, describe_failures
 
 
 def _tail(path: Path, n: int = 12) -> str:
@@ -43,17 +43,27 @@ def launch(
                 procs[name] = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.monotonic() + timeout_s
         running = set(procs)
-        while running:
+        failed: dict[str, str] = {}
+        while running and not failed:
             for name in sorted(running):
                 code = procs[name].poll()
-                if code is None:
-                    continue
-                running.discard(name)
-                if code != 0:
-                    raise PartyFailed(f"party {name!r} exited with code {code}:\n{_tail(logs[name])}")
+                if code is not None:
+                    running.discard(name)
+                    if code != 0:
+                        failed[name] = f"exited with code {code}: {_tail(logs[name], 1)}"
             if time.monotonic() > deadline:
-                raise PartyFailed(f"parties {sorted(running)} still running after {timeout_s:.0f} s; stopped them")
+                raise PartyFailed(
+                    f"parties {sorted(running)} still running after {timeout_s:.0f} s; stopped them"
+                )
             time.sleep(0.1)
+        if failed:
+            time.sleep(1.0)  # let the others notice, then blame the one that failed first
+            for name in running:
+                code = procs[name].poll()
+                if code not in (0, None):
+                    failed[name] = f"exited with code {code}: {_tail(logs[name], 1)}"
+            first = describe_failures(failed).split("'")[1]
+            raise PartyFailed(f"{describe_failures(failed)}\n--- log of {first!r} ---\n{_tail(logs[first])}")
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -1,17 +1,17 @@
 """One communication ledger for every protocol: bytes and messages per party, phase and peer.
 
 Why one ledger: protocols are only comparable if their traffic is counted the same
-way. Every byte a protocol puts on the transport goes through :class:`Ledger`,
-either directly (the byte channel counts its payloads) or from CrypTen's own
-communicator statistics (``record_crypten``), which count 8 bytes per ring
-element exchanged.
+way. Every byte a protocol puts on the transport goes through :class:`Ledger`:
+the byte channel counts its payloads, and CrypTen's traffic is counted where it
+calls torch.distributed (:mod:`mpc_fl.runtime.crypten_meter`), by tensor size and
+direction. A test checks both against the kernel's TCP counters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 PHASES = ("setup", "training", "scoring")
@@ -26,8 +26,11 @@ class Traffic:
     messages_sent: int = 0
     rounds: int = 0
     wall_s: float = 0.0
+    #: part of bytes_sent + bytes_recv exchanged with the triple dealer (not with another party)
+    dealer_bytes: int = 0
 
     def add(self, other: Traffic) -> None:
+        self.dealer_bytes += other.dealer_bytes
         self.bytes_sent += other.bytes_sent
         self.bytes_recv += other.bytes_recv
         self.messages_sent += other.messages_sent
@@ -46,28 +49,13 @@ class Ledger:
     party: str = ""
     phase_name: str = "setup"
     by_phase: dict[str, Traffic] = field(default_factory=dict)
-    #: Cumulative (bytes, rounds) of an outside counter (CrypTen's communicator), or None.
-    meter: Callable[[], tuple[int, int]] | None = None
-    _last_meter: tuple[int, int] = (0, 0)
     _last_clock: float = field(default_factory=time.perf_counter)
 
-    def attach_meter(self, meter: Callable[[], tuple[int, int]]) -> None:
-        """Also count the traffic an outside communicator reports (CrypTen's statistics)."""
-        self.flush()
-        self.meter = meter
-        self._last_meter = meter()
-
     def flush(self) -> None:
-        """Book time and outside traffic since the last flush to the current phase."""
+        """Book the time since the last flush to the current phase."""
         now = time.perf_counter()
         self._current().wall_s += now - self._last_clock
         self._last_clock = now
-        if self.meter is not None:
-            current = self.meter()
-            d_bytes, d_rounds = current[0] - self._last_meter[0], current[1] - self._last_meter[1]
-            self._last_meter = current
-            if d_bytes or d_rounds:
-                self.record_crypten(d_bytes, d_rounds)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -83,28 +71,23 @@ class Ledger:
     def _current(self) -> Traffic:
         return self.by_phase.setdefault(self.phase_name, Traffic())
 
-    def record_send(self, n_bytes: int) -> None:
+    def record_send(self, n_bytes: int, *, dealer: bool = False, rounds: int = 1) -> None:
         t = self._current()
         t.bytes_sent += n_bytes
         t.messages_sent += 1
-        t.rounds += 1
+        t.rounds += rounds
+        if dealer:
+            t.dealer_bytes += n_bytes
 
-    def record_recv(self, n_bytes: int) -> None:
-        self._current().bytes_recv += n_bytes
-
-    def record_crypten(self, stat_bytes: int, stat_rounds: int) -> None:
-        """Add a delta of CrypTen's communicator statistics.
-
-        CrypTen counts, per party, 8 bytes per element sent *and* received by a
-        collective (an all-reduce counts twice). With 2 computing parties that is
-        exactly sent + received; with more it is split evenly, an approximation.
-        """
+    def record_recv(self, n_bytes: int, *, dealer: bool = False) -> None:
         t = self._current()
-        half = stat_bytes // 2
-        t.bytes_sent += half
-        t.bytes_recv += stat_bytes - half
-        t.rounds += stat_rounds
-        t.messages_sent += stat_rounds
+        t.bytes_recv += n_bytes
+        if dealer:
+            t.dealer_bytes += n_bytes
+
+    def record_round(self) -> None:
+        """A collective call (all-reduce, barrier...) counted once per party."""
+        self._current().rounds += 1
 
     def total(self) -> Traffic:
         out = Traffic()

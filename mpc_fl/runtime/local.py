@@ -22,6 +22,16 @@ class PartyFailed(RuntimeError):
     """A party process failed; the message names the party and its error."""
 
 
+def describe_failures(errors: dict[str, str]) -> str:
+    """Name the party that failed first: one whose peers merely saw it drop out is secondary."""
+    secondary = [n for n, e in errors.items() if "dropped out" in e or "Connection reset" in e]
+    primary = [n for n in errors if n not in secondary] or list(errors)
+    first = primary[0]
+    lines = [f"party {first!r} failed: {errors[first].strip().splitlines()[0]}"]
+    lines += [f"then {n!r}: {errors[n].strip().splitlines()[0]}" for n in errors if n != first]
+    return "\n".join(lines)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,24 +76,34 @@ def run_local(
     for p in procs.values():
         p.start()
     results: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
     pending = set(names)
     deadline = time.monotonic() + timeout_s
     try:
-        while pending:
+        while pending and not errors:
             try:
                 role, status, payload = out.get(timeout=0.5)
             except Exception:  # queue.Empty
-                dead = [n for n in pending if not procs[n].is_alive() and procs[n].exitcode not in (0, None)]
-                if dead:
-                    raise PartyFailed(f"party {dead[0]!r} exited with code {procs[dead[0]].exitcode}") from None
-                if time.monotonic() > deadline:
-                    raise PartyFailed(f"parties {sorted(pending)} did not finish within {timeout_s:.0f} s") from None
+                for n in [
+                    n for n in pending if not procs[n].is_alive() and procs[n].exitcode not in (0, None)
+                ]:
+                    errors[n] = f"exited with code {procs[n].exitcode}"
+                if not errors and time.monotonic() > deadline:
+                    raise PartyFailed(
+                        f"parties {sorted(pending)} did not finish within {timeout_s:.0f} s"
+                    ) from None
                 continue
             pending.discard(role)
             if status == "error":
-                raise PartyFailed(f"party {role!r} failed: {payload}")
-            if role != DEALER:
+                errors[role] = payload
+            elif role != DEALER:
                 results[role] = payload
+        if errors:
+            time.sleep(1.0)  # let the other parties notice, then blame the one that failed first
+            for n in pending:
+                if not procs[n].is_alive() and procs[n].exitcode not in (0, None):
+                    errors.setdefault(n, f"exited with code {procs[n].exitcode}")
+            raise PartyFailed(describe_failures(errors))
     finally:
         for p in procs.values():
             p.join(timeout=5 if not pending else 0.5)

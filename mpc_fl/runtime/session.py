@@ -175,17 +175,12 @@ def connect(fed: Federation, role: str, *, uses_crypten: bool) -> Iterator[Party
     with _process_group_from(store, fed):
         if uses_crypten:
             from mpc_fl.crypto._crypten_compat import crypten
+            from mpc_fl.runtime import crypten_meter
 
             configure_crypten(fed.dealer)
             _crypten_env(fed, rank)
+            crypten_meter.install(ledger, fed.rank_of(DEALER) if fed.dealer else None)
             crypten.init()
-            comm = crypten.communicator.get()
-
-            def meter() -> tuple[int, int]:
-                stats = comm.get_communication_stats()
-                return int(stats["bytes"]), int(stats["rounds"])
-
-            ledger.attach_meter(meter)
         else:
             dist.init_process_group("gloo", rank=rank, world_size=fed.world_size)
     channel = TorchChannel(role, fed.roles, ranks, ledger)

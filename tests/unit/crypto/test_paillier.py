@@ -271,6 +271,19 @@ def test_gh_packer_guards():
     assert (G[0], H[0], C[0]) == (-0.75, 0.25, 2)
 
 
+def test_gh_packer_without_count_slot_takes_counts():
+    g, h = np.array([-1.0, 0.5, 0.25]), np.array([0.25, 0.1, 0.0])
+    with_c, without = GHPacker(3, key_bits=1024), GHPacker(3, key_bits=1024, count_slot=False)
+    assert without.bits_per_value == with_c.bits_per_value - with_c.count_bits
+    total = without.pack(g, h).sum(keepdims=True)
+    G, H, C = without.unpack(total, counts=np.array([3]))
+    assert (G[0], C[0]) == (-0.25, 3) and abs(H[0] - 0.35) <= 2**-20
+    with pytest.raises(ValueError):
+        without.unpack(total)
+    with pytest.raises(ValueError):
+        with_c.unpack(with_c.pack(g, h), counts=np.ones(3))
+
+
 def test_2048_bit_key_round_trip_and_histogram():
     owner = HeuPaillier.generate(2048)
     peer = HeuPaillier.from_public_key(owner.public_key_bytes())
