@@ -111,6 +111,8 @@ class PartyReport:
     ledger: dict
     metrics: dict[str, float] = field(default_factory=dict)
     scores: list[float] | None = None
+    test_ids: list[str] | None = None
+    test_labels: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -154,4 +156,6 @@ def run_party(
         report.metrics = metrics.summary(y[test], scores)
         if keep_scores:
             report.scores = [float(s) for s in scores]
+            report.test_ids = [str(i) for i in aligned.ids[test]]
+            report.test_labels = [int(v) for v in y[test]]
     return report

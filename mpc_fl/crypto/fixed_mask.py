@@ -39,7 +39,7 @@ _keys = itertools.count()
 
 
 def _ring_encode(M: torch.Tensor, precision: int) -> torch.Tensor:
-    return torch.round(M.double() * 2**precision).long()
+    return torch.round(M.double() * 2**precision).long().contiguous()  # sent as raw memory: must be row-major
 
 
 class FixedMaskMatrix:
@@ -62,7 +62,7 @@ class FixedMaskMatrix:
             del A
         if self.rank == 0:
             client.ttp_request("fixed_mask_setup", None, self.key, owner, self.shape)
-        self.E = comm.get().broadcast(E, owner)  # the one-time opening of M - A
+        self.E = comm.get().broadcast(E.contiguous(), owner)  # the one-time opening of M - A
 
     def _product(self, v: MPCTensor, op: str, rows: torch.Tensor | None) -> MPCTensor:
         client = TTPClient.get()

@@ -231,7 +231,7 @@ class PaillierBackend(abc.ABC):
     """Additively homomorphic encryption of integer arrays, as the two Paillier protocols use it.
 
     Shapes follow numpy: ``(n,)`` or ``(n, k)``; element-wise ops take equal shapes or a ``(1,)``/``(1, 1)``
-    plaintext broadcast. Results of reductions (``sum``, ``bucket_sum``, ``matmul_plain``) are 2-D.
+    plaintext broadcast. ``sum`` and ``bucket_sum`` return 2-D; ``matmul_plain`` follows numpy (1-D in, 1-D out).
     """
 
     key_bits: int
@@ -555,8 +555,8 @@ class HeuPaillier(PaillierBackend):
         ``sum_i p[j, i] * c_i = sum_v v * (sum of c_i with p[j, i] == v)``. Each 7-bit chunk of ``p`` is one
         native ``feature_wise_bucket_sum`` with bins in reverse order and ``cumsum``; summing the prefix sums of
         bins ``0..B-2`` gives ``sum_v v * bucket_v`` with additions only. Cost: ``n * m`` ciphertext additions
-        per chunk instead of ``n * m`` exponentiations, i.e. 20-30x faster than ``ev.matmul`` for hetero-LR
-        shapes (measured, see module report). Negative entries are shifted per row of ``p`` and corrected with
+        per chunk instead of ``n * m`` exponentiations: X 30000x23, 1024-bit key, 7-bit X: 2.1 vs 43 CPU-s,
+        mixed-sign 2^-10 fixed point: 4.2 vs 217 CPU-s; it wins from ~32 rows on. Negative entries are shifted per row of ``p`` and corrected with
         ``min * column_sum`` (m exponentiations). Result is exactly ``p @ ct``.
         """
         x = np.asarray(p)

@@ -16,7 +16,7 @@ def _products(session):
 
     gen = torch.Generator().manual_seed(0)
     n = 400
-    M = torch.randn(n, 6, generator=gen)
+    M = torch.randn(6, n, generator=gen).t()  # column-major on purpose: it must be sent row-major
     B = (torch.rand(n, 9, generator=gen) < 0.3).float()
     u, v = torch.randn(n, 2, generator=gen), torch.randn(6, generator=gen)
     owner = len(session.roles) - 1

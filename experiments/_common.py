@@ -1,0 +1,59 @@
+"""Shared by every figure/table script: read recorded benchmark results, never run a protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "paper" / "figures"
+NUMBERS = ROOT / "paper" / "numbers"
+
+LABELS = {
+    "plain_lr": "Plaintext LR",
+    "ss_lr": "SS-LR (CrypTen)",
+    "paillier_lr_1024": "Paillier LR 1024",
+    "paillier_lr_2048": "Paillier LR 2048",
+    "plain_gbdt": "Plaintext GBDT",
+    "ss_gbdt": "SS-GBDT (CrypTen)",
+    "secureboost_1024": "SecureBoost 1024",
+    "secureboost_2048": "SecureBoost 2048",
+}
+COLORS = {"plain": "#7f7f7f", "ss": "#1f77b4", "paillier": "#d62728", "secureboost": "#d62728"}
+
+
+def color(case: str) -> str:
+    return COLORS[case.split("_")[0]]
+
+
+def load(suite: str) -> list[dict]:
+    """Benchmark entries of ``benchmarks/results/<suite>*.json``: extra_info plus timing stats."""
+    entries = []
+    for path in sorted(RESULTS.glob(f"{suite}*.json")):
+        data = json.loads(path.read_text())
+        for b in data.get("benchmarks", []):
+            entries.append({**b["extra_info"], "_name": b["name"], "_stats": b["stats"], "_file": path.name})
+    return entries
+
+
+def phase_bytes(entry: dict, phases: tuple[str, ...] = ("setup", "training", "scoring")) -> int:
+    """Bytes sent by all parties in the given phases."""
+    by_phase = entry["traffic"]["by_phase"]
+    return sum(by_phase.get(p, {}).get("bytes_sent", 0) for p in phases)
+
+
+def save(fig, name: str) -> Path:  # noqa: ANN001
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def missing(what: str) -> None:
+    print(f"skipped: no recorded results for {what} (run `make bench`)")

@@ -1,0 +1,113 @@
+"""Tables and quoted numbers of the paper, from recorded results only.
+
+Writes ``paper/numbers/tables.md`` (Markdown tables, pasted into the paper by
+``paper/build.py``) and ``paper/numbers/numbers.json`` (every number the text quotes).
+"""
+
+from __future__ import annotations
+
+import json
+
+from _common import LABELS, NUMBERS, load, phase_bytes
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f}"
+
+
+def _per_unit(e: dict) -> tuple[float, str]:
+    p = e["params"]
+    if "n_trees" in p:
+        return p["n_trees"], "tree"
+    return p["n_epochs"] * -(-e["n_train"] // p["batch_size"]), "iter"
+
+
+def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str]:
+    rows = sorted(
+        (e for e in entries if e.get("dataset") == dataset), key=lambda e: list(LABELS).index(e["case"])
+    )
+    if not rows:
+        return []
+    out = [
+        f"**{dataset}** ({rows[0]['n_train']} training rows)",
+        "",
+        "| protocol | AUC | KS | precision@10% | MB sent (train + score) | MB per iter/tree | rounds | fit s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in rows:
+        m = e["metrics"]
+        units, unit = _per_unit(e)
+        train = phase_bytes(e, ("setup", "training"))
+        total = phase_bytes(e)
+        out.append(
+            f"| {LABELS[e['case']]} | {m['auc']:.4f} | {m['ks']:.4f} | {m['precision_at_10pct']:.3f} | "
+            f"{_mb(total)} | {_mb(train / units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} |"
+        )
+        key = f"{dataset}.{e['case']}"
+        numbers[f"{key}.auc"] = round(m["auc"], 4)
+        numbers[f"{key}.mb_total"] = round(total / 1e6, 2)
+        numbers[f"{key}.fit_s"] = round(e["fit_s"], 1)
+    return out + [""]
+
+
+def mask_table(entries: list[dict], numbers: dict) -> list[str]:
+    lr = {e["case"]: e for e in entries if e["case"].startswith("ss_lr")}
+    if not lr:
+        return []
+    out = [
+        "| sigmoid | generic MB/iter | fixed-mask MB/iter | reduction | generic s/iter | fixed s/iter |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in ("exact", "hard", "taylor1"):
+        g, f = lr.get(f"ss_lr_generic_{s}"), lr.get(f"ss_lr_fixed_{s}")
+        if not (g and f):
+            continue
+        n = _per_unit(g)[0]
+        gb, fb = phase_bytes(g, ("training",)) / n, phase_bytes(f, ("training",)) / n
+        out.append(
+            f"| {s} | {_mb(gb)} | {_mb(fb)} | {gb / fb:.1f}x | {g['fit_s'] / n:.3f} | {f['fit_s'] / n:.3f} |"
+        )
+        numbers[f"mask.lr.{s}.reduction"] = round(gb / fb, 1)
+        numbers[f"mask.lr.{s}.fixed_mb_per_iter"] = round(fb / 1e6, 3)
+    gbdt = {e["case"]: e for e in entries if e["case"].startswith("ss_gbdt")}
+    if "ss_gbdt_generic" in gbdt and "ss_gbdt_fixed" in gbdt:
+        gb = phase_bytes(gbdt["ss_gbdt_generic"], ("training",))
+        fb = phase_bytes(gbdt["ss_gbdt_fixed"], ("training",))
+        numbers["mask.gbdt.training_reduction"] = round(gb / fb, 1)
+        out += ["", f"SS-GBDT (1 tree, depth 2): training {_mb(gb)} MB generic vs {_mb(fb)} MB fixed-mask "
+                f"({gb / fb:.1f}x; the fixed-mask setup opening adds "
+                f"{_mb(phase_bytes(gbdt['ss_gbdt_fixed'], ('setup',)))} MB once)."]  # fmt: skip
+    return out + [""]
+
+
+def psi_table(entries: list[dict], numbers: dict) -> list[str]:
+    if not entries:
+        return []
+    out = ["| ids per side | common | seconds | MB sent per side |", "|---:|---:|---:|---:|"]
+    for e in sorted(entries, key=lambda e: e["n_ids_per_side"]):
+        sent = e["parties"]["bank"]["ledger"]["by_phase"]["alignment"]["bytes_sent"]
+        secs = e["_stats"]["mean"]
+        out.append(
+            f"| {e['n_ids_per_side']:,} | {int(e['n_ids_per_side'] * e['overlap']):,} | {secs:.1f} | {_mb(sent)} |"
+        )
+        numbers[f"psi.{e['n_ids_per_side']}.seconds"] = round(secs, 1)
+    return out + [""]
+
+
+def main() -> None:
+    numbers: dict = {}
+    protocols = load("protocols")
+    sections = {
+        "protocols": sum((protocol_table(protocols, ds, numbers) for ds in ("default_credit", "sme")), []),
+        "mask": mask_table(load("mask"), numbers),
+        "psi": psi_table(load("psi"), numbers),
+    }
+    NUMBERS.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"<!-- table:{k} -->\n" + "\n".join(v) + "\n" for k, v in sections.items())
+    (NUMBERS / "tables.md").write_text(text)
+    (NUMBERS / "numbers.json").write_text(json.dumps(numbers, indent=1, sort_keys=True))
+    print(f"wrote paper/numbers/tables.md and numbers.json ({len(numbers)} numbers)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The main job: the bank-and-platform SME scenario end to end, on synthetic data.
+
+1. The generator writes the bank's and the platform's customer files (partial overlap).
+2. For each protocol, the parties start as separate processes, align their common
+   SMEs with ECDH-PSI, train on the same split, and score held-out SMEs; only the
+   bank learns the scores.
+3. The report compares secret sharing (CrypTen) with Paillier (FATE/SecretFlow-style)
+   and centralised plaintext training, and gives the bank a referral shortlist.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mpc_fl.cli import run_protocol_locally
+from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
+
+LR = {"learning_rate": 0.5, "n_epochs": 3, "batch_size": 1024}
+GBDT = {"n_trees": 10, "max_depth": 3, "learning_rate": 0.3, "n_bins": 32}
+QUICK_LR = {**LR, "n_epochs": 1}
+QUICK_GBDT = {**GBDT, "n_trees": 3, "max_depth": 2}
+
+PLAN = [
+    ("plain_lr", "plaintext LR (centralised, no privacy)", "lr", {}),
+    ("ss_lr", "secret-shared LR (CrypTen, dealer)", "lr", {"mask": "fixed"}),
+    ("paillier_lr", "Paillier hetero-LR (2048-bit)", "lr", {"key_bits": 2048}),
+    ("plain_gbdt", "plaintext GBDT (centralised, no privacy)", "gbdt", {}),
+    ("ss_gbdt", "secret-shared GBDT (CrypTen, dealer)", "gbdt", {"mask": "fixed"}),
+    ("secureboost", "SecureBoost (Paillier 2048-bit)", "gbdt", {"key_bits": 2048}),
+]
+SHORTLIST_K = 100
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _figure(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["protocol"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = [
+        "#999999" if n.startswith("plain") else "#1f77b4" if n.startswith("ss") else "#d62728" for n in names
+    ]
+    ax1.barh(names, [r["auc"] for r in rows], color=colors)
+    ax1.set_xlim(0.5, max(r["auc"] for r in rows) + 0.05)
+    ax1.set_xlabel("test AUC")
+    ax2.barh(names, [max(r["bytes"], 1) for r in rows], color=colors)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("bytes sent, training + scoring (all parties)")
+    for ax in (ax1, ax2):
+        ax.invert_yaxis()
+    fig.suptitle("SME scenario: accuracy and communication (grey: plaintext, blue: CrypTen, red: Paillier)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenario = SMEScenario(n_bank=n_bank, overlap=0.6, n_platform_only=n_bank // 4, seed=42)
+    print(f"[1/3] generating the synthetic SME scenario: {n_bank} bank customers, 60% also on the platform")
+    bank_csv, platform_csv = write_sme_csvs(out_dir / "data", scenario)
+    rows, records = [], {}
+    print("[2/3] running every protocol with separate party processes (PSI alignment, same split)")
+    for protocol, label, family, extra in tqdm(PLAN, desc="protocols", unit="run"):
+        base = (QUICK_LR if quick else LR) if family == "lr" else (QUICK_GBDT if quick else GBDT)
+        opts = {**base, **extra}
+        if quick and "key_bits" in opts:
+            opts["key_bits"] = 1024
+        rec = run_protocol_locally(
+            bank_csv, [platform_csv], protocol, opts, out_dir / "runs" / protocol, keep_scores=True
+        )
+        records[protocol] = rec
+        phases = rec["traffic"]["by_phase"]
+        m = rec["metrics"]
+        rows.append(
+            {
+                "protocol": protocol,
+                "label": label,
+                "auc": m["auc"],
+                "ks": m["ks"],
+                "precision_at_10pct": m["precision_at_10pct"],
+                "lift_at_10pct": m["lift_at_10pct"],
+                "bytes": sum(
+                    phases.get(p, {}).get("bytes_sent", 0) for p in ("setup", "training", "scoring")
+                ),
+                "psi_bytes": phases.get("alignment", {}).get("bytes_sent", 0),
+                "rounds": rec["traffic"]["total"]["rounds"],
+                "fit_s": rec["fit_s"],
+                "n_common": rec["n_aligned"],
+            }
+        )
+    print("[3/3] writing the report")
+    _figure(rows, out_dir / "comparison.png")
+    best = records["ss_gbdt"]["parties"]["bank"]
+    ranked = sorted(zip(best["scores"], best["test_ids"], best["test_labels"], strict=True), reverse=True)
+    with open(out_dir / "shortlist.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "sme_id", "score", "took_up_product"])
+        for i, (score, sme, label) in enumerate(ranked[:SHORTLIST_K], 1):
+            writer.writerow([i, sme, f"{score:.4f}", label])
+    hit_rate = sum(label for _, _, label in ranked[:SHORTLIST_K]) / SHORTLIST_K
+    base_rate = sum(label for _, _, label in ranked) / len(ranked)
+    (out_dir / "results.json").write_text(json.dumps({"scenario": scenario.__dict__, "rows": rows}, indent=1))
+    lines = [
+        "# mpc_fl demo: finding SMEs for the bank's financing product",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')}. Synthetic scenario: {n_bank} bank customers, "
+        f"{int(0.6 * n_bank)} of them also platform customers, plus {n_bank // 4} platform-only SMEs "
+        f"(seed 42). PSI found {rows[0]['n_common']} common SMEs; 80/20 stratified split (seed 42).",
+        "",
+        "| protocol | AUC | KS | precision@10% | lift@10% | bytes sent (train+score) | PSI bytes | rounds | fit s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['auc']:.4f} | {r['ks']:.4f} | {r['precision_at_10pct']:.3f} | "
+            f"{r['lift_at_10pct']:.2f} | {_fmt_bytes(r['bytes'])} | {_fmt_bytes(r['psi_bytes'])} | {r['rounds']} | "
+            f"{r['fit_s']:.1f} |"
+        )
+    lines += [
+        "",
+        "![accuracy and communication](comparison.png)",
+        "",
+        f"## Referral shortlist\n\n`shortlist.csv` holds the {SHORTLIST_K} held-out SMEs the secret-shared GBDT "
+        f"scores highest. {hit_rate:.0%} of them took up the product, against a base rate of {base_rate:.0%} "
+        f"(lift {hit_rate / base_rate:.1f}x). Only the bank saw these scores.",
+        "",
+        "## Who learned what",
+        "",
+        "- PSI: each side learns which of its own customers are common, and the other list's size.",
+        "- Secret-shared protocols: features, labels, gradients and models stay secret-shared; the dealer "
+        "only supplies correlated randomness; the bank alone learns the scores. SS-GBDT reveals which party "
+        "owns each split (the owner alone knows the feature, bin and threshold).",
+        "- Paillier baselines: SecureBoost shows the platform which SMEs fall in each tree node; hetero-LR "
+        "reveals what its module docstring states.",
+        "- Plaintext: the platform hands its raw data to the bank (the ceiling, not an option).",
+    ]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    print(f"\nReport: {report.resolve()}")
+    return report

@@ -1,0 +1,285 @@
+"""SecureBoost (Cheng et al. 2021) with the SecureBoost+ ciphertext optimisations, two parties.
+
+Same model as :class:`mpc_fl.models.gbdt.PlainGBDT` on the joined features (bank's features first, then the
+provider's): same per-party quantile binning, gains, ``min_child_weight``, complete trees, NO_SPLIT rule,
+tie-break (first maximum in joint (feature, bin) order), leaf weights and base margin.
+
+Protocol, per tree (bank = active party with labels and the Paillier key; provider = passive party):
+
+1. the bank computes ``g, h`` of every training row, packs ``(1, g + 1, h)`` into one fixed-point plaintext per
+   row (``GHPacker``, ``FRAC_BITS`` fraction bits) and sends them encrypted with fresh randomness;
+2. level by level, for each node the provider builds the encrypted bin histogram of its features over the
+   node's instance space (HEU ``feature_wise_bucket_sum``). Below the root it computes only the smaller child of
+   each sibling pair (one batched native call per level) and gets the other one as ``parent - child``
+   (histogram subtraction). Each node's histogram is folded into few ciphertexts (cipher compression,
+   ``squeeze``) before it is sent;
+3. the bank decrypts, unpacks (G, H, count) per provider bin, computes its own histograms in plaintext,
+   and picks the best split over the joint feature list. For a provider-owned split it sends (node, local
+   feature, bin) to the provider, which keeps the threshold and returns which of the node's rows go right;
+   the bank then sends the provider the partition of the whole level (so it knows every node's rows);
+4. leaf weights (from plaintext g, h) stay at the bank, which updates the margins.
+
+Scoring: the provider sends, for every test row and every node it owns, its decision bit (x >= threshold);
+the bank routes the rows through the trees and alone learns the scores.
+
+Threat model: semi-honest bank and provider, no third party; Paillier (HEU ZPaillier).
+
+What each party learns beyond its own inputs and outputs:
+
+* bank: per node, the per-bin sums of g and h and the row counts of each provider feature (which imply the
+  provider's bin-level ordering of the node's rows in aggregate); the owner, local feature index and bin index
+  of every split; the instance space of every node (including the provider's left/right partitions); at
+  scoring, the provider's decision bit at every provider-owned node for every test row; the whole model except
+  the provider's thresholds.
+* provider: the instance space of every node of every tree during training (hence which training rows end in
+  the same leaf) and which nodes it owns with their (feature, threshold); public sizes. Never g, h or labels
+  in the clear, nor leaf weights or scores.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import numpy as np
+
+from mpc_fl.crypto.paillier import GHPacker, HeuPaillier, unsqueeze
+from mpc_fl.models.gbdt import (
+    NO_SPLIT,
+    GBDTParams,
+    Tree,
+    apply_bins,
+    base_margin,
+    best_split,
+    histograms,
+    leaf_weight,
+    logistic_grad_hess,
+    quantile_bin_edges,
+    split_gains,
+)
+from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
+from mpc_fl.runtime.ledger import Traffic
+
+#: fixed-point fraction bits of packed g and h (FATE packs with 53; 32 keeps sums exact to ~1e-9 per row)
+FRAC_BITS = 32
+
+
+def _peer(ctx: Context) -> str:
+    roles = tuple(ctx.roles)
+    if len(roles) != 2 or BANK not in roles:
+        raise ValueError(f"secureboost is a two-party protocol (bank + one provider); got parties {roles}")
+    return next(r for r in roles if r != ctx.role)
+
+
+def _pack_bits(a: np.ndarray) -> np.ndarray:
+    return np.packbits(np.asarray(a, dtype=bool).ravel())
+
+
+def _unpack_bits(a: np.ndarray, count: int) -> np.ndarray:
+    return np.unpackbits(a, count=count).astype(bool)
+
+
+class SecureBoost(VerticalProtocol):
+    name = "secureboost"
+    threat_model: ClassVar[str] = (
+        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent); no third party"
+    )
+    leakage: ClassVar[dict[str, str]] = {
+        "bank": "per-node per-bin G/H sums and counts of provider features; split owner/feature/bin index; "
+        "every node's instance space; provider decision bits of every test row at provider nodes",
+        "provider": "every node's instance space in training; its own split features and thresholds",
+    }
+
+    def __init__(self, params: GBDTParams = GBDTParams(), *, key_bits: int = 2048):
+        self.params = params
+        self.key_bits = int(key_bits)
+
+    def params_dict(self) -> dict:
+        return {**self.params.to_dict(), "key_bits": self.key_bits}
+
+    # ------------------------------------------------------------------------------------------------------
+    def fit(self, ctx: Context, data: LocalData) -> None:
+        p = self.params
+        p.validate()
+        peer = _peer(ctx)
+        ch = ctx.channel
+        n = data.n_rows
+        with ch.phase("setup"):
+            self.edges_ = quantile_bin_edges(data.X, p.n_bins)  # each party bins its own features
+            bins = apply_bins(data.X, self.edges_)
+            if ctx.role == BANK:
+                if data.y is None:
+                    raise ValueError("the bank must hold the labels")
+                he = HeuPaillier.generate(self.key_bits)
+                ch.send_bytes(peer, he.public_key_bytes())
+                info = ch.recv_json(peer)
+                if int(info["n_rows"]) != n:
+                    raise ValueError("bank and provider disagree on the number of aligned rows")
+                self.n_provider_features_ = int(info["n_features"])
+            else:
+                he = HeuPaillier.from_public_key(ch.recv_bytes(peer))
+                ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n})
+            packer = GHPacker(n, he.key_bits, frac_bits=FRAC_BITS)
+        self.history_: list[dict] = []
+        led = ch.ledger
+        with ch.phase("training"):
+            if ctx.role == BANK:
+                self._fit_bank(ch, peer, he, packer, bins, data.y, led)
+            else:
+                self._fit_provider(ch, peer, he, packer, bins, led)
+
+    def _record(self, t: int, t0: float, tr: Traffic, s0: int, r0: int, led) -> None:  # noqa: ANN001
+        led.flush()
+        self.history_.append(
+            {
+                "tree": t,
+                "s": time.perf_counter() - t0,
+                "bytes_sent": tr.bytes_sent - s0,
+                "bytes_recv": tr.bytes_recv - r0,
+            }
+        )
+
+    def _fit_bank(self, ch, peer, he, packer, bins, y, led) -> None:  # noqa: ANN001
+        p = self.params
+        n, d_b = bins.shape
+        d_p, nb = self.n_provider_features_, p.n_bins
+        depth, n_internal = p.max_depth, 2**p.max_depth - 1
+        self.base_margin_ = base_margin(y)
+        margin = np.full(n, self.base_margin_)
+        self.trees_: list[Tree] = []
+        for t in range(p.n_trees):
+            t0 = time.perf_counter()
+            tr = led.by_phase.setdefault("training", Traffic())
+            s0, r0 = tr.bytes_sent, tr.bytes_recv
+            g, h = logistic_grad_hess(y, margin)
+            ch.send_bytes(peer, he.serialize(he.encrypt(packer.pack(g, h))))
+            tree = Tree(
+                depth, np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT), np.zeros(2**depth)
+            )
+            node_of_row = np.zeros(n, dtype=np.int64)
+            for level in range(depth):
+                go_right = np.zeros(n, dtype=bool)
+                asks, ask_rows = [], []
+                for node in range(2**level - 1, 2 ** (level + 1) - 1):
+                    rows = np.flatnonzero(node_of_row == node)
+                    Gb, Hb = histograms(bins[rows], nb, g[rows], h[rows])
+                    sq = he.deserialize(ch.recv_bytes(peer))
+                    vals = unsqueeze(
+                        he.decrypt_big(sq), packer.bits_per_value, packer.values_per_ct, d_p * nb
+                    )
+                    Gp, Hp, _ = packer.unpack(vals)
+                    G = np.vstack([Gb, Gp.reshape(d_p, nb)])
+                    H = np.vstack([Hb, Hp.reshape(d_p, nb)])
+                    f, b = best_split(split_gains(G, H, p.reg_lambda, p.min_child_weight))
+                    tree.feature[node], tree.bin[node] = f, b
+                    if f == NO_SPLIT:
+                        continue
+                    if f < d_b:
+                        go_right[rows] = bins[rows, f] > b
+                    else:
+                        asks.append([node, int(f - d_b), int(b)])
+                        ask_rows.append(rows)
+                ch.send_json(peer, asks)
+                if asks:
+                    flat = np.concatenate(ask_rows)
+                    go_right[flat] = _unpack_bits(ch.recv_arrays(peer)["bits"], len(flat))
+                if level < depth - 1:
+                    ch.send_arrays(peer, go_right=_pack_bits(go_right))
+                node_of_row = 2 * node_of_row + 1 + go_right
+            leaf = node_of_row - n_internal
+            G_leaf = np.bincount(leaf, weights=g, minlength=2**depth)
+            H_leaf = np.bincount(leaf, weights=h, minlength=2**depth)
+            tree.leaf_values = p.learning_rate * leaf_weight(G_leaf, H_leaf, p.reg_lambda)
+            margin += tree.leaf_values[leaf]
+            self.trees_.append(tree)
+            self._record(t, t0, tr, s0, r0, led)
+
+    def _fit_provider(self, ch, peer, he, packer, bins, led) -> None:  # noqa: ANN001
+        p = self.params
+        n = bins.shape[0]
+        nb, depth = p.n_bins, p.max_depth
+        #: per tree: {node: (local feature, bin)} of the splits this party owns (threshold = edges_[f][b])
+        self.splits_: list[dict[int, tuple[int, int]]] = []
+        for t in range(p.n_trees):
+            t0 = time.perf_counter()
+            tr = led.by_phase.setdefault("training", Traffic())
+            s0, r0 = tr.bytes_sent, tr.bytes_recv
+            ct = he.deserialize(ch.recv_bytes(peer))
+            mine: dict[int, tuple[int, int]] = {}
+            node_of_row = np.zeros(n, dtype=np.int64)
+            parent_hists: dict[int, object] = {}
+            for level in range(depth):
+                nodes = range(2**level - 1, 2 ** (level + 1) - 1)
+                if level == 0:
+                    hists = {0: he.bucket_sum(ct, bins, nb)}
+                else:
+                    counts = np.bincount(node_of_row, minlength=2 ** (level + 1) - 1)
+                    small, big, parents = [], [], []
+                    for parent in range(2 ** (level - 1) - 1, 2**level - 1):
+                        left, right = 2 * parent + 1, 2 * parent + 2
+                        s, o = (left, right) if counts[left] <= counts[right] else (right, left)
+                        small.append(s)
+                        big.append(o)
+                        parents.append(parent)
+                    rows_list = [node_of_row == s for s in small]
+                    small_h = he.batch_bucket_sum(ct, bins, nb, rows_list)
+                    hists = {}
+                    for s, o, parent, hs in zip(small, big, parents, small_h, strict=True):
+                        hists[s] = hs
+                        hists[o] = he.sub(parent_hists[parent], hs)
+                for node in nodes:
+                    sq = he.squeeze(hists[node], packer.bits_per_value, packer.values_per_ct)
+                    ch.send_bytes(peer, he.serialize(sq))
+                asks = ch.recv_json(peer)
+                if asks:
+                    out = []
+                    for node, f, b in asks:
+                        mine[int(node)] = (int(f), int(b))
+                        rows = np.flatnonzero(node_of_row == node)
+                        out.append(bins[rows, f] > b)
+                    ch.send_arrays(peer, bits=_pack_bits(np.concatenate(out)))
+                if level < depth - 1:
+                    go_right = _unpack_bits(ch.recv_arrays(peer)["go_right"], n)
+                    node_of_row = 2 * node_of_row + 1 + go_right
+                parent_hists = hists
+            self.splits_.append(mine)
+            self._record(t, t0, tr, s0, r0, led)
+
+    # ------------------------------------------------------------------------------------------------------
+    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        peer = _peer(ctx)
+        ch = ctx.channel
+        bins = apply_bins(data.X, self.edges_)
+        m = data.n_rows
+        with ch.phase("scoring"):
+            if ctx.role != BANK:
+                cols = [bins[:, f] > b for sp in self.splits_ for _, (f, b) in sorted(sp.items())]
+                mat = np.stack(cols, axis=1) if cols else np.zeros((m, 0), dtype=bool)
+                ch.send_arrays(peer, bits=_pack_bits(mat), shape=np.array(mat.shape))
+                return None
+            z = ch.recv_arrays(peer)
+            n_cols = int(z["shape"][1])
+            pbits = _unpack_bits(z["bits"], m * n_cols).reshape(m, n_cols)
+            d_b = bins.shape[1]
+            col = 0
+            margin = np.full(m, self.base_margin_)
+            idx = np.arange(m)
+            for tree in self.trees_:
+                n_internal = len(tree.feature)
+                decide = np.zeros((m, n_internal), dtype=bool)
+                for node in range(n_internal):
+                    f, b = int(tree.feature[node]), int(tree.bin[node])
+                    if f == NO_SPLIT:
+                        continue
+                    if f < d_b:
+                        decide[:, node] = bins[:, f] > b
+                    else:
+                        decide[:, node] = pbits[:, col]
+                        col += 1
+                node = np.zeros(m, dtype=np.int64)
+                for _ in range(tree.depth):
+                    node = 2 * node + 1 + decide[idx, node]
+                margin += tree.leaf_values[node - n_internal]
+            if col != n_cols:
+                raise ValueError("provider decision bits do not match the model's provider nodes")
+        return 1.0 / (1.0 + np.exp(-margin))

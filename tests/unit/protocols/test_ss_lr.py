@@ -1,0 +1,78 @@
+"""SS-LR computes the plaintext model (same schedule), with 2 and 3 parties; only the bank gets scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpc_fl import metrics
+from mpc_fl.models.lr import LRParams, PlainLR
+from mpc_fl.protocols.base import LocalData
+from mpc_fl.protocols.ss_lr import SecretSharedLR
+from mpc_fl.runtime.local import run_local
+from mpc_fl.runtime.session import Federation
+
+
+def _fit_and_score(parts: dict[str, tuple[np.ndarray, np.ndarray]], y_train, params, **kw):
+    def fn(session):
+        X_train, X_test = parts[session.role]
+        proto = SecretSharedLR(params, reveal_model=True, **kw)
+        proto.fit(session, LocalData(X_train, y_train if session.role == "bank" else None))
+        return {"p": proto.predict_proba(session, LocalData(X_test)), "coef": proto.coef_}
+
+    return run_local(fn, Federation(roles=tuple(parts)))
+
+
+@pytest.mark.parametrize(
+    ("n_providers", "sigmoid", "mask"),
+    [(1, "exact", "fixed"), (2, "hard", "fixed"), (1, "taylor1", "generic")],
+)
+def test_secure_lr_equals_plaintext_lr(breast, n_providers, sigmoid, mask):
+    d = breast
+    k = int(d["n_bank_features"])
+    params = LRParams(n_epochs=2, batch_size=128, sigmoid=sigmoid)
+    cuts = np.array_split(np.arange(k, d["X_train"].shape[1]), n_providers)
+    roles = ["bank"] + (
+        ["provider"] if n_providers == 1 else [f"provider{i + 1}" for i in range(n_providers)]
+    )
+    cols = dict(zip(roles, [np.arange(k), *cuts], strict=True))
+    parts = {r: (d["X_train"][:, c], d["X_test"][:, c]) for r, c in cols.items()}
+    out = _fit_and_score(parts, d["y_train"], params, mask=mask)
+    plain = PlainLR(params).fit(d["X_train"], d["y_train"])
+    p_secure = out["bank"]["result"]["p"]
+    assert np.max(np.abs(p_secure - plain.predict_proba(d["X_test"]))) < 0.01
+    for r, c in cols.items():
+        assert out[r]["result"]["p"] is None if r != "bank" else True
+        assert np.allclose(
+            out[r]["result"]["coef"], plain.coef_[c], atol=0.01
+        )  # each owner gets its own weights
+
+
+def test_feature_outliers_are_refused_before_they_can_wrap(breast):
+    d = breast
+    X = d["X_train"].copy()
+    X[0, 0] = 1e6
+    parts = {
+        "bank": (X[:, :10], d["X_test"][:, :10]),
+        "provider": (d["X_train"][:, 10:], d["X_test"][:, 10:]),
+    }
+    from mpc_fl.runtime.local import PartyFailed
+
+    with pytest.raises(PartyFailed, match="clip outliers"):
+        _fit_and_score(parts, d["y_train"], LRParams(n_epochs=1))
+
+
+def test_default_credit_secure_lr_within_0002_auc_of_plaintext(default_credit):
+    d = default_credit
+    k = int(d["n_bank_features"])
+    parts = {
+        "bank": (d["X_train"][:, :k], d["X_test"][:, :k]),
+        "provider": (d["X_train"][:, k:], d["X_test"][:, k:]),
+    }
+    params = LRParams()  # 3 epochs of 1024-row batches, exact sigmoid
+    out = _fit_and_score(parts, d["y_train"], params)
+    secure = metrics.auc(d["y_test"], out["bank"]["result"]["p"])
+    plain = metrics.auc(
+        d["y_test"], PlainLR(params).fit(d["X_train"], d["y_train"]).predict_proba(d["X_test"])
+    )
+    assert abs(secure - plain) <= 0.002, (secure, plain)
