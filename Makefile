@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MPLBACKEND := Agg
 
-.PHONY: demo test test-fast lint bench bench-smoke figures paper clean
+.PHONY: demo test lint bench bench-heavy figures paper clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,21 +21,25 @@ demo: $(STAMP)
 	$(PY) -m mpc_fl.cli demo
 
 test: $(STAMP)
-	$(PY) -m ruff check mpc_fl tests benchmarks experiments
-	$(PY) -m pytest
+	$(PY) -m ruff check mpc_fl tests benchmarks experiments paper
+	$(PY) -m pytest tests
+	$(PY) -m pytest benchmarks -m smoke --benchmark-disable
 
 lint: $(STAMP)
 	$(PY) -m ruff check mpc_fl tests benchmarks experiments
 	$(PY) -m ruff format --check mpc_fl tests benchmarks experiments
 
 bench: $(STAMP)
-	$(PY) -m pytest benchmarks -p no:randomly --benchmark-only --benchmark-json=benchmarks/results/latest.json
+	PY=$(PY) benchmarks/run_all.sh "not heavy"
+
+bench-heavy: $(STAMP)
+	PY=$(PY) benchmarks/run_all.sh
 
 figures: $(STAMP)
-	$(PY) -m experiments.make_all
+	$(PY) experiments/make_all.py
 
 paper: figures
-	$(MAKE) -C paper
+	$(PY) paper/build.py
 
 clean:
-	rm -rf out reports .pytest_cache
+	rm -rf out reports .pytest_cache paper/build

@@ -13,7 +13,7 @@ from _bench import LR, options, record
 
 from mpc_fl.cli import run_protocol_locally
 
-SIZES = [2500, 5000, 10000, 20000]
+SIZES = [2500, 5000, 10000]
 CASES = ["plain_lr", "ss_lr", "paillier_lr_2048", "plain_gbdt", "ss_gbdt", "secureboost_2048"]
 
 

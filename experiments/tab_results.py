@@ -103,6 +103,9 @@ def main() -> None:
         "psi": psi_table(load("psi"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
+    network = NUMBERS / "network.json"
+    if network.exists():  # written by fig_network.py from the same recorded results
+        numbers.update(json.loads(network.read_text()))
     text = "".join(f"<!-- table:{k} -->\n" + "\n".join(v) + "\n" for k, v in sections.items())
     (NUMBERS / "tables.md").write_text(text)
     (NUMBERS / "numbers.json").write_text(json.dumps(numbers, indent=1, sort_keys=True))
