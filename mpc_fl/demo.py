@@ -28,10 +28,10 @@ QUICK_GBDT = {**GBDT, "n_trees": 3, "max_depth": 2}
 PLAN = [
     ("plain_lr", "plaintext LR (centralised, no privacy)", "lr", {}),
     ("ss_lr", "secret-shared LR (CrypTen, dealer)", "lr", {"mask": "fixed"}),
-    ("paillier_lr", "Paillier hetero-LR (2048-bit)", "lr", {"key_bits": 2048}),
+    ("paillier_lr", "Paillier hetero-LR ({key_bits}-bit)", "lr", {"key_bits": 2048}),
     ("plain_gbdt", "plaintext GBDT (centralised, no privacy)", "gbdt", {}),
     ("ss_gbdt", "secret-shared GBDT (CrypTen, dealer)", "gbdt", {"mask": "fixed"}),
-    ("secureboost", "SecureBoost (Paillier 2048-bit)", "gbdt", {"key_bits": 2048}),
+    ("secureboost", "SecureBoost (Paillier {key_bits}-bit)", "gbdt", {"key_bits": 2048}),
 ]
 SHORTLIST_K = 100
 
@@ -80,7 +80,7 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
         base = (QUICK_LR if quick else LR) if family == "lr" else (QUICK_GBDT if quick else GBDT)
         opts = {**base, **extra}
         if quick and "key_bits" in opts:
-            opts["key_bits"] = 1024
+            opts["key_bits"] = 1024  # a smoke run; the full demo uses 2048-bit keys
         rec = run_protocol_locally(
             bank_csv, [platform_csv], protocol, opts, out_dir / "runs" / protocol, keep_scores=True
         )
@@ -90,7 +90,7 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
         rows.append(
             {
                 "protocol": protocol,
-                "label": label,
+                "label": label.format(**opts),
                 "auc": m["auc"],
                 "ks": m["ks"],
                 "precision_at_10pct": m["precision_at_10pct"],
