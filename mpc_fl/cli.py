@@ -7,6 +7,7 @@ there are no tracebacks for things a user can fix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -83,7 +84,7 @@ def cmd_party(args: argparse.Namespace) -> int:
     options = parse_options(args.param)
     uses_crypten = protocol_class(args.protocol).uses_crypten
     if not uses_crypten:
-        fed = Federation(**{**fed.__dict__, "dealer": False})
+        fed = dataclasses.replace(fed, dealer=False)
     with connect(fed, role, uses_crypten=uses_crypten) as session:
         report = run_party(
             session, table, args.protocol, options, alignment=args.align, keep_scores=args.keep_scores

@@ -47,7 +47,9 @@ def main() -> int:
     import markdown
 
     html = markdown.markdown(text, extensions=["tables"])
-    (out / "paper.html").write_text(f"<html><head><meta charset='utf-8'><title>mpc_fl</title></head><body>{html}</body></html>")
+    (out / "paper.html").write_text(
+        f"<html><head><meta charset='utf-8'><title>mpc_fl</title></head><body>{html}</body></html>"
+    )
     print(f"wrote {out / 'paper.md'} and paper.html")
     if missing:
         print("placeholders without recorded results: " + ", ".join(missing), file=sys.stderr)
