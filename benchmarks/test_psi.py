@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,10 @@ def _psi(n: int, overlap: float):
         ids = np.concatenate([common, own])
         peer = "provider" if session.role == "bank" else "bank"
         result = run_psi(session.channel, ids, peer)
-        return {"n_common": len(result.indices)}
+        return {
+            "n_common": len(result.indices),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
 
     return fn
 
@@ -49,6 +54,8 @@ def test_psi(benchmark, n_ids):
             "protocol": "psi_ecdh",
             "n_ids_per_side": n_ids,
             "overlap": overlap,
-            "parties": {r: {"ledger": v["ledger"]} for r, v in out.items()},
+            "parties": {
+                r: {"ledger": v["ledger"], "peak_rss_mb": v["result"]["peak_rss_mb"]} for r, v in out.items()
+            },
         }
     )

@@ -18,6 +18,7 @@ own features with its own training statistics.
 from __future__ import annotations
 
 import hashlib
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,7 @@ class PartyReport:
     n_test: int
     fit_s: float
     score_s: float
+    peak_rss_mb: float
     ledger: dict
     metrics: dict[str, float] = field(default_factory=dict)
     scores: list[float] | None = None
@@ -150,6 +152,7 @@ def run_party(
         n_test=len(test),
         fit_s=t1 - t0,
         score_s=t2 - t1,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         ledger=ledger.to_dict(),
     )
     if scores is not None:
