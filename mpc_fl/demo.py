@@ -147,7 +147,7 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
         "only supplies correlated randomness; the bank alone learns the scores. SS-GBDT reveals which party "
         "owns each split (the owner alone knows the feature, bin and threshold).",
         "- Paillier baselines: SecureBoost shows the platform which SMEs fall in each tree node; hetero-LR "
-        "reveals what its module docstring states.",
+        "shows the bank the platform's partial scores for every SME.",
         "- Plaintext: the platform hands its raw data to the bank (the ceiling, not an option).",
     ]
     report = out_dir / "report.md"
