@@ -61,3 +61,11 @@ class VerticalProtocol(ABC):
 
     def params_dict(self) -> dict:
         return {}
+
+
+def two_party_peer(ctx: Context, protocol: str) -> str:
+    """The other party of a bank + one provider protocol; a clear error for any other federation."""
+    roles = tuple(ctx.roles)
+    if len(roles) != 2 or BANK not in roles:
+        raise ValueError(f"{protocol} is a two-party protocol (bank + one provider); got parties {roles}")
+    return next(r for r in roles if r != ctx.role)

@@ -43,7 +43,7 @@ import numpy as np
 
 from mpc_fl.crypto.paillier import HeuPaillier, encode_fixed
 from mpc_fl.models.lr import LRParams, minibatches, sigmoid
-from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
+from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
 #: fixed-point fraction bits of the provider's features (the ct x pt multipliers: keep them narrow)
@@ -52,15 +52,6 @@ FEATURE_FRAC_BITS = 16
 RESIDUAL_FRAC_BITS = 24
 #: statistical security of the additive gradient mask
 MASK_BITS = 40
-
-
-def _peer(ctx: Context) -> str:
-    roles = tuple(ctx.roles)
-    if len(roles) != 2 or BANK not in roles:
-        raise ValueError(
-            f"paillier_lr is a two-party protocol (bank + one provider) without an arbiter; got parties {roles}"
-        )
-    return next(r for r in roles if r != ctx.role)
 
 
 class PaillierLR(VerticalProtocol):
@@ -85,7 +76,7 @@ class PaillierLR(VerticalProtocol):
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
-        peer = _peer(ctx)
+        peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         self.history_: list[dict] = []
         n = data.n_rows
@@ -157,7 +148,7 @@ class PaillierLR(VerticalProtocol):
         self.intercept_ = b if ctx.role == BANK else None
 
     def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
-        peer = _peer(ctx)
+        peer = two_party_peer(ctx, self.name)
         with ctx.channel.phase("scoring"):
             u = data.X @ self.coef_
             if ctx.role != BANK:

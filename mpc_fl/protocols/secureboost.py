@@ -57,18 +57,11 @@ from mpc_fl.models.gbdt import (
     quantile_bin_edges,
     split_gains,
 )
-from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
+from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
 #: fixed-point fraction bits of packed g and h (FATE packs with 53; 32 keeps sums exact to ~1e-9 per row)
 FRAC_BITS = 32
-
-
-def _peer(ctx: Context) -> str:
-    roles = tuple(ctx.roles)
-    if len(roles) != 2 or BANK not in roles:
-        raise ValueError(f"secureboost is a two-party protocol (bank + one provider); got parties {roles}")
-    return next(r for r in roles if r != ctx.role)
 
 
 def _pack_bits(a: np.ndarray) -> np.ndarray:
@@ -101,7 +94,7 @@ class SecureBoost(VerticalProtocol):
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
-        peer = _peer(ctx)
+        peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         n = data.n_rows
         with ch.phase("setup"):
@@ -247,7 +240,7 @@ class SecureBoost(VerticalProtocol):
 
     # ------------------------------------------------------------------------------------------------------
     def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
-        peer = _peer(ctx)
+        peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         bins = apply_bins(data.X, self.edges_)
         m = data.n_rows

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from mpc_fl.runtime.channel import Channel, LocalChannel
 from mpc_fl.runtime.session import DEALER, Federation, PartySession, connect, serve_dealer
 
 
@@ -111,3 +113,42 @@ def run_local(
                 p.terminate()
                 p.join(timeout=2)
     return results
+
+
+@dataclass
+class ThreadContext:
+    """What a protocol sees of a party when all parties run as threads of one process."""
+
+    role: str
+    roles: tuple[str, ...]
+    channel: Channel
+
+
+def run_in_threads(
+    fn: Callable[[ThreadContext], Any], roles: tuple[str, ...], timeout_s: float = 300.0
+) -> dict:
+    """Run ``fn(ctx)`` per role in threads over :class:`LocalChannel`: ``{role: (result, ledger)}``.
+
+    For protocols that need no CrypTen (Paillier, PSI, plaintext): fast unit tests of the
+    protocol logic without processes. The first error of any party is re-raised.
+    """
+    chans = LocalChannel.create(roles)
+    out: dict[str, Any] = {}
+
+    def target(role: str) -> None:
+        try:
+            out[role] = fn(ThreadContext(role, roles, chans[role]))
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            out[role] = err
+
+    threads = [threading.Thread(target=target, args=(r,), daemon=True) for r in roles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
+    for r in roles:
+        if isinstance(out.get(r), BaseException):
+            raise out[r]
+        if r not in out:
+            raise PartyFailed(f"party {r!r} did not finish within {timeout_s:.0f} s")
+    return {r: (out[r], chans[r].ledger) for r in roles}

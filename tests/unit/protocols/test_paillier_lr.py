@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.paillier_lr import PaillierLR
-from mpc_fl.runtime.channel import Channel, LocalChannel
+from mpc_fl.runtime.channel import LocalChannel
+from mpc_fl.runtime.local import ThreadContext, run_in_threads
 
 KEY_BITS = 1024
 
 
-@dataclass
-class Ctx:
-    role: str
-    roles: tuple[str, ...]
-    channel: Channel
-
-
 def run_threads(roles: tuple[str, ...], fn) -> dict:  # noqa: ANN001
-    """Run ``fn(ctx)`` per role in threads over LocalChannel; re-raise the first error."""
-    chans = LocalChannel.create(roles)
-    out: dict = {}
-
-    def target(role: str) -> None:
-        ctx = Ctx(role, roles, chans[role])
-        try:
-            out[role] = fn(ctx)
-        except BaseException as err:  # noqa: BLE001 - reported below
-            out[role] = err
-
-    threads = [threading.Thread(target=target, args=(r,), daemon=True) for r in roles]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    for r in roles:
-        if isinstance(out.get(r), BaseException):
-            raise out[r]
-    return {r: (out[r], chans[r].ledger) for r in roles}
+    return run_in_threads(fn, roles)
 
 
 def _data(n: int = 300, seed: int = 0):  # noqa: ANN202
@@ -89,7 +61,7 @@ def test_matches_plaintext(sig: str, l2: float) -> None:
 def test_rejects_more_than_two_parties() -> None:
     X, y, _ = _data(n=60)
     roles = ("bank", "p1", "p2")
-    ctx = Ctx("bank", roles, LocalChannel.create(roles)["bank"])
+    ctx = ThreadContext("bank", roles, LocalChannel.create(roles)["bank"])
     with pytest.raises(ValueError, match="two-party"):
         PaillierLR(LRParams(n_epochs=1), key_bits=KEY_BITS).fit(ctx, LocalData(X[:, :2], y))
     with pytest.raises(ValueError, match="two-party"):
