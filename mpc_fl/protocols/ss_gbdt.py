@@ -1,4 +1,4 @@
-"""Secret-shared histogram GBDT (SS-GBDT) on CrypTen arithmetic shares (written for n parties; tested with 2).
+"""Secret-shared histogram GBDT (SS-GBDT) on CrypTen arithmetic shares (2 or more parties).
 
 Threat model: semi-honest parties; Beaver triples and fixed-mask correlations come from a
 separate dealer process (CrypTen's TTP, :mod:`mpc_fl.crypto.dealer`) that colludes with no

@@ -1,4 +1,4 @@
-"""SS-GBDT reproduces the plaintext GBDT (same splits, same scores) with two parties and the dealer."""
+"""SS-GBDT reproduces the plaintext GBDT (same splits, same scores) with two or three parties and the dealer."""
 
 from __future__ import annotations
 
@@ -104,3 +104,20 @@ def test_rejects_bad_settings_before_any_traffic(kwargs, params):  # noqa: ANN00
 def test_params_dict():
     d = SecretSharedGBDT(GBDTParams(n_trees=3), mask="generic").params_dict()
     assert d["n_trees"] == 3 and d["mask"] == "generic" and SecretSharedGBDT.name == "ss_gbdt"
+
+
+def test_three_parties_match_plaintext():
+    X_tr, y_tr, X_te, _ = _synthetic(n=240, seed=2)
+    params = GBDTParams(n_trees=2, max_depth=2, n_bins=8)
+    cols = {"bank": slice(0, 2), "provider1": slice(2, 4), "provider2": slice(4, 6)}
+
+    def fn(session):  # noqa: ANN001, ANN202
+        c = cols[session.role]
+        proto = SecretSharedGBDT(params)
+        proto.fit(session, LocalData(X_tr[:, c], y_tr if session.role == "bank" else None))
+        return proto.predict_proba(session, LocalData(X_te[:, c]))
+
+    res = run_local(fn, Federation(roles=tuple(cols)), timeout_s=600)
+    plain = PlainGBDT(params).fit(X_tr, y_tr)
+    np.testing.assert_allclose(res["bank"]["result"], plain.predict_proba(X_te), atol=2e-3)
+    assert res["provider1"]["result"] is None and res["provider2"]["result"] is None
