@@ -57,7 +57,12 @@ def record(benchmark, run: dict) -> None:  # noqa: ANN001
     )
     benchmark.extra_info["traffic"] = run["traffic"]
     benchmark.extra_info["parties"] = {
-        r: {"ledger": p["ledger"], "fit_s": p["fit_s"], "score_s": p["score_s"]}
+        r: {
+            "ledger": p["ledger"],
+            "fit_s": p["fit_s"],
+            "score_s": p["score_s"],
+            "peak_rss_mb": p["peak_rss_mb"],
+        }
         for r, p in run["parties"].items()
     }
     benchmark.extra_info["alignment"] = run["alignment"]

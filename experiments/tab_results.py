@@ -22,6 +22,11 @@ def _per_unit(e: dict) -> tuple[float, str]:
     return p["n_epochs"] * -(-e["n_train"] // p["batch_size"]), "iter"
 
 
+def _peak(e: dict) -> str:
+    peaks = [p.get("peak_rss_mb") for p in e["parties"].values()]
+    return f"{max(peaks):,.0f}" if all(v is not None for v in peaks) else "not recorded"
+
+
 def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str]:
     rows = sorted(
         (e for e in entries if e.get("dataset") == dataset), key=lambda e: list(LABELS).index(e["case"])
@@ -31,8 +36,9 @@ def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str
     out = [
         f"**{dataset}** ({rows[0]['n_train']} training rows)",
         "",
-        "| protocol | AUC | KS | precision@10% | MB sent (train + score) | MB per iter/tree | rounds | fit s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| protocol | AUC | KS | precision@10% | MB sent (train + score) | MB per iter/tree | rounds | fit s "
+        "| peak RSS MB (largest party) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in rows:
         m = e["metrics"]
@@ -41,7 +47,8 @@ def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str
         total = phase_bytes(e)
         out.append(
             f"| {LABELS[e['case']]} | {m['auc']:.4f} | {m['ks']:.4f} | {m['precision_at_10pct']:.3f} | "
-            f"{_mb(total)} | {_mb(train / units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} |"
+            f"{_mb(total)} | {_mb(train / units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} "
+            f"| {_peak(e)} |"
         )
         key = f"{dataset}.{e['case']}"
         numbers[f"{key}.auc"] = round(m["auc"], 4)
