@@ -24,6 +24,9 @@ from crypten.mpc.provider.ttp_provider import TTPServer
 
 MASK_OPS = ("t_matmul", "matmul")
 
+#: The threat model of every protocol whose correlated randomness comes from this dealer.
+DEALER_THREAT_MODEL = "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
+
 
 def apply_mask_op(op: str, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``A^T b`` for "t_matmul" (histograms, gradients), ``A b`` for "matmul" (forward pass)."""

@@ -61,6 +61,7 @@ import torch
 from crypten.mpc import MPCTensor
 
 from mpc_fl.crypto._crypten_compat import crypten
+from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.models.gbdt import NO_SPLIT, GBDTParams, apply_bins, base_margin, quantile_bin_edges
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
@@ -169,9 +170,7 @@ def _one_hot_bins(bins: np.ndarray, n_bins: int) -> torch.Tensor:
 class SecretSharedGBDT(VerticalProtocol):
     name = "ss_gbdt"
     uses_crypten = True
-    threat_model: ClassVar[str] = (
-        "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
-    )
+    threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; per node the owner party of the split (or no split); feature and bin of its own splits",
         "provider": "per node the owner party of the split (or no split); feature and bin of its own splits",

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mpc_fl.crypto._crypten_compat import crypten
+from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.models.lr import LRParams, minibatches
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
@@ -54,9 +55,7 @@ def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
 class SecretSharedLR(VerticalProtocol):
     name = "ss_lr"
     uses_crypten = True
-    threat_model: ClassVar[str] = (
-        "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
-    )
+    threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; its own weights and the intercept only if reveal_model",
         "provider": "public sizes and the batch schedule; its own weights only if reveal_model",
