@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import LR, record, require_dataset
+from _bench import LR, SPLIT, record, require_dataset
 
 from mpc_fl.cli import run_protocol_locally
 
@@ -21,7 +21,7 @@ def test_ss_lr_mask(benchmark, tmp_path, mask, sigmoid):
     opts = {**LR, "n_epochs": 1, "sigmoid": sigmoid, "mask": mask}
     run = benchmark.pedantic(
         lambda: run_protocol_locally(
-            Path(files[0]), [Path(files[1])], "ss_lr", opts, tmp_path, align="sorted"
+            Path(files[0]), [Path(files[1])], "ss_lr", opts, tmp_path, align="sorted", split=SPLIT
         ),
         rounds=1,
         iterations=1,
@@ -36,7 +36,7 @@ def test_ss_gbdt_mask(benchmark, tmp_path, mask):
     opts = {"n_trees": 1, "max_depth": 2, "learning_rate": 0.3, "n_bins": 32, "mask": mask}
     run = benchmark.pedantic(
         lambda: run_protocol_locally(
-            Path(files[0]), [Path(files[1])], "ss_gbdt", opts, tmp_path, align="sorted"
+            Path(files[0]), [Path(files[1])], "ss_gbdt", opts, tmp_path, align="sorted", split=SPLIT
         ),
         rounds=1,
         iterations=1,

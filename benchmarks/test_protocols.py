@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import PROTOCOLS, options, record, require_dataset
+from _bench import PROTOCOLS, SPLIT, options, record, require_dataset
 
 from mpc_fl.cli import run_protocol_locally
 
@@ -29,7 +29,9 @@ def sme_files(tmp_path_factory) -> tuple[str, str]:
 def _run(benchmark, tmp_path: Path, files: tuple[str, str], name: str, smoke: bool, align: str) -> dict:
     protocol, opts = options(name, smoke)
     run = benchmark.pedantic(
-        lambda: run_protocol_locally(Path(files[0]), [Path(files[1])], protocol, opts, tmp_path, align=align),
+        lambda: run_protocol_locally(
+            Path(files[0]), [Path(files[1])], protocol, opts, tmp_path, align=align, split=SPLIT
+        ),
         rounds=1,
         iterations=1,
     )

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from mpc_fl.runtime.local import run_local
-from mpc_fl.runtime.session import Federation
 
 
 def _psi(n: int, overlap: float):
@@ -44,7 +43,7 @@ def _psi(n: int, overlap: float):
 def test_psi(benchmark, n_ids):
     overlap = 0.5
     out = benchmark.pedantic(
-        lambda: run_local(_psi(n_ids, overlap), Federation(dealer=False), uses_crypten=False, timeout_s=3600),
+        lambda: run_local(_psi(n_ids, overlap), uses_crypten=False, timeout_s=3600),
         rounds=1,
         iterations=1,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import LR, options, record
+from _bench import LR, SPLIT, options, record
 
 from mpc_fl.cli import run_protocol_locally
 
@@ -38,7 +38,7 @@ def test_scaling(benchmark, tmp_path, sme_by_size, n_bank, name):
     else:
         opts = {**opts, "n_trees": 3, "max_depth": 3}
     run = benchmark.pedantic(
-        lambda: run_protocol_locally(bank, [platform], protocol, opts, tmp_path, align="sorted"),
+        lambda: run_protocol_locally(bank, [platform], protocol, opts, tmp_path, align="sorted", split=SPLIT),
         rounds=1,
         iterations=1,
     )

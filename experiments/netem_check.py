@@ -197,20 +197,38 @@ class Topology:
 
 
 def run_once(topo: Topology, args: argparse.Namespace, out_dir: Path, port: int) -> dict:
+    from mpc_fl.runtime.federation import Member, federation_text
+    from mpc_fl.runtime.identity import make_identity
+
     py = [sys.executable, "-m", "mpc_fl.cli"]
-    common = ["--parties", "bank,provider", "--master-addr", ADDR["bank"], "--master-port", str(port),
-              "--connect-timeout", "120"]  # fmt: skip
+    keys, members = {}, []
+    for role in (*PARTIES, "dealer"):  # a fresh federation per run: members listen inside their namespaces
+        keys[role], cert = make_identity(role, out_dir / "keys")
+        members.append(Member(role, ADDR[role], port, cert.read_text()))
+    fed_file = out_dir / "federation.toml"
+    fed_file.write_text(federation_text(members))
+    common = ["--federation", str(fed_file), "--connect-timeout", "120"]
     params = [x for p in args.param for x in ("--param", p)]
     data = {"bank": args.data / "guest.csv", "provider": args.data / "host.csv"}
     commands = {
-        r: ["ip", "netns", "exec", topo.ns[r], *py, "party", "--role", r, "--data", str(data[r]),
-            "--protocol", args.protocol, "--align", "sorted", "--out", str(out_dir / f"{r}.json"),
-            *common, *params]
+        r: ["ip", "netns", "exec", topo.ns[r], *py, "party", "--role", r, "--key", str(keys[r]),
+            "--data", str(data[r]), "--protocol", args.protocol, "--align", "sorted",
+            "--split", "stratified-public", "--out", str(out_dir / f"{r}.json"), *common, *params]
         for r in PARTIES
     }  # fmt: skip
-    commands["dealer"] = ["ip", "netns", "exec", topo.ns["dealer"], *py, "dealer", *common]
+    commands["dealer"] = [
+        "ip",
+        "netns",
+        "exec",
+        topo.ns["dealer"],
+        *py,
+        "dealer",
+        "--key",
+        str(keys["dealer"]),
+        *common,
+    ]
     t0 = time.perf_counter()
-    launch(commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore", "GLOO_SOCKET_IFNAME": DEV})
+    launch(commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"})
     wall = time.perf_counter() - t0
     reports = {r: json.loads((out_dir / f"{r}.json").read_text()) for r in PARTIES}
     summary = traffic_summary({r: rep["ledger"] for r, rep in reports.items()})
@@ -234,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=None, metavar="KEY=VALUE")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "breast")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "netem_check.json")
-    ap.add_argument("--port", type=int, default=29611, help="rendezvous port (inside the namespaces)")
+    ap.add_argument(
+        "--port", type=int, default=29611, help="each member's listening port (inside its namespace)"
+    )
     args = ap.parse_args(argv)
     args.param = args.param or DEFAULT_PARAMS
     settings = [tuple(float(x) for x in s.split(":")) for s in (args.setting or DEFAULT_SETTINGS)]

@@ -7,8 +7,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: The fixed split used by every protocol and baseline (see ../shared/docs/plaintext_reference.md).
+#: Share of the aligned rows held out for testing, whichever split is drawn (mpc_fl.data.split).
 SPLIT_TEST_SIZE = 0.2
+#: Public seed of the stratified reference split only (split 'stratified-public', the plaintext
+#: baseline; ../shared/docs/plaintext_reference.md). Anyone who knows it can replay that split and
+#: read labels off the test mask, so the default 'random' split never uses it.
 SPLIT_SEED = 42
 
 

@@ -10,9 +10,12 @@ are then ordered by id, which reproduces the reference split. ``sorted`` skips P
 for pre-aligned benchmark files: each party sorts by id and the parties only
 compare a hash of their id lists (the run fails if they differ).
 
-Split: the bank draws the fixed stratified 80/20 split (seed 42) on the aligned
-rows and tells the providers which rows are test rows; each party standardises its
-own features with its own training statistics.
+Split: the bank draws an 80/20 split of the aligned rows and tells the providers
+which rows are test rows; each party standardises its own features with its own
+training statistics. The default (``random``) picks the test rows by a keyed hash of the
+ids under a key only the bank holds, so the mask says nothing about the labels;
+``stratified-public`` (sklearn, public seed 42) reproduces the reference numbers but
+lets a provider read labels off the mask (security review F2): public data only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 
 from mpc_fl import metrics
 from mpc_fl.data.party_table import PartyTable
-from mpc_fl.data.vertical import Standardizer, stratified_split
+from mpc_fl.data.split import SPLITS, draw_split
+from mpc_fl.data.vertical import Standardizer
 from mpc_fl.protocols import make_protocol
 from mpc_fl.protocols.base import BANK, Context, LocalData
 from mpc_fl.runtime.ledger import Ledger
@@ -83,11 +87,15 @@ def align(ctx: Context, table: PartyTable, method: str = "psi", *, progress: boo
         return sub.take(_id_sort_key(sub.ids))
 
 
-def split_rows(ctx: Context, table: PartyTable) -> tuple[np.ndarray, np.ndarray]:
-    """The bank draws the stratified split; providers receive the test-row mask."""
+def split_rows(
+    ctx: Context, table: PartyTable, method: str = "random", key: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bank draws the split by ``method`` (``key``: its secret split key); providers get the test-row mask."""
+    if method not in SPLITS:  # checked at every party, so nobody waits on a bank that gave up
+        raise ValueError(f"unknown split {method!r}; choose from {SPLITS}")
     with ctx.channel.phase("setup"):
         if ctx.role == BANK:
-            _, test = stratified_split(table.y)
+            _, test = draw_split(method, table.ids, table.y, key=key)
             is_test = np.zeros(table.n_rows, dtype=bool)
             is_test[test] = True
             for r in ctx.roles:
@@ -115,6 +123,10 @@ class PartyReport:
     scores: list[float] | None = None
     test_ids: list[str] | None = None
     test_labels: list[int] | None = None
+    split: str = "random"
+    alignment: str = "psi"
+    #: protocol-specific facts of the run (e.g. SS-GBDT's reconstructable nodes per party)
+    run_info: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -127,13 +139,15 @@ def run_party(
     options: dict[str, Any] | None = None,
     *,
     alignment: str = "psi",
+    split: str = "random",
+    split_key: bytes | None = None,
     keep_scores: bool = False,
     progress: bool = False,
 ) -> PartyReport:
     """Align, split, scale, fit and score as one party; the bank also computes the test metrics."""
     proto = make_protocol(protocol, **(options or {}))
     aligned = align(ctx, table, alignment, progress=progress)
-    train, test = split_rows(ctx, aligned)
+    train, test = split_rows(ctx, aligned, split, split_key)
     scaler = Standardizer.fit(aligned.X[train])
     X = scaler.transform(aligned.X)
     y = aligned.y
@@ -154,6 +168,9 @@ def run_party(
         score_s=t2 - t1,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         ledger=ledger.to_dict(),
+        split=split,
+        alignment=alignment,
+        run_info=proto.run_info(),
     )
     if scores is not None:
         report.metrics = metrics.summary(y[test], scores)

@@ -1,9 +1,12 @@
 """The Beaver-triple dealer: CrypTen's trusted third party (TTP), extended with fixed-mask correlations.
 
 Threat model: semi-honest, and the dealer colludes with no computing party. The dealer
-never receives data or shares of data: it only derives randomness from seeds it
-shares with each party and sends party 0 the one correction share per request
-(CrypTen's TTP design). It therefore learns nothing but the sizes of the requests.
+never receives data or shares of data: it holds one 256-bit ChaCha20 key per party
+(drawn from ``os.urandom`` and sent over that party's encrypted link,
+:mod:`mpc_fl.crypto.secure_crypten`), derives the parties' random shares from those
+streams, and sends party 0 the one correction share per request (CrypTen's TTP design).
+It learns the sizes of the requests and, for fixed-mask products on row subsets, which
+rows are used: the mini-batch schedule, which is public.
 
 Fixed-mask correlation (see :mod:`mpc_fl.crypto.fixed_mask`): for a matrix ``M`` that one
 party owns and that stays fixed (the feature matrix in LR, the bin-indicator matrix in
@@ -14,18 +17,24 @@ product with a fresh shared vector needs only a fresh random ``[b]`` and ``[c] =
 
 from __future__ import annotations
 
-import mpc_fl.crypto._crypten_compat  # noqa: F401  (must precede any crypten import)
+from mpc_fl.crypto.secure_crypten import crypten, generate_random_ring_element
 
 # isort: split
 
+import logging
+
 import torch
-from crypten.common.rng import generate_random_ring_element
-from crypten.mpc.provider.ttp_provider import TTPServer
+from crypten.mpc.provider.ttp_provider import TTP_FUNCTIONS, TTPServer
 
 MASK_OPS = ("t_matmul", "matmul")
 
 #: The threat model of every protocol whose correlated randomness comes from this dealer.
-DEALER_THREAT_MODEL = "semi-honest parties; non-colluding dealer (CrypTen TTP) supplies all triples"
+DEALER_THREAT_MODEL = (
+    "semi-honest parties; a separate dealer (CrypTen TTP) that colludes with no party supplies all "
+    "triples and masks from per-party 256-bit ChaCha20 keys"
+)
+
+log = logging.getLogger(__name__)
 
 
 def apply_mask_op(op: str, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -38,11 +47,34 @@ def apply_mask_op(op: str, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class Dealer(TTPServer):
-    """CrypTen's TTP server plus two requests: ``fixed_mask_setup`` and ``fixed_mask_triple``."""
+    """CrypTen's TTP plus fixed-mask requests, serving only the requests it knows by name."""
+
+    REQUESTS = frozenset(TTP_FUNCTIONS) | {"fixed_mask_setup", "fixed_mask_triple", "fixed_mask_release"}
 
     def __init__(self) -> None:
+        # CrypTen's TTPServer.__init__ would re-initialise CrypTen and serve at once; we do both explicitly
+        comm = crypten.communicator.get()
+        self.ttp_group, self.comm_group = comm.ttp_group, comm.ttp_comm_group
+        self.device = "cpu"
         self._masks: dict[str, torch.Tensor] = {}
-        super().__init__()  # serves requests until party 0 shuts down
+        self._setup_generators()
+        self.n_requests = 0
+
+    def serve(self) -> int:
+        """Answer party 0's requests until it says "terminate"; return how many were served."""
+        comm = crypten.communicator.get()
+        ttp_rank = comm.get_ttp_rank()
+        while True:
+            message = comm.recv_obj(0, self.ttp_group)
+            if message == "terminate":
+                return self.n_requests
+            function = message.get("function") if isinstance(message, dict) else None
+            if function not in self.REQUESTS:
+                raise ValueError(f"dealer: unknown request {function!r} from party 0")
+            result = getattr(self, function)(*message.get("args", ()), **message.get("kwargs", {}))
+            comm.send_obj(result.size(), 0, self.ttp_group)
+            comm.broadcast(result, ttp_rank, self.comm_group)
+            self.n_requests += 1
 
     def fixed_mask_setup(self, key: str, owner: int, shape: tuple[int, ...]) -> torch.Tensor:
         gen = self._get_generators(device=self.device)[owner]

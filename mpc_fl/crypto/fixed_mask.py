@@ -10,8 +10,9 @@ reuse that correlation: with a fresh dealer pair ``[b]``, ``[c] = [A^T b]``,
 
 and likewise ``[M v] = M f + E [b] + [A b]``. Each product then opens only ``u - b``
 (n elements), not the matrix. Security: ``E`` and ``f`` are uniformly random ring
-elements to everyone but the owner (one-time pads by ``A`` and ``b``), provided the
-dealer colludes with nobody; the dealer sees nothing but request sizes.
+elements to everyone but the owner (one-time pads by ``A`` and ``b``, drawn from the
+owner's and the parties' ChaCha20 dealer streams), provided the dealer colludes with
+nobody; the dealer sees request sizes and the (public) rows of each product.
 
 Fixed point: ``M`` is encoded with ``precision`` fractional bits (0 for 0/1 indicator
 matrices, so products need no truncation and cannot wrap), the vectors with CrypTen's
@@ -20,7 +21,7 @@ matrices, so products need no truncation and cannot wrap), the vectors with Cryp
 
 from __future__ import annotations
 
-import mpc_fl.crypto._crypten_compat  # noqa: F401  (must precede any crypten import)
+from mpc_fl.crypto.secure_crypten import crypten, generate_random_ring_element
 
 # isort: split
 
@@ -28,11 +29,9 @@ import itertools
 
 import crypten.communicator as comm
 import torch
-from crypten.common.rng import generate_random_ring_element
 from crypten.mpc import MPCTensor
 from crypten.mpc.provider.ttp_provider import TTPClient
 
-from mpc_fl.crypto._crypten_compat import crypten
 from mpc_fl.crypto.dealer import apply_mask_op
 
 _keys = itertools.count()

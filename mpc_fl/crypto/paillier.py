@@ -15,6 +15,15 @@ Conventions (all backends):
   non-negative and narrow (HEU is ~4x slower on negative scalars). :meth:`PaillierBackend.matmul_plain` avoids
   exponentiations altogether for tall plaintext matrices (bucket method, see there).
 
+Key floor: moduli below :data:`MIN_KEY_BITS` (2048, ~112-bit security) are refused both when a key is generated
+and when a peer's public key is loaded, so neither party can be talked into a weak key. Unit tests use 1024-bit keys
+for speed through :func:`allow_short_keys_for_tests`, which nothing outside the tests calls.
+
+Re-randomisation: homomorphic results are deterministic functions of the input ciphertexts, so a ciphertext sent back
+to the key holder lets it test guesses about the evaluator's plaintext operands (which rows fell in which bin, the
+features it multiplied by) against the randomness of ciphertexts it made itself. Every ciphertext a party returns
+goes through :meth:`PaillierBackend.rerandomize` (adds a fresh encryption of zero) first.
+
 SecureBoost helpers: :class:`GHPacker` packs (count, g, h) of a sample into one plaintext (SecureBoost+ "GH packing");
 :meth:`PaillierBackend.squeeze` / :func:`unsqueeze` fold several packed histogram bins into one ciphertext ("cipher
 compression") so the active party decrypts and receives ``values_per_ct`` times fewer ciphertexts.
@@ -23,8 +32,9 @@ compression") so the active party decrypts and receives ``values_per_ct`` times 
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,9 +42,12 @@ import numpy as np
 __all__ = [
     "Ciphertexts",
     "GHPacker",
+    "MIN_KEY_BITS",
     "HeuPaillier",
     "PaillierBackend",
     "SecretKeyRequiredError",
+    "allow_short_keys_for_tests",
+    "check_key_bits",
     "decode_fixed",
     "encode_fixed",
     "unsqueeze",
@@ -51,8 +64,38 @@ MAX_BINS = 128
 _CHUNK_BITS = 7
 
 
+#: Smallest accepted Paillier modulus: factoring-based keys below 2048 bits are below ~112-bit security
+#: (NIST SP 800-57), and 1024-bit moduli are within reach of well-funded attackers.
+MIN_KEY_BITS = 2048
+
+
 class SecretKeyRequiredError(RuntimeError):
     """Raised when a public-key-only backend (the passive party's) is asked to decrypt."""
+
+
+def check_key_bits(bits: int, what: str = "key_bits") -> None:
+    """One-line ValueError below :data:`MIN_KEY_BITS` (read at call time, so the test override applies)."""
+    if int(bits) < MIN_KEY_BITS:
+        raise ValueError(
+            f"Paillier keys below {MIN_KEY_BITS} bits are refused (got {int(bits)}, {what}); "
+            f"use key_bits >= {MIN_KEY_BITS}"
+        )
+
+
+@contextlib.contextmanager
+def allow_short_keys_for_tests(min_bits: int = 1024) -> Iterator[None]:
+    """TEST-ONLY: lower the key floor to ``min_bits`` inside the block (1024-bit keys keep unit tests fast).
+
+    Only test code may call this: the CLI, demo and benchmarks never do, so real runs always meet
+    :data:`MIN_KEY_BITS`. It rebinds the module global, hence covers every thread of the process.
+    """
+    global MIN_KEY_BITS
+    saved = MIN_KEY_BITS
+    MIN_KEY_BITS = int(min_bits)
+    try:
+        yield
+    finally:
+        MIN_KEY_BITS = saved
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,6 +324,16 @@ class PaillierBackend(abc.ABC):
         """Size on the wire (what the channel ledger should count)."""
         return len(self.serialize(ct))
 
+    def rerandomize(self, ct: Ciphertexts) -> Ciphertexts:
+        """Same plaintexts, fresh randomness: ``ct * Enc(0)``. Call on every ciphertext sent back to the key holder.
+
+        Without it a homomorphic result is a deterministic function of the key holder's ciphertexts and the
+        evaluator's plaintext operands, which the key holder (knowing its own encryption randomness) can test
+        guesses against. Costs one encryption per ciphertext (HEU, 2048 bits: 0.3-1 ms on 2 cores); backends
+        with a native operation may override.
+        """
+        return self.add(ct, self.encrypt(np.zeros(self.shape(ct), dtype=np.int64)))
+
     # --- shape ----------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def shape(self, ct: Ciphertexts) -> tuple[int, ...]: ...
@@ -425,15 +478,27 @@ class HeuPaillier(PaillierBackend):
 
     @classmethod
     def generate(cls, key_bits: int) -> HeuPaillier:
+        """New ZPaillier key pair; refuses ``key_bits`` below :data:`MIN_KEY_BITS`."""
+        check_key_bits(key_bits)
         phe, hnp = _heu()
         return cls(hnp.setup(phe.SchemaType.ZPaillier, int(key_bits)), int(key_bits), True)
 
     @classmethod
     def from_public_key(cls, data: bytes) -> HeuPaillier:
+        """Load the peer's key, refusing a non-ZPaillier schema or a modulus below :data:`MIN_KEY_BITS`.
+
+        The receiving party checks for itself: it is the one whose data the key will protect. HEU also loads
+        e.g. ``Mock`` keys (no encryption at all) from the same wire format, hence the schema check.
+        """
         phe, hnp = _heu()
         pk = phe.PublicKey.load_from(data)
-        # plaintext bound is floor(n/2), one bit shorter than n
-        return cls(hnp.setup(pk), pk.plaintext_bound().bit_count() + 1, False)
+        kit = hnp.setup(pk)
+        if kit.get_schema() != phe.SchemaType.ZPaillier:
+            raise ValueError(f"peer sent a {kit.get_schema()} public key; only ZPaillier keys are accepted")
+        # HEU exposes no modulus accessor: the plaintext bound is floor(n/2), one bit shorter than n
+        bits = pk.plaintext_bound().bit_count() + 1
+        check_key_bits(bits, "public key received from the peer")
+        return cls(kit, bits, False)
 
     def public_key_bytes(self) -> bytes:
         return bytes(self._kit.public_key().serialize())

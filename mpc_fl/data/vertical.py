@@ -1,4 +1,4 @@
-"""Vertical datasets: the bank's and the providers' tables, the fixed split and scaling.
+"""Vertical datasets: the bank's and the providers' tables, the public reference split and scaling.
 
 The centralised helpers here (:func:`join_on_ids`) exist for the plaintext baseline
 only; party processes never join tables, they align rows with PSI.
@@ -11,11 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mpc_fl.config import SPLIT_SEED, SPLIT_TEST_SIZE, data_root
+from mpc_fl.config import data_root
 from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable, load_party_csv
+from mpc_fl.data.split import stratified_public_split
 
 FATE_DATASETS = ("default_credit", "breast")
+
+#: The public reference split under its old name (plaintext baseline, tests, benchmarks). It leaks
+#: labels to whoever sees the test mask: see :func:`mpc_fl.data.split.stratified_public_split`.
+stratified_split = stratified_public_split
 
 
 def fate_pair_paths(name: str, root: Path | None = None) -> tuple[Path, Path]:
@@ -50,17 +55,6 @@ def join_on_ids(bank: PartyTable, *providers: PartyTable) -> tuple[PartyTable, .
     if len(common) == 0:
         raise DataError("the parties have no customers in common")
     return tuple(t.take(common_rows_sorted(t.ids, common)) for t in (bank, *providers))
-
-
-def stratified_split(
-    y: np.ndarray, test_size: float = SPLIT_TEST_SIZE, seed: int = SPLIT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test row positions: sklearn's stratified split, as in the reference numbers."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    train, test = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
-    return np.asarray(train), np.asarray(test)
 
 
 @dataclass(frozen=True)

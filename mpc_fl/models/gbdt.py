@@ -176,3 +176,92 @@ class PlainGBDT:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         z = self.decision_function_binned(apply_bins(X, self.edges_))
         return 1.0 / (1.0 + np.exp(-z))
+
+
+def publicly_empty_nodes(owners: list[np.ndarray]) -> list[np.ndarray]:
+    """Per tree, the nodes every party knows are empty: the right child of a no-split node and all below it.
+
+    Why: a no-split node sends every row left, so its right subtree is empty whatever the data;
+    these nodes leak nothing, but their (empty) row sets are known to all. Layout as in
+    :func:`reconstructable_nodes`.
+    """
+    out = []
+    for o in owners:
+        n_internal = _n_internal(o)
+        empty = np.zeros(2 * n_internal + 1, dtype=bool)
+        for k in range(n_internal):
+            if empty[k]:
+                empty[2 * k + 1 : 2 * k + 3] = True
+            elif o[k] == NO_SPLIT:
+                empty[2 * k + 2] = True
+        out.append(empty)
+    return out
+
+
+def reconstructable_nodes(owners: list[np.ndarray], party: int) -> list[np.ndarray]:
+    """Per tree, the nodes whose exact training-row set ``party`` learns from the public split owners.
+
+    Why: a protocol that reveals each split's owner to everyone and its (feature, bin) to the
+    owner (SS-GBDT) lets the owner evaluate ``bins[:, f] <= b`` on every row; chaining its own
+    splits down from the root, it learns exactly which rows reach every node whose path it
+    controls. At scoring the same nodes give it the paths of the test rows.
+
+    ``owners[t]`` lists tree ``t``'s internal nodes in heap order (node k has children 2k+1 and
+    2k+2): the owner's rank or NO_SPLIT. Returns per tree a boolean mask over all
+    ``2 * len(owners[t]) + 1`` nodes in heap order (the internal nodes, then the leaves). Node v is
+    True iff
+
+    * v is the root (every row: known to all), or
+    * its parent is True and the parent's split is owned by ``party`` or is NO_SPLIT (a no-split
+      node sends every row left: its left child has its rows, its right child none), or
+    * v is publicly empty (:func:`publicly_empty_nodes`): True for every party.
+
+    Equivalently: every split on v's path is ``party``'s or NO_SPLIT, or the path goes right at a
+    no-split node. This is exactly the set of nodes whose rows ``party`` can tell from the owners,
+    its own splits and its own data when ``min_child_weight > 0`` (each valid split then leaves
+    both children non-empty, so no other node is ever known to be empty); for the others the
+    other parties' splits matter.
+    """
+    if party < 0:
+        raise ValueError(f"party must be a rank >= 0, got {party}")
+    out = []
+    for o, empty in zip(owners, publicly_empty_nodes(owners), strict=True):
+        n_internal = _n_internal(o)
+        known = empty.copy()
+        known[0] = True
+        for k in range(n_internal):
+            if known[k] and (o[k] == party or o[k] == NO_SPLIT):
+                known[2 * k + 1 : 2 * k + 3] = True
+        out.append(known)
+    return out
+
+
+def reconstructable_summary(owners: list[np.ndarray], party: int) -> dict[str, int]:
+    """Counts of :func:`reconstructable_nodes` over all trees, root excluded (everyone knows it).
+
+    ``internal``/``internal_total``: non-root internal nodes; ``leaves``/``leaves_total``: leaves;
+    ``empty``: how many of the counted nodes are publicly empty (known to every party, no leak).
+    """
+    internal = leaves = internal_total = leaves_total = empty = 0
+    masks = zip(reconstructable_nodes(owners, party), publicly_empty_nodes(owners), strict=True)
+    for o, (known, emp) in zip(owners, masks, strict=True):
+        n_internal = len(o)
+        internal += int(known[1:n_internal].sum())
+        internal_total += n_internal - 1
+        leaves += int(known[n_internal:].sum())
+        leaves_total += n_internal + 1
+        empty += int(emp[1:].sum())
+    return {
+        "internal": internal,
+        "internal_total": internal_total,
+        "leaves": leaves,
+        "leaves_total": leaves_total,
+        "empty": empty,
+    }
+
+
+def _n_internal(owners_t: np.ndarray) -> int:
+    n = len(owners_t)
+    if n < 1 or (n + 1) & n:
+        raise ValueError(f"a complete tree has 2**depth - 1 internal nodes, got {n}")
+    return n

@@ -62,6 +62,10 @@ class VerticalProtocol(ABC):
     def params_dict(self) -> dict:
         return {}
 
+    def run_info(self) -> dict:
+        """Protocol-specific facts a run reports next to its scores (e.g. measured leakage); {} if none."""
+        return {}
+
 
 def two_party_peer(ctx: Context, protocol: str) -> str:
     """The other party of a bank + one provider protocol; a clear error for any other federation."""

@@ -3,8 +3,11 @@
 Protocol ("bank encrypts residuals, provider returns masked encrypted gradients"; the two-party,
 coordinator-free variant of FATE's hetero-LR, cf. Yang et al. 2019, without the Taylor sigmoid):
 
-* setup: the bank (label holder) generates a Paillier key pair (HEU ``ZPaillier``, ``key_bits``) and sends
-  the public key. The provider encodes its features once in fixed point (``FEATURE_FRAC_BITS``).
+* setup: the bank (label holder) generates a Paillier key pair (HEU ``ZPaillier``, ``key_bits``; keys below
+  :data:`~mpc_fl.crypto.paillier.MIN_KEY_BITS` = 2048 bits are refused) and sends the public key; the provider
+  refuses a received key that is shorter or not ZPaillier. Both parties refuse a batch schedule with a mini-batch
+  of at most ``d_p`` rows (see the leakage below). The provider encodes its features once in fixed point
+  (``FEATURE_FRAC_BITS``).
 * per mini-batch (the schedule of :func:`mpc_fl.models.lr.minibatches`, public):
 
   1. the provider sends its partial logits ``u_p = X_p[rows] w_p`` in plaintext;
@@ -15,22 +18,32 @@ coordinator-free variant of FATE's hetero-LR, cf. Yang et al. 2019, without the 
   3. the provider computes ``[[X_p[rows]^T d]]`` homomorphically (``matmul_plain``: the bucket method,
      ciphertext additions only; the plaintext multipliers are its own fixed-point features, shifted to be
      non-negative inside the backend) and adds a fresh random mask ``r`` (``MASK_BITS`` statistical
-     security bits above the gradient's range), sends ``[[g_p + r]]``;
+     security bits above the gradient's range), re-randomises the result (adds a fresh ``[[0]]``) and sends
+     ``[[g_p + r]]``;
   4. the bank decrypts and returns ``g_p + r``; the provider removes ``r`` and updates ``w_p``
      (including its own L2 term).
 
 * scoring: the provider sends its partial scores ``X_p w_p`` for the test rows; only the bank adds its part
   and learns the probabilities.
 
-Threat model: semi-honest bank and provider, no third party.
+Threat model: semi-honest bank and provider, no third party; Paillier keys of at least 2048 bits.
 
 What each party learns beyond its own inputs and outputs:
 
 * bank: the provider's partial logits ``u_p = X_p w_p`` for every training row of every batch (and for every
   test row at scoring), i.e. the full logit ``z``; the masked gradients ``g_p + r`` (statistically hiding
-  ``g_p``, 2^-MASK_BITS); the number of provider features; its own weights and intercept.
+  ``g_p``, 2^-MASK_BITS); the number of provider features; its own weights and intercept. The returned
+  ciphertext is re-randomised, so it carries nothing beyond that masked value: without it, ``[[g_p + r]]`` is a
+  deterministic function of the bank's own ``[[d]]`` (whose randomness the bank knows) and ``X_p``, which the
+  bank could test guesses of the provider's features against.
 * provider: the exact gradient ``X_p[rows]^T d`` of its own features for every batch (hence its own
-  weights ``w_p``); public sizes and the batch schedule. It sees the residuals only encrypted.
+  weights ``w_p``); public sizes and the batch schedule. It sees the residuals only encrypted, but each batch's
+  gradient is ``d_p`` exact linear equations in that batch's residuals ``d = sigmoid(z) - y``, whose signs are
+  the labels: with ``b <= d_p`` rows (and ``X_p[rows]`` of rank ``b``) the provider solves for ``d`` outright.
+  Such schedules are refused (:func:`check_batch_schedule`), including a short last batch ``n % batch_size``
+  of an epoch; the schedule is shared with :class:`~mpc_fl.models.lr.PlainLR`, so it is refused rather than
+  changed, and the error names batch sizes that work. Batches only slightly larger than ``d_p`` still leave a
+  low-dimensional solution space: use ``batch_size`` much larger than ``d_p``.
 """
 
 from __future__ import annotations
@@ -54,15 +67,51 @@ RESIDUAL_FRAC_BITS = 24
 MASK_BITS = 40
 
 
+def _schedule_ok(n_rows: int, batch_size: int, d_p: int) -> bool:
+    """Every mini-batch of :func:`~mpc_fl.models.lr.minibatches` has more than ``d_p`` rows."""
+    tail = n_rows % batch_size
+    return min(batch_size, n_rows) > d_p and (tail == 0 or tail > d_p)
+
+
+def check_batch_schedule(n_rows: int, batch_size: int, n_provider_features: int) -> None:
+    """Refuse a schedule with a mini-batch of ``<= d_p`` rows: ``X_p^T d`` would reveal ``d`` (hence the labels).
+
+    Refused, not repaired: merging a short tail batch would break the schedule shared with PlainLR.
+    """
+    n, bs, d_p = int(n_rows), int(batch_size), int(n_provider_features)
+    if _schedule_ok(n, bs, d_p):
+        return
+    if n <= d_p:
+        raise ValueError(
+            f"Paillier LR needs more training rows than provider features (n_rows={n}, {d_p} provider "
+            "features): any mini-batch would let the provider solve its gradient for the residuals (the labels)"
+        )
+    tail = n % bs
+    where = (
+        f"the last batch of each epoch has n_rows % batch_size = {tail} rows"
+        if bs > d_p
+        else f"every batch has at most {bs} rows"
+    )
+    lower = next((c for c in range(bs - 1, d_p, -1) if _schedule_ok(n, c, d_p)), None)
+    upper = next(c for c in range(bs + 1, n + 1) if _schedule_ok(n, c, d_p))  # c = n always works
+    choice = f"{lower} or {upper}" if lower is not None else f"{upper}"
+    raise ValueError(
+        f"Paillier LR refuses mini-batches of <= {d_p} rows (the provider's feature count): with n_rows={n} and "
+        f"batch_size={bs}, {where}, and the provider's exact gradient X_p^T d over it would reveal the "
+        f"residuals (hence the labels); choose batch_size={choice} instead"
+    )
+
+
 class PaillierLR(VerticalProtocol):
     name = "paillier_lr"
     threat_model: ClassVar[str] = (
-        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent); no arbiter"
+        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent), >= 2048-bit keys; no arbiter"
     )
     leakage: ClassVar[dict[str, str]] = {
         "bank": "provider's partial logits X_p w_p of every batch row and test row (hence the full logits); "
-        "masked provider gradients (statistically hidden); provider feature count",
-        "provider": "its own exact per-batch gradients X_p^T d (hence its own weights); public sizes and schedule",
+        "masked provider gradients (statistically hidden, re-randomised ciphertexts); provider feature count",
+        "provider": "its own exact per-batch gradients X_p^T d (hence its own weights): d_p linear equations in "
+        "each batch's residuals, so batches of <= d_p rows are refused; public sizes and schedule",
     }
 
     def __init__(self, params: LRParams = LRParams(), *, key_bits: int = 2048):
@@ -90,9 +139,11 @@ class PaillierLR(VerticalProtocol):
                 self.n_provider_features_ = int(info["n_features"])
                 if int(info["n_rows"]) != n:
                     raise ValueError("bank and provider disagree on the number of aligned rows")
+                check_batch_schedule(n, p.batch_size, self.n_provider_features_)
             else:
                 he = HeuPaillier.from_public_key(ch.recv_bytes(peer))
                 ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n})
+                check_batch_schedule(n, p.batch_size, data.X.shape[1])  # same check as the bank: both stop
                 Xq = encode_fixed(data.X, FEATURE_FRAC_BITS)
                 # |X^T d| < batch * 2^(RES) * max|Xq|: the mask is MASK_BITS wider than that bound
                 g_bits = (
@@ -128,7 +179,8 @@ class PaillierLR(VerticalProtocol):
                     ct_d = he.deserialize(ch.recv_bytes(peer))
                     ct_g = he.matmul_plain(Xq[rows].T, ct_d)  # (d_p,) or (d_p, 1)
                     r = np.array([secrets.randbits(mask_bits) for _ in range(X.shape[1])], dtype=object)
-                    ct_g = he.add_plain(ct_g, r.reshape(he.shape(ct_g)))
+                    # fresh randomness: otherwise [[g_p + r]] is a deterministic function of [[d]] and X_p
+                    ct_g = he.rerandomize(he.add_plain(ct_g, r.reshape(he.shape(ct_g))))
                     ch.send_bytes(peer, he.serialize(ct_g))
                     masked = [int(v) for v in ch.recv_json(peer)]
                     g_int = [m - int(ri) for m, ri in zip(masked, r.tolist(), strict=True)]

@@ -7,12 +7,14 @@ tie-break (first maximum in joint (feature, bin) order), leaf weights and base m
 Protocol, per tree (bank = active party with labels and the Paillier key; provider = passive party):
 
 1. the bank computes ``g, h`` of every training row, packs ``(1, g + 1, h)`` into one fixed-point plaintext per
-   row (``GHPacker``, ``FRAC_BITS`` fraction bits) and sends them encrypted with fresh randomness;
+   row (``GHPacker``, ``FRAC_BITS`` fraction bits) and sends them encrypted with fresh randomness (the key is
+   ZPaillier of at least :data:`~mpc_fl.crypto.paillier.MIN_KEY_BITS` = 2048 bits: the bank refuses to generate
+   a shorter one and the provider refuses to load one);
 2. level by level, for each node the provider builds the encrypted bin histogram of its features over the
    node's instance space (HEU ``feature_wise_bucket_sum``). Below the root it computes only the smaller child of
    each sibling pair (one batched native call per level) and gets the other one as ``parent - child``
    (histogram subtraction). Each node's histogram is folded into few ciphertexts (cipher compression,
-   ``squeeze``) before it is sent;
+   ``squeeze``), which are re-randomised (a fresh ``[[0]]`` added to each) before they are sent;
 3. the bank decrypts, unpacks (G, H, count) per provider bin, computes its own histograms in plaintext,
    and picks the best split over the joint feature list. For a provider-owned split it sends (node, local
    feature, bin) to the provider, which keeps the threshold and returns which of the node's rows go right;
@@ -22,7 +24,8 @@ Protocol, per tree (bank = active party with labels and the Paillier key; provid
 Scoring: the provider sends, for every test row and every node it owns, its decision bit (x >= threshold);
 the bank routes the rows through the trees and alone learns the scores.
 
-Threat model: semi-honest bank and provider, no third party; Paillier (HEU ZPaillier).
+Threat model: semi-honest bank and provider, no third party; Paillier (HEU ZPaillier), keys of at least
+2048 bits.
 
 What each party learns beyond its own inputs and outputs:
 
@@ -30,7 +33,10 @@ What each party learns beyond its own inputs and outputs:
   provider's bin-level ordering of the node's rows in aggregate); the owner, local feature index and bin index
   of every split; the instance space of every node (including the provider's left/right partitions); at
   scoring, the provider's decision bit at every provider-owned node for every test row; the whole model except
-  the provider's thresholds.
+  the provider's thresholds. Nothing more from the histogram ciphertexts themselves: they are re-randomised.
+  Without that, each is a deterministic product of the bank's own per-row ciphertexts (whose randomness the
+  bank knows), so the bank could test which rows fell into which provider bin, i.e. the provider's per-row
+  bin-level ordering rather than only its per-bin aggregates.
 * provider: the instance space of every node of every tree during training (hence which training rows end in
   the same leaf) and which nodes it owns with their (feature, threshold); public sizes. Never g, h or labels
   in the clear, nor leaf weights or scores.
@@ -75,10 +81,11 @@ def _unpack_bits(a: np.ndarray, count: int) -> np.ndarray:
 class SecureBoost(VerticalProtocol):
     name = "secureboost"
     threat_model: ClassVar[str] = (
-        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent); no third party"
+        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent), >= 2048-bit keys; no third party"
     )
     leakage: ClassVar[dict[str, str]] = {
-        "bank": "per-node per-bin G/H sums and counts of provider features; split owner/feature/bin index; "
+        "bank": "per-node per-bin G/H sums and counts of provider features (re-randomised ciphertexts, no more); "
+        "split owner/feature/bin index; "
         "every node's instance space; provider decision bits of every test row at provider nodes",
         "provider": "every node's instance space in training; its own split features and thresholds",
     }
@@ -222,7 +229,9 @@ class SecureBoost(VerticalProtocol):
                         hists[o] = he.sub(parent_hists[parent], hs)
                 for node in nodes:
                     sq = he.squeeze(hists[node], packer.bits_per_value, packer.values_per_ct)
-                    ch.send_bytes(peer, he.serialize(sq))
+                    # fresh randomness: otherwise sq is a deterministic function of the bank's ciphertexts
+                    # and of which rows fell into which of this party's bins
+                    ch.send_bytes(peer, he.serialize(he.rerandomize(sq)))
                 asks = ch.recv_json(peer)
                 if asks:
                     out = []

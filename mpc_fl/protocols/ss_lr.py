@@ -1,15 +1,19 @@
 """Secret-shared logistic regression on CrypTen arithmetic shares (2 or 3 parties).
 
 Threat model: semi-honest parties; Beaver triples and fixed-mask correlations come
-from a separate dealer process (CrypTen's TTP) that colludes with no party. Without
-a dealer CrypTen falls back to TFP, where the bank generates all triples and can
-unmask everything: allowed only with the explicit, insecure ``--insecure-tfp`` flag.
+from a separate dealer process (CrypTen's TTP) that colludes with no party; all
+randomness from 256-bit ChaCha20 keys (:mod:`mpc_fl.crypto.secure_crypten`), all
+links authenticated and encrypted. Without a dealer CrypTen falls back to TFP, where
+the bank generates all triples and can unmask everything: allowed only with the
+explicit, insecure ``--insecure-tfp`` flag.
 
 What each party learns: the bank learns the test scores (and, only with
 ``reveal_model``, its own weights and the intercept); each provider learns nothing
 but public sizes (rows, its own feature count, the others' feature counts, the
 number of iterations and the batch schedule) and, with ``reveal_model``, its own
-weights. Features, labels, gradients and the model stay secret-shared.
+weights. Features, labels, gradients and the model stay secret-shared. The dealer
+learns the request sizes and the rows of each mini-batch (the batch schedule, which
+is public: it depends only on the row count and the public seed).
 
 Algorithm: exactly :class:`mpc_fl.models.lr.PlainLR` (same batches, step, sigmoid).
 Cost: with ``mask="fixed"`` each party's feature matrix is masked and opened once
@@ -25,9 +29,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from mpc_fl.crypto._crypten_compat import crypten
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+from mpc_fl.crypto.secure_crypten import crypten
 from mpc_fl.models.lr import LRParams, minibatches
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
@@ -37,6 +41,15 @@ MAX_ABS_FEATURE = 256.0
 #: Fractional bits of the fixed feature matrices (vectors use CrypTen's 16): a product
 #: carries 2^(16+12) before truncation, so a wrap needs |x^T r| ~ 2^35.
 FEATURE_PRECISION = 12
+
+
+def _check_range(ctx: Context, X: np.ndarray, rows: str) -> None:
+    """Refuse features whose fixed-point products could wrap, in training and scoring rows alike."""
+    if np.abs(X).max(initial=0.0) > MAX_ABS_FEATURE:
+        raise ValueError(
+            f"{ctx.role}: {rows} features reach |x| = {np.abs(X).max():.0f} > {MAX_ABS_FEATURE:.0f} after "
+            f"standardisation; clip outliers so fixed-point products cannot wrap"
+        )
 
 
 def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
@@ -59,7 +72,7 @@ class SecretSharedLR(VerticalProtocol):
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; its own weights and the intercept only if reveal_model",
         "provider": "public sizes and the batch schedule; its own weights only if reveal_model",
-        "dealer": "request sizes only",
+        "dealer": "request sizes and the public batch schedule (the rows of each mini-batch)",
     }
 
     def __init__(self, params: LRParams = LRParams(), *, mask: str = "fixed", reveal_model: bool = False):
@@ -72,11 +85,7 @@ class SecretSharedLR(VerticalProtocol):
         """One fixed-mask matrix (or CrypTen tensor) per party, in rank order."""
         comm = crypten.communicator.get()
         rank = comm.get_rank()
-        if np.abs(X).max(initial=0.0) > MAX_ABS_FEATURE:
-            raise ValueError(
-                f"{ctx.role}: features reach |x| = {np.abs(X).max():.0f} > {MAX_ABS_FEATURE:.0f} after "
-                f"standardisation; clip outliers so fixed-point products cannot wrap"
-            )
+        _check_range(ctx, X, "training")
         widths = torch.zeros(len(ctx.roles), dtype=torch.long)
         widths[rank] = X.shape[1]
         widths = comm.all_reduce(widths).tolist()  # feature counts are public
@@ -145,6 +154,7 @@ class SecretSharedLR(VerticalProtocol):
         with ctx.channel.phase("scoring"):
             comm = crypten.communicator.get()
             rank = comm.get_rank()
+            _check_range(ctx, data.X, "scoring")
             mats = []
             for p, w in enumerate(self.w_):
                 shape = (data.n_rows, w.size(0))

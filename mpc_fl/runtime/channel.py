@@ -2,8 +2,9 @@
 
 A protocol sees a :class:`Channel` and nothing else of the transport, so the same
 protocol code runs over threads in one process (:class:`LocalChannel`, for unit
-tests) and over torch.distributed between processes or hosts
-(:class:`TorchChannel`). Every payload is counted by the channel's ledger.
+tests) and over authenticated, encrypted links between processes or hosts
+(:class:`MeshChannel`). Every message is counted by the channel's ledger: one round
+per send, and the bytes the transport really carries.
 
 Payloads are bytes, numpy arrays (``.npy`` format, ``allow_pickle=False``) or
 JSON: never pickle, so a peer cannot make another party execute code.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mpc_fl.runtime.ledger import Ledger
+from mpc_fl.runtime.mesh import APP, Mesh
 
 
 class Channel(ABC):
@@ -52,13 +54,11 @@ class Channel(ABC):
     def send_bytes(self, to: str, data: bytes) -> None:
         self._check_peer(to)
         self._send(to, data)
-        self.ledger.record_send(len(data))
+        self.ledger.record_round()
 
     def recv_bytes(self, frm: str) -> bytes:
         self._check_peer(frm)
-        data = self._recv(frm)
-        self.ledger.record_recv(len(data))
-        return data
+        return self._recv(frm)
 
     def send_arrays(self, to: str, **arrays: np.ndarray) -> None:
         buf = io.BytesIO()
@@ -90,67 +90,29 @@ class LocalChannel(Channel):
 
     def _send(self, to: str, data: bytes) -> None:
         self._boxes[(self.role, to)].put(bytes(data))
+        self.ledger.record_send(len(data), rounds=0)  # in process: the payload is all that moves
 
     def _recv(self, frm: str) -> bytes:
         try:
-            return self._boxes[(frm, self.role)].get(timeout=600)
+            data = self._boxes[(frm, self.role)].get(timeout=600)
         except queue.Empty:
             raise TimeoutError(f"{self.role!r} got no message from {frm!r} in 600 s") from None
+        self.ledger.record_recv(len(data))
+        return data
 
 
-class TorchChannel(Channel):
-    """Channel over torch.distributed point-to-point messages (gloo, TCP).
+class MeshChannel(Channel):
+    """Channel over the member's authenticated, encrypted links (:class:`~mpc_fl.runtime.mesh.Mesh`).
 
-    Each message is a length header (8 bytes, counted) followed by the payload.
+    The mesh books the bytes that go on the wire (frame header and TLS records included).
     """
 
-    HEADER_BYTES = 8
-
-    def __init__(
-        self, role: str, roles: tuple[str, ...], ranks: dict[str, int], ledger: Ledger | None = None
-    ):
-        super().__init__(role, roles, ledger)
-        self._ranks = ranks
-        self._in_flight: list = []  # (work, buffer): sends are asynchronous, like a socket's
+    def __init__(self, role: str, roles: tuple[str, ...], mesh: Mesh):
+        super().__init__(role, roles, mesh.ledger)
+        self.mesh = mesh
 
     def _send(self, to: str, data: bytes) -> None:
-        import torch
-        import torch.distributed as dist
-
-        # Asynchronous, so two parties may send to each other at the same time without deadlock.
-        self._in_flight = [(w, b) for w, b in self._in_flight if not w.is_completed()]
-        dst = self._ranks[to]
-        header = torch.tensor([len(data)], dtype=torch.int64)
-        self._in_flight.append((dist.isend(header, dst=dst), header))
-        if data:
-            payload = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            self._in_flight.append((dist.isend(payload, dst=dst), payload))
-
-    def drain(self) -> None:
-        """Wait until every message sent so far has left (call before shutting down)."""
-        for work, _ in self._in_flight:
-            work.wait()
-        self._in_flight = []
+        self.mesh.send(to, APP, data)
 
     def _recv(self, frm: str) -> bytes:
-        import torch
-        import torch.distributed as dist
-
-        src = self._ranks[frm]
-        header = torch.empty(1, dtype=torch.int64)
-        dist.recv(header, src=src)
-        n = int(header.item())
-        if n == 0:
-            return b""
-        payload = torch.empty(n, dtype=torch.uint8)
-        dist.recv(payload, src=src)
-        return payload.numpy().tobytes()
-
-    def send_bytes(self, to: str, data: bytes) -> None:
-        super().send_bytes(to, data)
-        self.ledger.by_phase[self.ledger.phase_name].bytes_sent += self.HEADER_BYTES
-
-    def recv_bytes(self, frm: str) -> bytes:
-        data = super().recv_bytes(frm)
-        self.ledger.by_phase[self.ledger.phase_name].bytes_recv += self.HEADER_BYTES
-        return data
+        return bytes(self.mesh.recv(frm, APP))

@@ -1,10 +1,11 @@
 """One communication ledger for every protocol: bytes and messages per party, phase and peer.
 
 Why one ledger: protocols are only comparable if their traffic is counted the same
-way. Every byte a protocol puts on the transport goes through :class:`Ledger`:
-the byte channel counts its payloads, and CrypTen's traffic is counted where it
-calls torch.distributed (:mod:`mpc_fl.runtime.crypten_meter`), by tensor size and
-direction. A test checks both against the kernel's TCP counters.
+way. Every byte a party puts on the wire goes through :class:`Ledger`: the link
+layer (:mod:`mpc_fl.runtime.mesh`) books each message's bytes as they go on the wire
+(frame header and TLS records included), whether the message is a protocol's or
+CrypTen's (:mod:`mpc_fl.runtime.crypten_comm`), and callers book one round per
+communication call. A test checks the ledger against the kernel's TCP counters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-PHASES = ("setup", "training", "scoring")
+PHASES = ("connect", "alignment", "setup", "training", "scoring")
 
 
 @dataclass

@@ -8,16 +8,20 @@ others are stopped and the error names it: never a silent hang.
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mpc_fl.runtime.channel import Channel, LocalChannel
+from mpc_fl.runtime.federation import free_port, local_federation
 from mpc_fl.runtime.session import DEALER, Federation, PartySession, connect, serve_dealer
+
+__all__ = ["PartyFailed", "describe_failures", "free_port", "run_in_threads", "run_local"]
 
 
 class PartyFailed(RuntimeError):
@@ -26,7 +30,7 @@ class PartyFailed(RuntimeError):
 
 def describe_failures(errors: dict[str, str]) -> str:
     """Name the party that failed first: one whose peers merely saw it drop out is secondary."""
-    secondary = [n for n, e in errors.items() if "dropped out" in e or "Connection reset" in e]
+    secondary = [n for n, e in errors.items() if "dropped out" in e or "closed its link" in e]
     primary = [n for n in errors if n not in secondary] or list(errors)
     first = primary[0]
     lines = [f"party {first!r} failed: {errors[first].strip().splitlines()[0]}"]
@@ -34,19 +38,21 @@ def describe_failures(errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _party_main(fed: Federation, role: str, fn: Callable, uses_crypten: bool, out: mp.Queue) -> None:
+def _party_main(
+    fed: Federation,
+    role: str,
+    key: Path,
+    listen: tuple | None,
+    fn: Callable,
+    uses_crypten: bool,
+    out: mp.Queue,
+) -> None:
     try:
         if role == DEALER:
-            serve_dealer(fed)
+            serve_dealer(fed, key, listen=listen)
             out.put((role, "ok", None))
             return
-        with connect(fed, role, uses_crypten=uses_crypten) as session:
+        with connect(fed, role, key, uses_crypten=uses_crypten, listen=listen) as session:
             result = fn(session)
             ledger = session.channel.ledger
         out.put((role, "ok", {"result": result, "ledger": ledger.to_dict()}))
@@ -57,24 +63,42 @@ def _party_main(fed: Federation, role: str, fn: Callable, uses_crypten: bool, ou
 
 def run_local(
     fn: Callable[[PartySession], Any],
-    fed: Federation | None = None,
+    roles: tuple[str, ...] = ("bank", "provider"),
     *,
     uses_crypten: bool = True,
+    dealer: bool = True,
     timeout_s: float = 900.0,
+    federation: tuple[Federation, dict[str, Path]] | None = None,
+    listen: dict[str, tuple[str, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``fn(session)`` in one process per party; return ``{role: {"result", "ledger"}}``.
 
-    ``fn`` must be a module-level function (or a closure, since processes are forked).
+    Each member gets a fresh key pair and its own port on 127.0.0.1 unless ``federation``
+    (a federation and each member's key file) is given; ``listen`` overrides where a member
+    listens (e.g. behind a relay that the federation file points to). ``fn`` must be a
+    module-level function or a closure (processes are forked).
     """
-    fed = fed or Federation()
-    if fed.master_port == Federation.master_port:
-        fed = replace(fed, master_port=free_port())
+    with tempfile.TemporaryDirectory(prefix="mpc_fl-keys-") as key_dir:
+        if federation is None:
+            federation = local_federation(roles, Path(key_dir), dealer=dealer and uses_crypten)
+        fed, keys = federation
+        return _run_processes(fn, fed, keys, listen or {}, uses_crypten, timeout_s)
+
+
+def _run_processes(
+    fn: Callable, fed: Federation, keys: dict[str, Path], listen: dict, uses_crypten: bool, timeout_s: float
+) -> dict[str, dict[str, Any]]:
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()
-    names = list(fed.roles) + ([DEALER] if fed.dealer and uses_crypten else [])
     if not uses_crypten:
-        fed = replace(fed, dealer=False)
-    procs = {n: ctx.Process(target=_party_main, args=(fed, n, fn, uses_crypten, out), name=n) for n in names}
+        fed = fed.without_dealer()
+    names = [m.role for m in fed.members]
+    procs = {
+        n: ctx.Process(
+            target=_party_main, args=(fed, n, keys[n], listen.get(n), fn, uses_crypten, out), name=n
+        )
+        for n in names
+    }
     for p in procs.values():
         p.start()
     results: dict[str, dict[str, Any]] = {}
@@ -102,6 +126,13 @@ def run_local(
                 results[role] = payload
         if errors:
             time.sleep(1.0)  # let the other parties notice, then blame the one that failed first
+            while True:  # a party's own account of its failure beats "exited with code 1"
+                try:
+                    role, status, payload = out.get(timeout=0.2)
+                except Exception:  # queue.Empty
+                    break
+                if status == "error":
+                    errors[role] = payload
             for n in pending:
                 if not procs[n].is_alive() and procs[n].exitcode not in (0, None):
                     errors.setdefault(n, f"exited with code {procs[n].exitcode}")

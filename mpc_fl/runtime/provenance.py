@@ -9,7 +9,9 @@ import subprocess
 
 from mpc_fl.config import REPO_ROOT
 
-PACKAGES = ("mpc_fl", "torch", "crypten", "numpy", "sf-heu", "pynacl", "scikit-learn", "xgboost-cpu")
+PACKAGES = (
+    "mpc_fl", "torch", "crypten", "numpy", "sf-heu", "pynacl", "cryptography", "scikit-learn", "xgboost-cpu",
+)  # fmt: skip
 
 
 def _git(*args: str) -> str:
@@ -35,4 +37,6 @@ def provenance() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        # benchmarks are recorded on a quiet machine: the load when this record was made shows it
+        "load_average": list(os.getloadavg()),
     }

@@ -1,146 +1,51 @@
-"""Connecting party processes: rendezvous with timeouts, CrypTen set-up, the dealer process.
+"""Joining a federation: authenticated, encrypted links to every peer, then CrypTen on top.
 
-Each party is its own OS process; they meet over torch.distributed (gloo) with the
-``env://`` convention (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so the same
-command runs parties on one machine or on several hosts. Ranks: computing parties
-are 0..n-1 in role order (the bank is rank 0, CrypTen's party 0), the Beaver-triple
-dealer, when there is one, is rank n.
+Each party is its own OS process; it reads the federation file (public: members,
+addresses, certificates) and its own key file, listens on its own address and dials
+its peers (:mod:`mpc_fl.runtime.mesh`), so the same command runs parties on one
+machine or on several hosts. Ranks: computing parties are 0..n-1 in the file's order
+(the bank is rank 0, CrypTen's party 0); the Beaver-triple dealer, when there is one,
+is rank n.
 
-A party that never connects is named in the error after ``connect_timeout_s``;
-a party that dies mid-run makes its peers' next receive fail ("connection closed").
+A party that never connects is named after the connect timeout, counted from the start
+of the process; a party that dies mid-run makes its peers' next receive fail, naming it.
 This module knows nothing of models or protocols.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from mpc_fl.runtime.channel import TorchChannel
+from mpc_fl.runtime.channel import MeshChannel
+from mpc_fl.runtime.errors import PartyConnectionError
+from mpc_fl.runtime.federation import DEALER, Federation
 from mpc_fl.runtime.ledger import Ledger
+from mpc_fl.runtime.mesh import Mesh
 
-DEALER = "dealer"
-
-
-class PartyConnectionError(RuntimeError):
-    """A party could not be reached, or dropped out; the message names it."""
+__all__ = ["DEALER", "Federation", "PartyConnectionError", "PartySession", "connect", "serve_dealer"]
 
 
-@dataclass(frozen=True)
-class Federation:
-    """Who takes part and where they meet."""
-
-    roles: tuple[str, ...] = ("bank", "provider")
-    dealer: bool = True
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-    connect_timeout_s: float = 60.0
-    op_timeout_s: float = 1800.0
-
-    @property
-    def n_parties(self) -> int:
-        return len(self.roles)
-
-    @property
-    def world_size(self) -> int:
-        return self.n_parties + int(self.dealer)
-
-    def rank_of(self, name: str) -> int:
-        if name == DEALER:
-            if not self.dealer:
-                raise ValueError("this federation has no dealer")
-            return self.n_parties
-        return self.roles.index(name)
-
-    def name_of(self, rank: int) -> str:
-        return DEALER if rank == self.n_parties else self.roles[rank]
-
-
-def _roll_call(fed: Federation, rank: int):  # noqa: ANN202 - returns a torch TCPStore
-    """Open the rendezvous store and wait for every party; name the ones that never come."""
-    import torch.distributed as dist
-
-    timeout = datetime.timedelta(seconds=fed.connect_timeout_s)
-    me = fed.name_of(rank)
+def process_age_s() -> float:
+    """Seconds since this process started (Linux), so timeouts count from launch, not from imports."""
     try:
-        store = dist.TCPStore(
-            fed.master_addr,
-            fed.master_port,
-            fed.world_size,
-            rank == 0,
-            timeout=timeout,
-            wait_for_workers=False,
-        )
-    except (RuntimeError, TimeoutError, OSError) as err:
-        where = f"{fed.master_addr}:{fed.master_port}"
-        if rank == 0:
-            raise PartyConnectionError(
-                f"{me}: cannot listen on {where} ({err}); is the port in use?"
-            ) from None
-        raise PartyConnectionError(
-            f"{me}: could not reach {fed.name_of(0)!r} (rank 0) at {where} within {fed.connect_timeout_s:.0f} s"
-        ) from None
-    store.set(f"rollcall/{rank}", me)
-    keys = [f"rollcall/{r}" for r in range(fed.world_size)]
-    try:
-        store.wait(keys, timeout)
-    except (RuntimeError, TimeoutError):
-        missing = [fed.name_of(r) for r in range(fed.world_size) if not store.check([keys[r]])]
-        raise PartyConnectionError(
-            f"{me}: {', '.join(repr(m) for m in missing)} did not connect within {fed.connect_timeout_s:.0f} s"
-        ) from None
-    return store
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        import os
+
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
-@contextlib.contextmanager
-def _process_group_from(store, fed: Federation) -> Iterator[None]:  # noqa: ANN001
-    """Make ``init_process_group`` (also when CrypTen calls it) use our store and timeout."""
-    import torch.distributed as dist
-
-    original = dist.init_process_group
-
-    def init_with_store(backend: str = "gloo", *args, rank: int = -1, world_size: int = -1, **kwargs) -> None:  # noqa: ANN002, ANN003
-        kwargs.pop("init_method", None)
-        original(
-            backend,
-            store=store,
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=fed.op_timeout_s),
-        )
-
-    dist.init_process_group = init_with_store
-    try:
-        yield
-    finally:
-        dist.init_process_group = original
-
-
-def _crypten_env(fed: Federation, rank: int) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(fed.n_parties),
-        RENDEZVOUS="env://",
-        MASTER_ADDR=fed.master_addr,
-        MASTER_PORT=str(fed.master_port),
-        DISTRIBUTED_BACKEND="gloo",
-    )
-
-
-def configure_crypten(dealer: bool) -> None:
-    """Choose the triple provider before ``crypten.init`` (it decides the process-group size).
-
-    With a dealer, triples come from CrypTen's TTP (a separate, non-colluding process).
-    Without one, CrypTen's TFP mode runs: party 0 generates every triple and can unmask
-    every opened value, so it is insecure and only for debugging.
-    """
-    from mpc_fl.crypto._crypten_compat import crypten
-
-    crypten.cfg.mpc.provider = "TTP" if dealer else "TFP"
-    crypten.cfg.communicator.verbose = True
+def connect_deadline(fed: Federation) -> float:
+    """The monotonic time by which every peer must be connected."""
+    return time.monotonic() - process_age_s() + fed.connect_timeout_s
 
 
 @dataclass
@@ -149,7 +54,7 @@ class PartySession:
 
     fed: Federation
     role: str
-    channel: TorchChannel
+    channel: MeshChannel
     uses_crypten: bool
 
     @property
@@ -161,58 +66,69 @@ class PartySession:
         return self.fed.roles
 
 
+def _mesh(fed: Federation, me: str, key_file: Path, peers: tuple[str, ...], listen, ledger: Ledger) -> Mesh:  # noqa: ANN001
+    mesh = Mesh(fed, me, str(key_file), ledger, peers=peers, listen=listen, deadline=connect_deadline(fed))
+    with ledger.phase("connect"):
+        mesh.connect()
+    return mesh
+
+
 @contextlib.contextmanager
-def connect(fed: Federation, role: str, *, uses_crypten: bool) -> Iterator[PartySession]:
-    """Join the federation as ``role``; on exit, shut down cleanly (and stop the dealer)."""
+def connect(
+    fed: Federation,
+    role: str,
+    key_file: Path,
+    *,
+    uses_crypten: bool,
+    listen: tuple[str, int] | None = None,
+) -> Iterator[PartySession]:
+    """Join the federation as ``role``; on exit, stop the dealer (party 0) and say goodbye on every link."""
     import torch
-    import torch.distributed as dist
 
     torch.set_num_threads(1)  # one core per party on the 2-core reference machine
-    rank = fed.rank_of(role)
-    store = _roll_call(fed, rank)
-    ranks = {r: fed.rank_of(r) for r in fed.roles}
+    if role not in fed.roles:
+        raise ValueError(f"{role!r} is not a computing party of this federation {fed.roles}")
+    dealer = uses_crypten and fed.dealer
+    peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
     ledger = Ledger(party=role)
-    with _process_group_from(store, fed):
-        if uses_crypten:
-            from mpc_fl.crypto._crypten_compat import crypten
-            from mpc_fl.runtime import crypten_meter
-
-            configure_crypten(fed.dealer)
-            _crypten_env(fed, rank)
-            crypten_meter.install(ledger, fed.rank_of(DEALER) if fed.dealer else None)
-            crypten.init()
-        else:
-            dist.init_process_group("gloo", rank=rank, world_size=fed.world_size)
-    channel = TorchChannel(role, fed.roles, ranks, ledger)
+    mesh = _mesh(fed, role, key_file, peers, listen, ledger)
+    ok = False
     try:
-        yield PartySession(fed, role, channel, uses_crypten)
-    except RuntimeError as err:
-        if "Connection closed by peer" in str(err) or "Connection reset" in str(err):
-            raise PartyConnectionError(f"{role}: a peer dropped out mid-run ({err})") from None
-        raise
-    finally:
-        channel.drain()
-        ledger.flush()
         if uses_crypten:
-            from mpc_fl.crypto._crypten_compat import crypten
+            from mpc_fl.runtime.crypten_comm import start_crypten
 
-            crypten.uninit()  # party 0's uninit also tells the dealer to terminate
-        if dist.is_initialized():
-            dist.destroy_process_group()
+            with ledger.phase("setup"):
+                start_crypten(mesh, fed, fed.rank_of(role), dealer=dealer)
+        yield PartySession(fed, role, MeshChannel(role, fed.roles, mesh), uses_crypten)
+        ok = True
+    finally:
+        if uses_crypten:
+            from mpc_fl.runtime.crypten_comm import stop_crypten
+
+            with contextlib.suppress(PartyConnectionError):
+                stop_crypten()
+        ledger.flush()
+        mesh.close(goodbye=ok)
 
 
-def serve_dealer(fed: Federation, dealer_cls: type | None = None) -> None:
-    """Run the Beaver-triple dealer (rank n) until party 0 shuts down."""
+def serve_dealer(fed: Federation, key_file: Path, *, listen: tuple[str, int] | None = None) -> int:
+    """Run the Beaver-triple dealer (rank n) until party 0 says it is done; return the requests served."""
     import torch
 
-    torch.set_num_threads(1)
-    if dealer_cls is None:
-        from mpc_fl.crypto.dealer import Dealer
+    from mpc_fl.crypto.dealer import Dealer
+    from mpc_fl.runtime.crypten_comm import start_crypten, stop_crypten
 
-        dealer_cls = Dealer
-    rank = fed.rank_of(DEALER)
-    store = _roll_call(fed, rank)
-    with _process_group_from(store, fed):
-        configure_crypten(True)
-        _crypten_env(fed, rank)
-        dealer_cls()
+    torch.set_num_threads(1)
+    if not fed.dealer:
+        raise ValueError("this federation has no dealer")
+    ledger = Ledger(party=DEALER)
+    mesh = _mesh(fed, DEALER, key_file, fed.roles, listen, ledger)
+    ok = False
+    try:
+        start_crypten(mesh, fed, fed.rank_of(DEALER), dealer=True)
+        served = Dealer().serve()
+        ok = True
+        return served
+    finally:
+        stop_crypten()
+        mesh.close(goodbye=ok)

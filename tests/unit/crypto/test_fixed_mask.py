@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from mpc_fl.runtime.local import run_local
-from mpc_fl.runtime.session import Federation
 
 
 def _products(session):
     import torch
 
-    from mpc_fl.crypto._crypten_compat import crypten
     from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+    from mpc_fl.crypto.secure_crypten import crypten
 
     gen = torch.Generator().manual_seed(0)
     n = 400
@@ -38,7 +37,7 @@ def _products(session):
 
 @pytest.mark.parametrize("roles", [("bank", "provider"), ("bank", "provider", "provider2")])
 def test_fixed_mask_products_match_plaintext(roles):
-    results = run_local(_products, Federation(roles=roles))
+    results = run_local(_products, roles)
     for role, r in results.items():
         for name, err in r["result"].items():
             assert err < 5e-3, (role, name, err)
@@ -47,8 +46,8 @@ def test_fixed_mask_products_match_plaintext(roles):
 def _wraps(session, precision: int) -> float:
     import torch
 
-    from mpc_fl.crypto._crypten_compat import crypten
     from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+    from mpc_fl.crypto.secure_crypten import crypten
 
     gen = torch.Generator().manual_seed(1)
     n = 200_000
@@ -61,9 +60,9 @@ def _wraps(session, precision: int) -> float:
 def test_no_truncation_wrap_at_the_feature_precision_and_the_check_would_see_one():
     from mpc_fl.protocols.ss_lr import FEATURE_PRECISION
 
-    ok = run_local(lambda s: _wraps(s, FEATURE_PRECISION), Federation())["bank"]["result"]
+    ok = run_local(lambda s: _wraps(s, FEATURE_PRECISION))["bank"]["result"]
     assert ok < 1e-2
     # With 2^(40+16) per product a truncation wraps with probability ~|v|/2^7 per element:
     # the same check then sees errors of ~2^(64-56) = 256 or more.
-    bad = run_local(lambda s: _wraps(s, 40), Federation())["bank"]["result"]
+    bad = run_local(lambda s: _wraps(s, 40))["bank"]["result"]
     assert bad > 100

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpc_fl.crypto import paillier
 from mpc_fl.crypto.paillier import (
+    MIN_KEY_BITS,
     GHPacker,
     HeuPaillier,
     SecretKeyRequiredError,
+    allow_short_keys_for_tests,
     decode_fixed,
     encode_fixed,
     unsqueeze,
@@ -20,12 +23,14 @@ N, F, BINS = 200, 5, 8
 
 @pytest.fixture(scope="module")
 def owner() -> HeuPaillier:
-    return HeuPaillier.generate(1024)
+    with allow_short_keys_for_tests():  # 1024 bits for speed; real runs refuse them
+        return HeuPaillier.generate(1024)
 
 
 @pytest.fixture(scope="module")
 def peer(owner: HeuPaillier) -> HeuPaillier:
-    return HeuPaillier.from_public_key(owner.public_key_bytes())
+    with allow_short_keys_for_tests():
+        return HeuPaillier.from_public_key(owner.public_key_bytes())
 
 
 @pytest.fixture()
@@ -71,6 +76,51 @@ def test_encrypt_decrypt_round_trip_with_negatives(owner: HeuPaillier, rng: np.r
     assert list(owner.decrypt_big(owner.encrypt(big))) == list(big)
     with pytest.raises(ValueError):
         owner.decrypt(owner.encrypt(big))  # does not fit int64: refuse instead of HEU's silent 0
+
+
+def test_short_keys_are_refused_by_default(owner: HeuPaillier):
+    """Neither generating nor loading a peer's 1024-bit key works outside the test-only override."""
+    assert MIN_KEY_BITS == paillier.MIN_KEY_BITS == 2048
+    with pytest.raises(
+        ValueError, match=r"^Paillier keys below 2048 bits are refused \(got 1024, key_bits\)"
+    ):
+        HeuPaillier.generate(1024)
+    with pytest.raises(
+        ValueError, match=r"below 2048 bits are refused \(got 1024, public key received from the peer"
+    ):
+        HeuPaillier.from_public_key(owner.public_key_bytes())  # what a bank with a short key would send
+    with allow_short_keys_for_tests():
+        assert paillier.MIN_KEY_BITS == 1024
+        with pytest.raises(ValueError, match="got 512"):
+            HeuPaillier.generate(512)  # the test override still has a floor
+    assert paillier.MIN_KEY_BITS == 2048  # restored
+
+
+def test_non_paillier_public_key_is_refused():
+    """HEU loads a Mock key (no encryption at all) from the same wire format: the receiver must refuse it."""
+    from heu import numpy as hnp
+    from heu import phe
+
+    mock = hnp.setup(phe.SchemaType.Mock, 2048)
+    with pytest.raises(ValueError, match="only ZPaillier keys are accepted"):
+        HeuPaillier.from_public_key(bytes(mock.public_key().serialize()))
+
+
+def test_rerandomize_unlinks_identical_computations(owner: HeuPaillier, peer: HeuPaillier):
+    """The review's finding: the same homomorphic computation twice gives byte-identical ciphertexts; re-randomised,
+    the bytes differ (from each other and from the deterministic result) and decrypt to the same values."""
+    v = np.array([[5], [-7], [1 << 40]], dtype=np.int64)
+    p = np.array([[3], [4], [-5]], dtype=np.int64)
+    ct = peer.deserialize(owner.serialize(owner.encrypt(v)))  # what the key holder sent
+    first, second = peer.add_plain(ct, p), peer.add_plain(ct, p)
+    assert peer.serialize(first) == peer.serialize(second)  # linkable: deterministic in ct and p
+    r1, r2 = peer.rerandomize(first), peer.rerandomize(peer.add_plain(ct, p))
+    sent = {peer.serialize(first), peer.serialize(r1), peer.serialize(r2)}
+    assert len(sent) == 3
+    assert peer.shape(r1) == (3, 1)
+    assert np.array_equal(owner.decrypt(r1), v + p) and np.array_equal(owner.decrypt(r2), v + p)
+    one_d = peer.rerandomize(peer.encrypt(v[:, 0]))  # 1-D keeps its shape
+    assert peer.shape(one_d) == (3,) and list(owner.decrypt(one_d)) == list(v[:, 0])
 
 
 def test_encrypt_rejects_floats(owner: HeuPaillier):
@@ -285,6 +335,7 @@ def test_gh_packer_without_count_slot_takes_counts():
 
 
 def test_2048_bit_key_round_trip_and_histogram():
+    """The floor itself: 2048-bit keys need no override."""
     owner = HeuPaillier.generate(2048)
     peer = HeuPaillier.from_public_key(owner.public_key_bytes())
     assert peer.key_bits == 2048
@@ -294,7 +345,7 @@ def test_2048_bit_key_round_trip_and_histogram():
     order = rng.integers(0, 4, size=(n, 3)).astype(np.int8)
     packer = GHPacker(n, key_bits=2048, frac_bits=30)
     hist = peer.bucket_sum(owner.encrypt(packer.pack(g, h)), order, 4)
-    sq = peer.squeeze(hist, packer.bits_per_value, packer.values_per_ct)
+    sq = peer.rerandomize(peer.squeeze(hist, packer.bits_per_value, packer.values_per_ct))
     assert peer.shape(sq)[0] == 1  # 12 bins fit one 2048-bit ciphertext
     G, H, C = packer.unpack(unsqueeze(owner.decrypt_big(sq), packer.bits_per_value, packer.values_per_ct, 12))
     assert np.array_equal(C, _hist(np.ones(n, np.int64), order, 4).astype(np.int64).ravel())

@@ -7,11 +7,11 @@ import pytest
 
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import LocalData
-from mpc_fl.protocols.paillier_lr import PaillierLR
+from mpc_fl.protocols.paillier_lr import PaillierLR, check_batch_schedule
 from mpc_fl.runtime.channel import LocalChannel
 from mpc_fl.runtime.local import ThreadContext, run_in_threads
 
-KEY_BITS = 1024
+KEY_BITS = 1024  # below the 2048-bit floor: tests that make keys use the short_keys fixture (conftest)
 
 
 def run_threads(roles: tuple[str, ...], fn) -> dict:  # noqa: ANN001
@@ -27,6 +27,7 @@ def _data(n: int = 300, seed: int = 0):  # noqa: ANN202
     return X[:240], y[:240], X[240:]
 
 
+@pytest.mark.usefixtures("short_keys")
 @pytest.mark.parametrize("sig,l2", [("exact", 0.0), ("hard", 0.01)])
 def test_matches_plaintext(sig: str, l2: float) -> None:
     X, y, X_te = _data()
@@ -56,6 +57,63 @@ def test_matches_plaintext(sig: str, l2: float) -> None:
     assert led_p.by_phase["training"].bytes_sent >= n_iter * 3 * (2 * KEY_BITS // 8)
     assert led_b.by_phase["setup"].bytes_sent > KEY_BITS // 8  # the public key
     assert led_b.by_phase["scoring"].bytes_recv > 0
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_every_returned_ciphertext_is_rerandomized(ciphertext_spy) -> None:  # noqa: ANN001
+    """The provider's [[g_p + r]] never goes out as the deterministic function of [[d]] and X_p."""
+    X, y, _ = _data()
+    params = LRParams(learning_rate=0.5, n_epochs=1, batch_size=120, seed=1)
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 2) if ctx.role == "bank" else slice(2, None)
+        PaillierLR(params, key_bits=KEY_BITS).fit(
+            ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None)
+        )
+
+    run_threads(("bank", "provider"), fn)
+    ciphertext_spy.assert_all_rerandomized("provider", expected=2)  # one [[g_p + r]] per batch
+
+
+def test_short_key_is_refused_outside_tests() -> None:
+    X, y, _ = _data()
+    roles = ("bank", "provider")
+    ctx = ThreadContext("bank", roles, LocalChannel.create(roles)["bank"])
+    with pytest.raises(ValueError, match=r"Paillier keys below 2048 bits are refused \(got 1024"):
+        PaillierLR(LRParams(n_epochs=1), key_bits=1024).fit(ctx, LocalData(X[:, :2], y))
+
+
+def test_batch_schedule_guard() -> None:
+    """A mini-batch of <= d_p rows lets the provider solve X_p^T d for the residuals: refused, with a fix."""
+    check_batch_schedule(240, 64, 3)  # batches of 64, 64, 64, 48
+    check_batch_schedule(240, 60, 3)  # no tail
+    check_batch_schedule(4, 1024, 3)  # one batch of all 4 rows
+    with pytest.raises(
+        ValueError,
+        match=r"with n_rows=242 and batch_size=60, the last batch of each epoch has n_rows % batch_size = 2 rows"
+        r".*choose batch_size=59 or 61 instead",
+    ):
+        check_batch_schedule(242, 60, 3)
+    with pytest.raises(ValueError, match=r"every batch has at most 3 rows.*choose batch_size=5 instead"):
+        check_batch_schedule(99, 3, 3)  # 4 would leave a tail of 99 % 4 = 3 rows
+    with pytest.raises(ValueError, match=r"more training rows than provider features \(n_rows=3"):
+        check_batch_schedule(3, 64, 3)
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_protocol_refuses_a_short_last_batch() -> None:
+    """Both parties stop in setup (no hang), before any residual is encrypted."""
+    X, y, _ = _data()  # 240 rows, provider has 3 features
+    params = LRParams(n_epochs=1, batch_size=238)  # tail of 2 rows
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 2) if ctx.role == "bank" else slice(2, None)
+        PaillierLR(params, key_bits=KEY_BITS).fit(
+            ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None)
+        )
+
+    with pytest.raises(ValueError, match=r"batch_size=238.*2 rows.*choose batch_size="):
+        run_threads(("bank", "provider"), fn)
 
 
 def test_rejects_more_than_two_parties() -> None:

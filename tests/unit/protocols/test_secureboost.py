@@ -11,7 +11,7 @@ from mpc_fl.protocols.secureboost import SecureBoost
 from mpc_fl.runtime.channel import LocalChannel
 from mpc_fl.runtime.local import ThreadContext, run_in_threads
 
-KEY_BITS = 1024
+KEY_BITS = 1024  # below the 2048-bit floor: tests that make keys use the short_keys fixture (conftest)
 
 
 def run_threads(roles: tuple[str, ...], fn) -> dict:  # noqa: ANN001
@@ -29,6 +29,7 @@ def _synthetic(n: int = 400, seed: int = 0):  # noqa: ANN202
     return X[:k], y[:k], X[k:]
 
 
+@pytest.mark.usefixtures("short_keys")
 @pytest.mark.parametrize(
     "params",
     [
@@ -72,6 +73,7 @@ def test_matches_plaintext(params: GBDTParams) -> None:
     assert led_p.by_phase["scoring"].bytes_sent > 0
 
 
+@pytest.mark.usefixtures("short_keys")
 def test_histogram_compression_and_subtraction_are_used() -> None:
     """The provider sends few ciphertexts per node: fewer than one per (feature, bin)."""
     X, y, X_te = _synthetic(n=200, seed=1)
@@ -87,6 +89,31 @@ def test_histogram_compression_and_subtraction_are_used() -> None:
     led_p = res["provider"][1]
     uncompressed = 3 * 4 * 32 * (2 * KEY_BITS // 8)  # 3 nodes x 4 features x 32 bins
     assert led_p.by_phase["training"].bytes_sent < uncompressed / 4
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_every_returned_ciphertext_is_rerandomized(ciphertext_spy) -> None:  # noqa: ANN001
+    """Squeezed histograms never go out as the deterministic product of the bank's per-row ciphertexts."""
+    X, y, _ = _synthetic(n=160, seed=2)
+    params = GBDTParams(n_trees=2, max_depth=2, n_bins=8)
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if ctx.role == "bank" else slice(3, None)
+        SecureBoost(params, key_bits=KEY_BITS).fit(
+            ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None)
+        )
+
+    run_threads(("bank", "provider"), fn)
+    # one squeezed histogram per node: 2 trees x 3 internal nodes
+    ciphertext_spy.assert_all_rerandomized("provider", expected=2 * 3)
+
+
+def test_short_key_is_refused_outside_tests() -> None:
+    X, y, _ = _synthetic(n=80)
+    roles = ("bank", "provider")
+    ctx = ThreadContext("bank", roles, LocalChannel.create(roles)["bank"])
+    with pytest.raises(ValueError, match=r"Paillier keys below 2048 bits are refused \(got 1024"):
+        SecureBoost(GBDTParams(n_trees=1), key_bits=1024).fit(ctx, LocalData(X[:, :3], y))
 
 
 def test_rejects_more_than_two_parties() -> None:

@@ -10,7 +10,6 @@ from mpc_fl.models.gbdt import NO_SPLIT, GBDTParams, PlainGBDT
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
 from mpc_fl.runtime.local import run_local
-from mpc_fl.runtime.session import Federation
 
 
 def _run(X_bank, X_prov, y, X_bank_te, X_prov_te, params: GBDTParams, mask: str = "fixed") -> dict:
@@ -22,7 +21,7 @@ def _run(X_bank, X_prov, y, X_bank_te, X_prov_te, params: GBDTParams, mask: str 
         p = proto.predict_proba(session, LocalData(mine_te))
         return {"p": p, "owners": [o.tolist() for o in proto.owners_], "splits": proto.splits_}
 
-    return run_local(fn, Federation(), timeout_s=600)
+    return run_local(fn, timeout_s=600)
 
 
 def _secure_trees(res: dict, d_bank: int) -> list[list[tuple[int, int]]]:
@@ -117,7 +116,7 @@ def test_three_parties_match_plaintext():
         proto.fit(session, LocalData(X_tr[:, c], y_tr if session.role == "bank" else None))
         return proto.predict_proba(session, LocalData(X_te[:, c]))
 
-    res = run_local(fn, Federation(roles=tuple(cols)), timeout_s=600)
+    res = run_local(fn, tuple(cols), timeout_s=600)
     plain = PlainGBDT(params).fit(X_tr, y_tr)
     np.testing.assert_allclose(res["bank"]["result"], plain.predict_proba(X_te), atol=2e-3)
     assert res["provider1"]["result"] is None and res["provider2"]["result"] is None

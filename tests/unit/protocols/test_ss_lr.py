@@ -10,7 +10,6 @@ from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.ss_lr import SecretSharedLR
 from mpc_fl.runtime.local import run_local
-from mpc_fl.runtime.session import Federation
 
 
 def _fit_and_score(parts: dict[str, tuple[np.ndarray, np.ndarray]], y_train, params, **kw):
@@ -20,7 +19,7 @@ def _fit_and_score(parts: dict[str, tuple[np.ndarray, np.ndarray]], y_train, par
         proto.fit(session, LocalData(X_train, y_train if session.role == "bank" else None))
         return {"p": proto.predict_proba(session, LocalData(X_test)), "coef": proto.coef_}
 
-    return run_local(fn, Federation(roles=tuple(parts)))
+    return run_local(fn, tuple(parts))
 
 
 @pytest.mark.parametrize(
@@ -48,17 +47,18 @@ def test_secure_lr_equals_plaintext_lr(breast, n_providers, sigmoid, mask):
         )  # each owner gets its own weights
 
 
-def test_feature_outliers_are_refused_before_they_can_wrap(breast):
+@pytest.mark.parametrize("rows", ["training", "scoring"])
+def test_feature_outliers_are_refused_before_they_can_wrap(breast, rows):
     d = breast
-    X = d["X_train"].copy()
-    X[0, 0] = 1e6
+    X_train, X_test = d["X_train"].copy(), d["X_test"].copy()
+    (X_train if rows == "training" else X_test)[0, 12] = 1e6  # a provider feature
     parts = {
-        "bank": (X[:, :10], d["X_test"][:, :10]),
-        "provider": (d["X_train"][:, 10:], d["X_test"][:, 10:]),
+        "bank": (X_train[:, :10], X_test[:, :10]),
+        "provider": (X_train[:, 10:], X_test[:, 10:]),
     }
     from mpc_fl.runtime.local import PartyFailed
 
-    with pytest.raises(PartyFailed, match="clip outliers"):
+    with pytest.raises(PartyFailed, match=f"provider: {rows} features reach .* clip outliers"):
         _fit_and_score(parts, d["y_train"], LRParams(n_epochs=1))
 
 

@@ -1,0 +1,194 @@
+"""Who takes part, where each party listens, and the certificate that identifies it.
+
+A federation file (TOML) lists the members in rank order: the bank (rank 0, CrypTen's
+party 0), then the providers, then the Beaver-triple dealer when there is one (rank n)::
+
+    version = 1
+    [[member]]
+    role = "bank"
+    address = "10.0.0.1:7100"
+    certificate = '''
+    -----BEGIN CERTIFICATE-----
+    ...'''
+
+Every party reads the same file; it holds only public information. A member's identity
+is its certificate: a connection is accepted as ``role`` only if the peer proves
+possession of the key behind that exact certificate (:mod:`mpc_fl.runtime.mesh`).
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mpc_fl.runtime.identity import IdentityError, certificate_der, certificate_path, make_identity
+
+DEALER = "dealer"
+BANK = "bank"
+FORMAT_VERSION = 1
+
+
+class FederationError(ValueError):
+    """The federation file is missing, malformed, or does not fit the run."""
+
+
+@dataclass(frozen=True)
+class Member:
+    role: str
+    host: str
+    port: int
+    certificate: str  # PEM
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FederationError(f"address {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The members in rank order, plus the run's timeouts and link mode."""
+
+    members: tuple[Member, ...]
+    connect_timeout_s: float = 60.0
+    op_timeout_s: float = 1800.0
+    #: DEBUG ONLY: plain TCP, no authentication or encryption (``--insecure-cleartext``)
+    insecure_cleartext: bool = False
+
+    def __post_init__(self) -> None:
+        roles = [m.role for m in self.members]
+        if len(set(roles)) != len(roles):
+            raise FederationError(f"a role appears twice in the federation: {roles}")
+        if not roles or roles[0] != BANK:
+            raise FederationError(
+                f"the first member must be the bank (the label holder, rank 0); got {roles}"
+            )
+        if DEALER in roles[:-1]:
+            raise FederationError("the dealer must be the last member")
+        if len([r for r in roles if r != DEALER]) < 2:
+            raise FederationError("a federation needs the bank and at least one provider")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The computing parties (everyone but the dealer), in rank order."""
+        return tuple(m.role for m in self.members if m.role != DEALER)
+
+    @property
+    def dealer(self) -> bool:
+        return self.members[-1].role == DEALER
+
+    @property
+    def n_parties(self) -> int:
+        return len(self.roles)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.members)
+
+    def member(self, role: str) -> Member:
+        for m in self.members:
+            if m.role == role:
+                return m
+        raise FederationError(
+            f"{role!r} is not a member of this federation ({[m.role for m in self.members]})"
+        )
+
+    def rank_of(self, role: str) -> int:
+        return [m.role for m in self.members].index(self.member(role).role)
+
+    def name_of(self, rank: int) -> str:
+        return self.members[rank].role
+
+    def without_dealer(self) -> Federation:
+        return replace(self, members=tuple(m for m in self.members if m.role != DEALER))
+
+
+def load_federation(path: Path, **settings: object) -> Federation:
+    """Read and check a federation file; ``settings`` override the timeouts and link mode."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FederationError(
+            f"{path}: no such federation file (make one with `mpc-fl federation`)"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise FederationError(f"{path}: not a valid federation file ({err})") from None
+    if doc.get("version") != FORMAT_VERSION:
+        raise FederationError(
+            f"{path}: federation format version {doc.get('version')!r}; expected {FORMAT_VERSION}"
+        )
+    members = []
+    for i, entry in enumerate(doc.get("member", [])):
+        missing = {"role", "address", "certificate"} - set(entry)
+        if missing:
+            raise FederationError(f"{path}: member {i + 1} lacks {sorted(missing)}")
+        host, port = parse_address(entry["address"])
+        try:
+            certificate_der(entry["certificate"])
+        except IdentityError as err:
+            raise FederationError(f"{path}: member {entry['role']!r}: {err}") from None
+        members.append(Member(entry["role"], host, port, entry["certificate"].strip() + "\n"))
+    return Federation(tuple(members), **settings)  # type: ignore[arg-type]
+
+
+def federation_text(members: list[Member]) -> str:
+    lines = [
+        "# mpc_fl federation: members in rank order (bank first, dealer last).",
+        "# Public information only: every party reads this file; private keys stay with their owners.",
+        f"version = {FORMAT_VERSION}",
+    ]
+    for m in members:
+        lines += ["", "[[member]]", f'role = "{m.role}"', f'address = "{m.address}"']
+        lines += ["certificate = '''", m.certificate.strip(), "'''"]
+    return "\n".join(lines) + "\n"
+
+
+def write_federation(path: Path, members: list[Member]) -> Federation:
+    fed = Federation(tuple(members))  # validates
+    Path(path).write_text(federation_text(members))
+    return fed
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def local_federation(
+    roles: tuple[str, ...], key_dir: Path, *, dealer: bool = True, host: str = "127.0.0.1"
+) -> tuple[Federation, dict[str, Path]]:
+    """A federation on one machine: a fresh key pair per member, each listening on a free port.
+
+    Returns the federation and each member's private key file (each party reads only its own).
+    """
+    members, keys = [], {}
+    for role in (*roles, *((DEALER,) if dealer else ())):
+        key_file, cert = make_identity(role, key_dir)
+        members.append(Member(role, host, free_port(host), cert.read_text()))
+        keys[role] = key_file
+    return Federation(tuple(members)), keys
+
+
+__all__ = [
+    "BANK",
+    "DEALER",
+    "Federation",
+    "FederationError",
+    "Member",
+    "certificate_path",
+    "free_port",
+    "load_federation",
+    "local_federation",
+    "parse_address",
+    "write_federation",
+]
