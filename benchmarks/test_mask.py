@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _bench import LR, SPLIT, record, require_dataset
 
-from mpc_fl.cli import run_protocol_locally
+from mpc_fl.runs import run_protocol_locally
 
 
 @pytest.mark.parametrize("sigmoid", ["exact", "hard", "taylor1"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _bench import PROTOCOLS, SPLIT, options, record, require_dataset
 
-from mpc_fl.cli import run_protocol_locally
+from mpc_fl.runs import run_protocol_locally
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _bench import LR, SPLIT, options, record
 
-from mpc_fl.cli import run_protocol_locally
+from mpc_fl.runs import run_protocol_locally
 
 SIZES = [2500, 5000, 10000]
 CASES = ["plain_lr", "ss_lr", "paillier_lr_2048", "plain_gbdt", "ss_gbdt", "secureboost_2048"]

@@ -15,8 +15,8 @@ import pytest
 import torch
 from _bench import GBDT, LR, SPLIT, record, require_dataset
 
-from mpc_fl.cli import run_protocol_locally
 from mpc_fl.crypto.prg import PRG
+from mpc_fl.runs import run_protocol_locally
 
 
 def _draw(generator: str, n: int):  # noqa: ANN202

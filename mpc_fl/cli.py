@@ -1,24 +1,27 @@
-"""Command line: ``mpc-fl keygen``, ``federation``, ``party`` (one party), ``dealer``, ``run`` (all parties locally), ``demo``.
+"""Command line: ``mpc-fl keygen``, ``federation``, ``protocols``, ``party``, ``dealer``, ``run``, ``demo``.
 
-Errors in the input or in the federation print one clear line and exit with code 2;
-there are no tracebacks for things a user can fix.
+Every process, the dealer included, exits with 0 only when its run succeeded. A failure
+prints one line on stderr (exit 2 for what a user can fix: input, federation, a peer that
+is missing or stopped; exit 1 for an internal error, whose traceback goes to the log file).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from mpc_fl.data.errors import DataError
-from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
-from mpc_fl.runtime.federation import Federation
-from mpc_fl.runtime.local import PartyFailed
-
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+log = logging.getLogger("mpc_fl")
 
 
 def _parse_value(text: str) -> Any:
@@ -40,7 +43,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _federation(args: argparse.Namespace) -> Federation:
+def _federation(args: argparse.Namespace):  # noqa: ANN202 - a Federation
     from mpc_fl.runtime.federation import load_federation
 
     return load_federation(
@@ -67,6 +70,11 @@ def _add_link_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--log", default=None, metavar="FILE", help="write details (warnings, tracebacks) here")
+
+
 def _add_member_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--federation", required=True, help="the federation file (members, addresses, certificates)"
@@ -76,48 +84,78 @@ def _add_member_args(p: argparse.ArgumentParser) -> None:
         "--listen", default=None, metavar="HOST:PORT", help="listen here instead of the federation address"
     )
     _add_link_args(p)
+    _add_output_args(p)
 
 
 def cmd_party(args: argparse.Namespace) -> int:
     from mpc_fl.data.party_table import load_party_csv
-    from mpc_fl.data.split import load_split_key
-    from mpc_fl.pipeline import run_party
-    from mpc_fl.protocols import protocol_class
-    from mpc_fl.runtime.session import connect
+    from mpc_fl.protocols import check_options, full_options, uses_crypten
 
-    fed = _federation(args)
     role = args.role
+    # this party's own file is checked first, before anything slow is imported or any peer is contacted
+    table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
+    options = check_options(args.protocol, parse_options(args.param))
+    fed = _federation(args)
     if role not in fed.roles:
         raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
-    table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
-    options = parse_options(args.param)
     split_key = None
     if args.split_key:
         if role != "bank":
             raise ValueError("--split-key is the bank's secret; providers do not take it")
+        from mpc_fl.data.split import load_split_key
+
         split_key = load_split_key(Path(args.split_key))
-    uses_crypten = protocol_class(args.protocol).uses_crypten
-    if args.insecure_tfp or not uses_crypten:
+    crypten = uses_crypten(args.protocol)
+    if args.insecure_tfp or not crypten:
         fed = fed.without_dealer()
-    with connect(fed, role, Path(args.key), uses_crypten=uses_crypten, listen=_listen(args)) as session:
+    hello = {
+        "protocol": args.protocol,
+        "params": full_options(args.protocol, options),
+        "alignment": args.align,
+        "split": args.split,
+    }
+    from mpc_fl.pipeline import run_party
+    from mpc_fl.runtime.session import connect, process_age_s
+
+    with connect(
+        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet
+    ) as session:
         report = run_party(
             session, table, args.protocol, options,
             alignment=args.align, split=args.split, split_key=split_key, keep_scores=args.keep_scores,
         )  # fmt: skip
-    out = json.dumps(report.to_dict(), indent=1, default=str)
+    report.wall_s = process_age_s()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(out)
-    if report.metrics:
-        print(f"[{role}] {args.protocol}: " + ", ".join(f"{k}={v:.4f}" for k, v in report.metrics.items()))
+        Path(args.out).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    _print_party_result(report)
     return 0
+
+
+def _print_party_result(report) -> None:  # noqa: ANN001
+    from mpc_fl.runs import DROPPED_WARNING
+
+    quality = ", ".join(f"{k} {v:.4f}" for k, v in report.metrics.items() if k in ("auc", "ks"))
+    dropped = report.n_input - report.n_aligned
+    sent = report.ledger["total"]["bytes_sent"] / 1e6
+    print(
+        f"[{report.role}] {report.protocol}: {quality or 'scores went to the bank'} | "
+        f"{report.n_aligned:,} customers aligned, {dropped:,} of this party's {report.n_input:,} rows dropped | "
+        f"fit {report.fit_s:.1f} s, wall {report.wall_s:.1f} s | {sent:,.2f} MB sent"
+    )
+    if report.n_input and dropped / report.n_input > DROPPED_WARNING:
+        print(
+            f"[{report.role}] warning: alignment dropped {dropped / report.n_input:.0%} of this party's rows: "
+            f"check that the parties use the same customer ids",
+            file=sys.stderr,
+        )
 
 
 def cmd_dealer(args: argparse.Namespace) -> int:
     from mpc_fl.runtime.session import serve_dealer
 
     served = serve_dealer(_federation(args), Path(args.key), listen=_listen(args))
-    print(f"[dealer] served {served} requests")
+    print(f"[dealer] run complete: served {served:,} requests")
     return 0
 
 
@@ -149,59 +187,66 @@ def cmd_federation(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_protocol_locally(
-    bank: Path,
-    providers: list[Path],
-    protocol: str,
-    options: dict[str, Any],
-    out_dir: Path,
-    *,
-    align: str = "psi",
-    split: str = "random",
-    split_key: Path | None = None,
-    insecure_tfp: bool = False,
-    insecure_cleartext: bool = False,
-    connect_timeout: float = 60.0,
-    keep_scores: bool = False,
-) -> dict[str, Any]:
-    """Start every party as its own ``mpc-fl party`` process over a fresh local federation; return the run record."""
-    from mpc_fl.protocols import protocol_class
-    from mpc_fl.runtime.launch import run_parties_locally
-
-    party_args = ["--align", align, "--split", split]
-    party_args += ["--keep-scores"] if keep_scores else []
-    party_args += ["--insecure-tfp"] if insecure_tfp else []
-    return run_parties_locally(
-        bank, providers, protocol, options, out_dir,
-        dealer=protocol_class(protocol).uses_crypten and not insecure_tfp,
-        party_args=party_args, bank_args=["--split-key", str(split_key)] if split_key else [],
-        connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext,
-    )  # fmt: skip
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from mpc_fl.runs import alignment_summary, result_line, run_protocol_locally
+
     out_dir = Path(args.out_dir) / f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record = run_protocol_locally(
-        Path(args.bank), [Path(p) for p in args.provider], args.protocol, parse_options(args.param), out_dir,
-        align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
-        insecure_tfp=args.insecure_tfp,
-        insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
-    )  # fmt: skip
+    options = parse_options(args.param)
+    try:
+        record = run_protocol_locally(
+            Path(args.bank), [Path(p) for p in args.provider], args.protocol, options, out_dir,
+            align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
+            insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
+            connect_timeout=args.connect_timeout, quiet=args.quiet,
+        )  # fmt: skip
+    except Exception as err:
+        if out_dir.exists():  # the folder says what happened, not just logs
+            failed = {
+                "status": "failed",
+                "error": _one_line(err),
+                "protocol": args.protocol,
+                "params": options,
+            }
+            (out_dir / "run.json").write_text(json.dumps(failed, indent=1, default=str))
+        raise
+    record = {"status": "ok", **record}
     (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str))
-    m = record["metrics"]
-    t = record["traffic"]["total"]
     print(
-        f"{args.protocol}: AUC {m['auc']:.4f}  KS {m['ks']:.4f}  fit {record['fit_s']:.1f}s  "
-        f"sent {t['bytes_sent'] / 1e6:.2f} MB in {t['rounds']} rounds  ->  {out_dir / 'run.json'}"
+        result_line(
+            args.protocol,
+            record["metrics"],
+            record["parties"],
+            record["fit_s"],
+            record["wall_s"],
+            record["traffic"]["total"],
+        )  # fmt: skip
+        + f"  ->  {out_dir / 'run.json'}"
     )
+    for warning in alignment_summary(record["parties"])[1]:
+        print(warning, file=sys.stderr)
+    return 0
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    from mpc_fl.protocols import REGISTRY, describe
+
+    names = args.names or sorted(REGISTRY)
+    print("\n\n".join(describe(n) for n in names))
+    print("\nSet any of these with --param key=value.")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mpc_fl.demo import run_demo
 
-    run_demo(Path(args.out_dir), n_bank=args.rows, quick=args.quick)
+    run_demo(Path(args.out_dir), n_bank=args.rows, quick=args.quick, quiet=args.quiet)
     return 0
+
+
+PROTOCOL_HELP = (
+    "plain_lr, plain_gbdt, ss_lr, ss_gbdt, paillier_lr or secureboost (`mpc-fl protocols` describes them)"
+)
+PARAM_HELP = "a protocol parameter, repeatable; `mpc-fl protocols NAME` lists them with their defaults"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,12 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default="federation.toml")
     f.set_defaults(func=cmd_federation)
 
+    pr = sub.add_parser("protocols", help="list every protocol with its parameters, defaults and help")
+    pr.add_argument("names", nargs="*", help="only these protocols")
+    pr.set_defaults(func=cmd_protocols)
+
     p = sub.add_parser("party", help="run one party (reads only its own file and key)")
     p.add_argument("--role", required=True, help="bank, provider, provider2, ...")
     p.add_argument("--data", required=True, help="this party's CSV file")
     p.add_argument("--id-col", default="id")
-    p.add_argument("--protocol", default="ss_lr")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
     p.add_argument("--align", default="psi", choices=["psi", "sorted"])
     p.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     p.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
@@ -249,33 +298,82 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run every party locally as separate processes (fresh keys per run)")
     r.add_argument("--bank", required=True)
     r.add_argument("--provider", action="append", required=True, help="repeat for several providers")
-    r.add_argument("--protocol", default="ss_lr")
-    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
     r.add_argument("--align", default="psi", choices=["psi", "sorted"])
     r.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     r.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     r.add_argument("--out-dir", default="out/runs")
     r.add_argument("--insecure-tfp", action="store_true", help="DEBUG ONLY (see party --help)")
     _add_link_args(r)
+    _add_output_args(r)
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("demo", help="the SME scenario end to end on synthetic data")
     m.add_argument("--rows", type=int, default=20000, help="bank customers")
     m.add_argument("--out-dir", default="reports/demo")
     m.add_argument("--quick", action="store_true", help="fewer iterations and trees (a smoke run)")
+    _add_output_args(m)
     m.set_defaults(func=cmd_demo)
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _who(args: argparse.Namespace) -> str:
+    return getattr(args, "role", None) or ("dealer" if args.command == "dealer" else args.command)
+
+
+def _setup_logging(args: argparse.Namespace) -> Path | None:
+    """Warnings as single lines on stderr; everything, tracebacks included, in ``--log`` if given."""
+    who = _who(args)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setLevel(logging.WARNING)
+    to_stderr.setFormatter(logging.Formatter(f"mpc-fl {who}: warning: %(message)s"))
+    root.addHandler(to_stderr)
+    path = Path(args.log) if getattr(args, "log", None) else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(path)
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(to_file)
+    return path
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mpc_fl.data.errors import DataError
+    from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
+    from mpc_fl.runtime.local import PartyFailed
+
+    return (DataError, PartyConnectionError, ProtocolMismatchError, PartyFailed, ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_file = _setup_logging(args)
     try:
         return args.func(args)
-    except (DataError, PartyConnectionError, ProtocolMismatchError, PartyFailed, ValueError) as err:
-        print(f"mpc-fl {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - every failure ends in one line and a non-zero exit
+        details = traceback.format_exc()
+        user = isinstance(err, _user_errors())
+        if log_file is None and not user:
+            fd, name = tempfile.mkstemp(prefix=f"mpc-fl-{_who(args)}-", suffix=".log")
+            log_file = Path(name)
+            os.close(fd)
+            log_file.write_text(details)
+        else:
+            log.debug("failed:\n%s", details)
+        where = f" (details in {log_file})" if log_file is not None and not user else ""
+        kind = "error" if user else f"internal error: {type(err).__name__}"
+        print(f"mpc-fl {_who(args)}: {kind}: {_one_line(err)}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR if user else EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from mpc_fl.cli import run_protocol_locally
 from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
+from mpc_fl.runs import result_line, run_protocol_locally
 
 LR = {"learning_rate": 0.5, "n_epochs": 3, "batch_size": 1024}
 GBDT = {"n_trees": 10, "max_depth": 3, "learning_rate": 0.3, "n_bins": 32}
@@ -81,7 +79,7 @@ def _reconstructable(record: dict) -> str:
     )
 
 
-def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
+def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False, quiet: bool = False) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = SMEScenario(n_bank=n_bank, overlap=0.6, n_platform_only=n_bank // 4, seed=42)
     print(f"[1/3] generating the synthetic SME scenario: {n_bank} bank customers, 60% also on the platform")
@@ -91,14 +89,17 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False) -> Path:
     split_key.unlink(missing_ok=True)
     rows, records = [], {}
     print("[2/3] running every protocol with separate party processes (PSI alignment, same split)")
-    for protocol, label, family, extra in tqdm(PLAN, desc="protocols", unit="run"):
+    for i, (protocol, label, family, extra) in enumerate(PLAN, 1):
         base = (QUICK_LR if quick else LR) if family == "lr" else (QUICK_GBDT if quick else GBDT)
         opts = {**base, **extra}
+        print(f"  ({i}/{len(PLAN)}) {label.format(**opts)}", flush=True)
         rec = run_protocol_locally(
             bank_csv, [platform_csv], protocol, opts, out_dir / "runs" / protocol,
-            split_key=split_key, keep_scores=True,
+            split_key=split_key, keep_scores=True, quiet=quiet,
         )  # fmt: skip
         records[protocol] = rec
+        print("      " + result_line(protocol, rec["metrics"], rec["parties"], rec["fit_s"], rec["wall_s"],
+                                     rec["traffic"]["total"]), flush=True)  # fmt: skip
         phases = rec["traffic"]["by_phase"]
         m = rec["metrics"]
         rows.append(

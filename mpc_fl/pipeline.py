@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mpc_fl import metrics
+from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.data.split import SPLITS, draw_split
 from mpc_fl.data.vertical import Standardizer
@@ -60,9 +61,11 @@ def align(ctx: Context, table: PartyTable, method: str = "psi", *, progress: boo
             peers = [r for r in ctx.roles if r != ctx.role]
             for r in peers:
                 ch.send_json(r, digest)
-            if any(ch.recv_json(r) != digest for r in peers):
-                raise RuntimeError(
-                    "alignment 'sorted' needs identical id lists at every party; use --align psi"
+            differ = [r for r in peers if ch.recv_json(r) != digest]
+            if differ:
+                raise DataError(
+                    f"{ctx.role}: alignment 'sorted' needs identical id lists, but {', '.join(differ)} has "
+                    f"another list (this party has {mine.n_rows:,} ids); use --align psi"
                 )
             return mine
         from mpc_fl.psi.ecdh import run_psi
@@ -82,7 +85,7 @@ def align(ctx: Context, table: PartyTable, method: str = "psi", *, progress: boo
                 ch.send_arrays(r, keep=np.flatnonzero(np.isin(idx, list(common))))
             rows = np.array(sorted(common), dtype=np.int64)
         if len(rows) == 0:
-            raise RuntimeError("the parties have no customers in common")
+            raise DataError(f"{ctx.role}: the parties have no customers in common")
         sub = table.take(rows)
         return sub.take(_id_sort_key(sub.ids))
 
@@ -112,6 +115,7 @@ class PartyReport:
     role: str
     protocol: str
     params: dict
+    n_input: int
     n_aligned: int
     n_train: int
     n_test: int
@@ -127,6 +131,8 @@ class PartyReport:
     alignment: str = "psi"
     #: protocol-specific facts of the run (e.g. SS-GBDT's reconstructable nodes per party)
     run_info: dict = field(default_factory=dict)
+    #: seconds from this party's process start to its report (set by the CLI)
+    wall_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -146,7 +152,9 @@ def run_party(
 ) -> PartyReport:
     """Align, split, scale, fit and score as one party; the bank also computes the test metrics."""
     proto = make_protocol(protocol, **(options or {}))
+    ctx.progress.note(f"aligning {table.n_rows:,} customers ({alignment})")
     aligned = align(ctx, table, alignment, progress=progress)
+    ctx.progress.note(f"{aligned.n_rows:,} customers in common; splitting ({split})")
     train, test = split_rows(ctx, aligned, split, split_key)
     scaler = Standardizer.fit(aligned.X[train])
     X = scaler.transform(aligned.X)
@@ -154,6 +162,7 @@ def run_party(
     t0 = time.perf_counter()
     proto.fit(ctx, LocalData(X[train], None if y is None else y[train], aligned.feature_names))
     t1 = time.perf_counter()
+    ctx.progress.note(f"scoring {len(test):,} test rows")
     scores = proto.predict_proba(ctx, LocalData(X[test], None, aligned.feature_names))
     t2 = time.perf_counter()
     ledger: Ledger = ctx.channel.ledger
@@ -161,6 +170,7 @@ def run_party(
         role=ctx.role,
         protocol=protocol,
         params=proto.params_dict(),
+        n_input=table.n_rows,
         n_aligned=aligned.n_rows,
         n_train=len(train),
         n_test=len(test),

@@ -46,7 +46,8 @@ class PartyTable:
 
 
 def _examples(values: pd.Series | np.ndarray, k: int = 3) -> str:
-    return ", ".join(repr(v) for v in list(values)[:k])
+    """A few values as a user wrote them (87899, 'abc'), not as numpy spells them (np.int64(87899))."""
+    return ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in list(values)[:k])
 
 
 def table_from_frame(

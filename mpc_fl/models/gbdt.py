@@ -19,17 +19,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from mpc_fl.models.params import param
+
 NO_SPLIT = -1
 
 
 @dataclass(frozen=True)
 class GBDTParams:
-    n_trees: int = 50
-    max_depth: int = 4
-    learning_rate: float = 0.3
-    n_bins: int = 32
-    reg_lambda: float = 1.0
-    min_child_weight: float = 1.0
+    n_trees: int = param(50, "boosting rounds")
+    max_depth: int = param(4, "depth of every (complete) tree")
+    learning_rate: float = param(0.3, "shrinkage applied to each leaf weight")
+    n_bins: int = param(32, "quantile bins per feature (2..127), drawn by each party on its own rows")
+    reg_lambda: float = param(1.0, "L2 regularisation of leaf weights (lambda)")
+    min_child_weight: float = param(1.0, "least hessian sum a child must keep for a split to be valid")
 
     def validate(self) -> None:
         if self.n_trees < 1 or self.max_depth < 1:

@@ -16,15 +16,19 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from mpc_fl.runtime.channel import Channel
+from mpc_fl.runtime.progress import Progress
 
 BANK = "bank"
 
 
 class Context(Protocol):
-    """What a protocol may know about the run: its role, the parties, its channel."""
+    """What a protocol may know about the run: its role, the parties, its channel, where to report progress."""
 
     role: str
     channel: Channel
+
+    @property
+    def progress(self) -> Progress: ...
 
     @property
     def roles(self) -> tuple[str, ...]: ...

@@ -55,7 +55,7 @@ from typing import ClassVar
 import numpy as np
 
 from mpc_fl.crypto.paillier import HeuPaillier, encode_fixed
-from mpc_fl.models.lr import LRParams, minibatches, sigmoid
+from mpc_fl.models.lr import LRParams, minibatches, n_iterations, sigmoid
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -159,7 +159,7 @@ class PaillierLR(VerticalProtocol):
         b = 0.0
         scale = float(2 ** (RESIDUAL_FRAC_BITS + FEATURE_FRAC_BITS))
         led = ch.ledger
-        with ch.phase("training"):
+        with ch.phase("training"), ctx.progress.task("training", n_iterations(n, p), "iteration") as tick:
             for it, rows in enumerate(minibatches(n, p.batch_size, p.n_epochs, p.seed)):
                 t0 = time.perf_counter()
                 tr = led.by_phase.setdefault("training", Traffic())
@@ -196,6 +196,7 @@ class PaillierLR(VerticalProtocol):
                         "bytes_recv": tr.bytes_recv - r0,
                     }
                 )
+                tick()
         self.coef_ = w
         self.intercept_ = b if ctx.role == BANK else None
 

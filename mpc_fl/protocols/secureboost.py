@@ -122,11 +122,12 @@ class SecureBoost(VerticalProtocol):
             packer = GHPacker(n, he.key_bits, frac_bits=FRAC_BITS)
         self.history_: list[dict] = []
         led = ch.ledger
-        with ch.phase("training"):
+        with ch.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as self._tick:
             if ctx.role == BANK:
                 self._fit_bank(ch, peer, he, packer, bins, data.y, led)
             else:
                 self._fit_provider(ch, peer, he, packer, bins, led)
+        del self._tick
 
     def _record(self, t: int, t0: float, tr: Traffic, s0: int, r0: int, led) -> None:  # noqa: ANN001
         led.flush()
@@ -138,6 +139,7 @@ class SecureBoost(VerticalProtocol):
                 "bytes_recv": tr.bytes_recv - r0,
             }
         )
+        self._tick()
 
     def _fit_bank(self, ch, peer, he, packer, bins, y, led) -> None:  # noqa: ANN001
         p = self.params

@@ -357,7 +357,7 @@ class SecretSharedGBDT(VerticalProtocol):
         ] = []  # per tree, per internal node (heap order): owner rank or NO_SPLIT
         self.splits_: list[dict[int, tuple[int, int]]] = []  # per tree: node -> (own feature, bin)
         leaf_w = []
-        with ctx.channel.phase("training"):
+        with ctx.channel.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as tick:
             for _ in range(p.n_trees):
                 prob = margin.sigmoid()
                 g = prob - ey
@@ -386,6 +386,7 @@ class SecretSharedGBDT(VerticalProtocol):
                 leaf_w.append(w)
                 self.owners_.append(owners_t)
                 self.splits_.append(splits_t)
+                tick()
         self.leaf_w_ = crypten.stack(leaf_w)  # (n_trees, 2^depth), secret-shared
         for m in mats:
             m.release()

@@ -32,7 +32,7 @@ import torch
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.secure_crypten import crypten
-from mpc_fl.models.lr import LRParams, minibatches
+from mpc_fl.models.lr import LRParams, minibatches, n_iterations
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -125,7 +125,10 @@ class SecretSharedLR(VerticalProtocol):
             ey = crypten.cryptensor(y, src=0)
             self.w_ = [crypten.cryptensor(torch.zeros(d_p)) for d_p in widths]
             self.b_ = crypten.cryptensor(torch.zeros(1))
-        with ctx.channel.phase("training"):
+        with (
+            ctx.channel.phase("training"),
+            ctx.progress.task("training", n_iterations(n, p), "iteration") as tick,
+        ):
             for batch in minibatches(n, p.batch_size, p.n_epochs, p.seed):
                 rows = torch.from_numpy(batch)
                 residual = mpc_sigmoid(self._logits(mats, rows), p.sigmoid) - ey[rows]
@@ -140,6 +143,7 @@ class SecretSharedLR(VerticalProtocol):
                         grad = grad + self.w_[i] * (p.l2 * len(batch))
                     self.w_[i] = self.w_[i] - grad * step
                 self.b_ = self.b_ - residual.sum() * step
+                tick()
         if self.mask == "fixed":
             for m in mats:
                 m.release()

@@ -19,15 +19,41 @@ from typing import Any
 from mpc_fl.runtime.federation import DEALER, federation_text, local_federation
 from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.local import PartyFailed, describe_failures
+from mpc_fl.runtime.progress import PREFIX
 from mpc_fl.runtime.provenance import provenance
 
 
-def _tail(path: Path, n: int = 12) -> str:
+def _error_line(path: Path) -> str:
+    """A failed process's own one-line account (``mpc-fl <who>: error: ...``), else its last line."""
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return "\n".join(lines[-n:])
+    for line in reversed(lines):
+        if line.startswith("mpc-fl "):
+            for marker in (": error: ", ": internal error: "):
+                if marker in line:
+                    return line.split(marker, 1)[1] if "internal" not in marker else line.split(": ", 1)[1]
+    return lines[-1] if lines else ""
+
+
+class _ProgressRelay:
+    """Echo one process's progress lines (see :mod:`mpc_fl.runtime.progress`) to this terminal."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.pos = path, 0
+
+    def poll(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        with open(self.path, errors="replace") as fh:
+            fh.seek(self.pos)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self.pos += len(complete.encode())
+        for line in complete.splitlines():
+            if line.startswith(PREFIX):
+                print(line[len(PREFIX) :], file=sys.stderr, flush=True)
 
 
 def launch(
@@ -37,12 +63,17 @@ def launch(
     env: dict[str, str] | None = None,
     timeout_s: float = 3600.0,
     grace_s: float = 3.0,
+    relay: str | None = None,
 ) -> None:
-    """Run every command to completion; on the first failure stop the rest and raise :class:`PartyFailed`."""
+    """Run every command to completion; on the first failure stop the rest and raise :class:`PartyFailed`.
+
+    ``relay``: a command whose progress lines are echoed to this process's stderr.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     procs: dict[str, subprocess.Popen] = {}
     logs: dict[str, Path] = {}
+    progress = _ProgressRelay(log_dir / f"{relay}.log" if relay else None)
     try:
         for name, cmd in commands.items():
             logs[name] = log_dir / f"{name}.log"
@@ -57,7 +88,8 @@ def launch(
                 if code is not None:
                     running.discard(name)
                     if code != 0:
-                        failed[name] = f"exited with code {code}: {_tail(logs[name], 1)}"
+                        failed[name] = _error_line(logs[name]) or f"exited with code {code}"
+            progress.poll()
             if time.monotonic() > deadline:
                 raise PartyFailed(
                     f"parties {sorted(running)} still running after {timeout_s:.0f} s; stopped them"
@@ -68,9 +100,8 @@ def launch(
             for name in running:
                 code = procs[name].poll()
                 if code not in (0, None):
-                    failed[name] = f"exited with code {code}: {_tail(logs[name], 1)}"
-            first = describe_failures(failed).split("'")[1]
-            raise PartyFailed(f"{describe_failures(failed)}\n--- log of {first!r} ---\n{_tail(logs[first])}")
+                    failed[name] = _error_line(logs[name]) or f"exited with code {code}"
+            raise PartyFailed(f"{describe_failures(failed)} (logs in {log_dir})")
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -100,6 +131,7 @@ def run_parties_locally(
     bank_args: list[str] = (),  # type: ignore[assignment]
     connect_timeout: float = 60.0,
     insecure_cleartext: bool = False,
+    relay_progress: bool = False,
 ) -> dict[str, Any]:
     """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process; merge their reports.
 
@@ -125,8 +157,13 @@ def run_parties_locally(
     }  # fmt: skip
     if dealer:
         commands[DEALER] = [*py, "dealer", "--key", str(keys[DEALER]), *common]
+    for cmd in commands.values():  # each process keeps its details (tracebacks) in its own log file
+        role = cmd[cmd.index("--role") + 1] if "--role" in cmd else DEALER
+        cmd += ["--log", str(out_dir / "logs" / f"{role}.detail.log")]
     t0 = time.perf_counter()
-    launch(commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"})
+    launch(
+        commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"}, relay="bank" if relay_progress else None
+    )
     wall = time.perf_counter() - t0
     parties = {r: json.loads((out_dir / f"{r}.json").read_text()) for r in roles}
     bank_report = parties["bank"]

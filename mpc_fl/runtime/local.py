@@ -19,6 +19,7 @@ from typing import Any
 
 from mpc_fl.runtime.channel import Channel, LocalChannel
 from mpc_fl.runtime.federation import free_port, local_federation
+from mpc_fl.runtime.progress import Progress
 from mpc_fl.runtime.session import DEALER, Federation, PartySession, connect, serve_dealer
 
 __all__ = ["PartyFailed", "describe_failures", "free_port", "run_in_threads", "run_local"]
@@ -30,7 +31,9 @@ class PartyFailed(RuntimeError):
 
 def describe_failures(errors: dict[str, str]) -> str:
     """Name the party that failed first: one whose peers merely saw it drop out is secondary."""
-    secondary = [n for n, e in errors.items() if "dropped out" in e or "closed its link" in e]
+    secondary = [
+        n for n, e in errors.items() if any(m in e for m in ("dropped out", "closed its link", " stopped: "))
+    ]
     primary = [n for n in errors if n not in secondary] or list(errors)
     first = primary[0]
     lines = [f"party {first!r} failed: {errors[first].strip().splitlines()[0]}"]
@@ -153,6 +156,10 @@ class ThreadContext:
     role: str
     roles: tuple[str, ...]
     channel: Channel
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.role, self.channel.ledger, enabled=False)
 
 
 def run_in_threads(

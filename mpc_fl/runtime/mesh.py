@@ -34,6 +34,7 @@ role is whatever it claims, nothing is encrypted.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import socket
@@ -41,6 +42,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mpc_fl.runtime.errors import LinkIntegrityError, PartyConnectionError
@@ -62,6 +64,8 @@ TLS_RECORD_OVERHEAD = 22
 #: Plaintext written per TLS write: a whole number of records, so record boundaries are predictable.
 _CHUNK = 64 * TLS_RECORD
 _HANDSHAKE_TIMEOUT_S = 5.0
+#: A CONTROL frame that starts with this tells the receiver the sender stopped (the rest: why).
+_ABORT = b"\x00abort:"
 
 
 def wire_bytes(payload_bytes: int, tls: bool = True) -> int:
@@ -214,40 +218,51 @@ class Mesh:
         self._send_locks = {p: threading.Lock() for p in self.peers}
         self._lock = threading.Lock()
         self._closed = False
+        #: set by a helper thread: a fatal connection problem, or a peer's abort
+        self._failure: PartyConnectionError | None = None
 
     # ------------------------------------------------------------------ connecting
     def connect(self) -> None:
-        """Open every link, both directions; name the peers missing at the deadline."""
+        """Open every link, both directions; name the peers missing at the deadline.
+
+        Stops at once, naming the reason, if a peer that is already linked aborts (see :meth:`abort`).
+        """
         trusted = "".join(m.certificate for m in self.fed.members)
         server_ctx = _tls_context(True, self._key_file, trusted) if self.tls else None
         client_ctx = _tls_context(False, self._key_file, trusted) if self.tls else None
-        listener = socket.create_server(self._listen, reuse_port=False)
-        listener.settimeout(0.2)
-        errors: list[PartyConnectionError] = []
-        acceptor = threading.Thread(target=self._accept_all, args=(listener, server_ctx), daemon=True)
-        acceptor.start()
-        dialers = [
-            threading.Thread(target=self._dial, args=(p, client_ctx, errors), daemon=True) for p in self.peers
-        ]
-        for t in dialers:
-            t.start()
-        for t in dialers:
-            t.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
-        acceptor.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
-        listener.close()
-        if errors:
-            raise errors[0]
-        missing = [p for p in self.peers if p not in self._out or p not in self._in]
-        if missing:
-            self.close(goodbye=False)
-            names = ", ".join(repr(p) for p in missing)
+        host, port = self._listen
+        try:
+            listener = socket.create_server(self._listen)
+        except OSError as err:
             raise PartyConnectionError(
-                f"{self.me}: {names} did not connect within {self.fed.connect_timeout_s:.0f} s"
-            )
+                f"{self.me}: cannot listen on {host}:{port} ({err.strerror or err}); is another process using it?"
+            ) from None
+        listener.settimeout(0.2)
+        threading.Thread(target=self._accept_all, args=(listener, server_ctx), daemon=True).start()
+        for p in self.peers:
+            threading.Thread(target=self._dial, args=(p, client_ctx), daemon=True).start()
+        try:
+            while not all(p in self._out and p in self._in for p in self.peers):
+                if self._failure is not None:
+                    raise self._failure
+                if time.monotonic() > self._deadline:
+                    missing = ", ".join(
+                        repr(p) for p in self.peers if p not in self._out or p not in self._in
+                    )
+                    raise PartyConnectionError(
+                        f"{self.me}: {missing} did not connect within {self.fed.connect_timeout_s:.0f} s"
+                    )
+                time.sleep(0.02)
+        except BaseException:
+            self._closed = True
+            self.close(goodbye=False)
+            raise
+        finally:
+            listener.close()
 
-    def _dial(self, peer: str, ctx: ssl.SSLContext | None, errors: list) -> None:
+    def _dial(self, peer: str, ctx: ssl.SSLContext | None) -> None:
         m = self.fed.member(peer)
-        while time.monotonic() < self._deadline:
+        while time.monotonic() < self._deadline and not self._closed:
             try:
                 sock = socket.create_connection((m.host, m.port), timeout=_HANDSHAKE_TIMEOUT_S)
             except OSError:
@@ -264,21 +279,17 @@ class Mesh:
             except (OSError, ssl.SSLError) as err:
                 sock.close()
                 if isinstance(err, ssl.SSLCertVerificationError):
-                    errors.append(
-                        PartyConnectionError(
-                            f"{self.me}: the party listening at {m.address} is not {peer!r}: "
-                            f"its certificate is not the one the federation file pins ({err.verify_message})"
-                        )
+                    self._failure = PartyConnectionError(
+                        f"{self.me}: the party listening at {m.address} is not {peer!r}: "
+                        f"its certificate is not the one the federation file pins ({err.verify_message})"
                     )
                     return
                 time.sleep(0.1)  # the peer's listener is not ready, or refused us: retry until the deadline
                 continue
             if self.tls and stream.peer_der() != self._ders[peer]:
                 stream.close(goodbye=False)
-                errors.append(
-                    PartyConnectionError(
-                        f"{self.me}: the party at {m.address} presented another member's key, not {peer!r}'s"
-                    )
+                self._failure = PartyConnectionError(
+                    f"{self.me}: the party at {m.address} presented another member's key, not {peer!r}'s"
                 )
                 return
             self._book_handshake(stream, peer)
@@ -286,7 +297,7 @@ class Mesh:
             return
 
     def _accept_all(self, listener: socket.socket, ctx: ssl.SSLContext | None) -> None:
-        while time.monotonic() < self._deadline and len(self._in) < len(self.peers):
+        while time.monotonic() < self._deadline and len(self._in) < len(self.peers) and not self._closed:
             try:
                 sock, addr = listener.accept()
             except TimeoutError:
@@ -349,9 +360,16 @@ class Mesh:
                     raise ValueError(f"frame for unknown channel {channel}")
                 payload = bytearray(n)
                 link.stream.read_into(memoryview(payload))
+                if channel == CONTROL and payload.startswith(_ABORT):
+                    reason = payload[len(_ABORT) :].decode(errors="replace")
+                    raise _PeerAborted(reason)
                 link.queues[channel].put(payload)
+        except _PeerAborted as err:
+            error: PartyConnectionError = PartyConnectionError(f"{self.me}: {link.peer!r} stopped: {err}")
+            if self._failure is None:
+                self._failure = error
         except _CleanClose:
-            error: PartyConnectionError = PartyConnectionError(
+            error = PartyConnectionError(
                 f"{self.me}: {link.peer!r} closed its link (it finished or stopped) while {self.me} "
                 f"still expected a message from it"
             )
@@ -371,14 +389,24 @@ class Mesh:
         """The next message from ``peer`` on ``channel``; raises naming the link if it broke."""
         link = self._in[peer]
         timeout_s = self.fed.op_timeout_s if timeout_s is None else timeout_s
-        try:
-            item = link.queues[channel].get(timeout=timeout_s)
-        except queue.Empty:
-            raise PartyConnectionError(
-                f"{self.me}: no {CHANNEL_NAMES[channel]} message from {peer!r} within {timeout_s:.0f} s"
-            ) from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                item = link.queues[channel].get(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                if self._failure is not None:  # another peer stopped: do not wait for this one
+                    raise self._failure from None
+                if time.monotonic() >= deadline:
+                    raise PartyConnectionError(
+                        f"{self.me}: no {CHANNEL_NAMES[channel]} message from {peer!r} within {timeout_s:.0f} s"
+                    ) from None
+        return self._take(peer, channel, item)
+
+    def _take(self, peer: str, channel: int, item: bytearray | _Down) -> bytearray:
+        """Book a received message, or raise the error its link ended with."""
         if isinstance(item, _Down):
-            link.queues[channel].put(item)  # every later receive fails the same way
+            self._in[peer].queues[channel].put(item)  # every later receive fails the same way
             raise item.error
         with self._lock:
             self.ledger.record_recv(wire_bytes(len(item), self.tls), dealer=peer == DEALER)
@@ -408,6 +436,43 @@ class Mesh:
         with self._lock:
             self.ledger.record_send(sent, dealer=peer == DEALER, rounds=0)
 
+    # ------------------------------------------------------------------ control
+    def exchange_hello(self, hello: dict, check: Callable[[str, dict], None]) -> None:
+        """Send ``hello`` to every peer and ``check`` each peer's hello as soon as it arrives.
+
+        Checking in arrival order means a mismatch is found even while another peer is still
+        connecting elsewhere (e.g. a dealer that a party running a dealer-less protocol ignores).
+        """
+        data = json.dumps(hello, sort_keys=True).encode()
+        for p in self.peers:
+            self.send(p, CONTROL, data)
+        pending = list(self.peers)
+        deadline = max(time.monotonic() + 5.0, self._deadline)
+        while pending:
+            for p in list(pending):
+                try:
+                    item = self._in[p].queues[CONTROL].get_nowait()
+                except queue.Empty:
+                    continue
+                pending.remove(p)
+                check(p, json.loads(bytes(self._take(p, CONTROL, item))))
+            if self._failure is not None:
+                raise self._failure
+            if pending and time.monotonic() > deadline:
+                raise PartyConnectionError(
+                    f"{self.me}: no handshake from {', '.join(repr(p) for p in pending)} within "
+                    f"{self.fed.connect_timeout_s:.0f} s of starting"
+                )
+            time.sleep(0.005)
+
+    def abort(self, reason: str) -> None:
+        """Tell every peer, best effort, that this member stops and why; they fail at once naming it."""
+        data = _ABORT + reason.encode()[:2000]
+        for peer, stream in list(self._out.items()):
+            with contextlib.suppress(OSError, ssl.SSLError, PartyConnectionError):
+                stream.sock.settimeout(2.0)
+                self.send(peer, CONTROL, data)
+
     # ------------------------------------------------------------------ closing
     def close(self, goodbye: bool = True) -> None:
         """Say goodbye (TLS close_notify) on every outgoing link and close all sockets."""
@@ -422,4 +487,8 @@ class Mesh:
 
 
 class _CleanClose(Exception):
+    pass
+
+
+class _PeerAborted(Exception):
     pass

@@ -23,17 +23,22 @@ def _git(*args: str) -> str:
         return ""
 
 
-def provenance() -> dict:
-    versions = {}
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run depends on (also compared in the parties' handshake)."""
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
-            versions[name] = importlib.metadata.version(name)
+            out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+            out[name] = None
+    return out
+
+
+def provenance() -> dict:
     return {
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "versions": versions,
+        "versions": versions(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -19,12 +19,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mpc_fl.runtime.channel import MeshChannel
-from mpc_fl.runtime.errors import PartyConnectionError
+from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
 from mpc_fl.runtime.federation import DEALER, Federation
 from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.mesh import Mesh
+from mpc_fl.runtime.progress import Progress
+
+#: Version of the handshake and of the frames on the links; a peer with another one is refused.
+HANDSHAKE_FORMAT = 1
+#: Packages whose versions must match across members (they define the computation and the wire).
+HANDSHAKE_PACKAGES = ("mpc_fl", "torch", "crypten", "sf-heu")
 
 __all__ = ["DEALER", "Federation", "PartyConnectionError", "PartySession", "connect", "serve_dealer"]
 
@@ -56,6 +63,7 @@ class PartySession:
     role: str
     channel: MeshChannel
     uses_crypten: bool
+    progress: Progress
 
     @property
     def rank(self) -> int:
@@ -66,11 +74,67 @@ class PartySession:
         return self.fed.roles
 
 
-def _mesh(fed: Federation, me: str, key_file: Path, peers: tuple[str, ...], listen, ledger: Ledger) -> Mesh:  # noqa: ANN001
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_handshake(me: str, mine: dict, theirs: dict[str, dict]) -> None:
+    """Every setting both sides state must be equal; otherwise one line naming both values.
+
+    The dealer states fewer settings (it runs no protocol), so only common keys are compared;
+    a key only one computing party states is a difference too.
+    """
+    a = _flat(mine)
+    for peer, other in theirs.items():
+        b = _flat(other)
+        keys = sorted(set(a) | set(b)) if DEALER not in (me, peer) else sorted(set(a) & set(b))
+        for k in keys:
+            if a.get(k, "<not set>") != b.get(k, "<not set>"):
+                raise ProtocolMismatchError(
+                    f"{me} and {peer} disagree on {k}: {me} has {a.get(k, '<not set>')!r}, "
+                    f"{peer} has {b.get(k, '<not set>')!r}"
+                )
+
+
+def _mesh(
+    fed: Federation,
+    me: str,
+    key_file: Path,
+    peers: tuple[str, ...],
+    listen,
+    ledger: Ledger,
+    hello: dict,  # noqa: ANN001
+) -> Mesh:
     mesh = Mesh(fed, me, str(key_file), ledger, peers=peers, listen=listen, deadline=connect_deadline(fed))
     with ledger.phase("connect"):
         mesh.connect()
+        try:
+            mesh.exchange_hello(hello, lambda peer, theirs: check_handshake(me, hello, {peer: theirs}))
+        except BaseException as err:
+            mesh.abort(one_line(err))
+            mesh.close(goodbye=False)
+            raise
     return mesh
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error, for peers and for the terminal (details go to the log)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def base_hello(fed: Federation) -> dict:
+    """What every member states in the handshake: versions and the federation's members."""
+    from mpc_fl.runtime.provenance import versions
+
+    pinned = {k: v for k, v in versions().items() if k in HANDSHAKE_PACKAGES}
+    return {"handshake": HANDSHAKE_FORMAT, "versions": pinned, "members": [m.role for m in fed.members]}
 
 
 @contextlib.contextmanager
@@ -81,8 +145,16 @@ def connect(
     *,
     uses_crypten: bool,
     listen: tuple[str, int] | None = None,
+    hello: dict | None = None,
+    quiet: bool = True,
 ) -> Iterator[PartySession]:
-    """Join the federation as ``role``; on exit, stop the dealer (party 0) and say goodbye on every link."""
+    """Join the federation as ``role``: link up, compare the handshake, start CrypTen if needed.
+
+    ``hello`` states the run's settings (protocol, every hyperparameter, alignment, split...);
+    every peer must state the same, or every party fails within seconds naming both values.
+    On success party 0 stops the dealer and every link says goodbye; on failure every peer is
+    told why (one line) before the links close.
+    """
     import torch
 
     torch.set_num_threads(1)  # one core per party on the 2-core reference machine
@@ -91,24 +163,34 @@ def connect(
     dealer = uses_crypten and fed.dealer
     peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
     ledger = Ledger(party=role)
-    mesh = _mesh(fed, role, key_file, peers, listen, ledger)
-    ok = False
+    hello = {**base_hello(fed), **(hello or {}), "dealer": dealer}
+    mesh = _mesh(fed, role, key_file, peers, listen, ledger, hello)
     try:
         if uses_crypten:
             from mpc_fl.runtime.crypten_comm import start_crypten
 
             with ledger.phase("setup"):
                 start_crypten(mesh, fed, fed.rank_of(role), dealer=dealer)
-        yield PartySession(fed, role, MeshChannel(role, fed.roles, mesh), uses_crypten)
-        ok = True
-    finally:
-        if uses_crypten:
-            from mpc_fl.runtime.crypten_comm import stop_crypten
+        channel = MeshChannel(role, fed.roles, mesh)
+        yield PartySession(fed, role, channel, uses_crypten, Progress(role, ledger, enabled=not quiet))
+    except BaseException as err:
+        mesh.abort(one_line(err))
+        _forget_crypten(uses_crypten)
+        mesh.close(goodbye=False)
+        raise
+    if uses_crypten:
+        from mpc_fl.runtime.crypten_comm import stop_crypten
 
-            with contextlib.suppress(PartyConnectionError):
-                stop_crypten()
-        ledger.flush()
-        mesh.close(goodbye=ok)
+        stop_crypten()  # party 0 tells the dealer the run is complete
+    ledger.flush()
+    mesh.close(goodbye=True)
+
+
+def _forget_crypten(uses_crypten: bool) -> None:
+    if uses_crypten:
+        from mpc_fl.runtime.crypten_comm import MeshCommunicator
+
+        MeshCommunicator.instance = None
 
 
 def serve_dealer(fed: Federation, key_file: Path, *, listen: tuple[str, int] | None = None) -> int:
@@ -122,13 +204,15 @@ def serve_dealer(fed: Federation, key_file: Path, *, listen: tuple[str, int] | N
     if not fed.dealer:
         raise ValueError("this federation has no dealer")
     ledger = Ledger(party=DEALER)
-    mesh = _mesh(fed, DEALER, key_file, fed.roles, listen, ledger)
-    ok = False
+    mesh = _mesh(fed, DEALER, key_file, fed.roles, listen, ledger, {**base_hello(fed), "dealer": True})
     try:
         start_crypten(mesh, fed, fed.rank_of(DEALER), dealer=True)
         served = Dealer().serve()
-        ok = True
-        return served
-    finally:
-        stop_crypten()
-        mesh.close(goodbye=ok)
+    except BaseException as err:
+        mesh.abort(one_line(err))
+        _forget_crypten(True)
+        mesh.close(goodbye=False)
+        raise
+    stop_crypten()
+    mesh.close(goodbye=True)
+    return served
