@@ -17,11 +17,9 @@ NUMBERS = ROOT / "paper" / "numbers"
 LABELS = {
     "plain_lr": "Plaintext LR",
     "ss_lr": "SS-LR (CrypTen)",
-    "paillier_lr_1024": "Paillier LR 1024",
     "paillier_lr_2048": "Paillier LR 2048",
     "plain_gbdt": "Plaintext GBDT",
     "ss_gbdt": "SS-GBDT (CrypTen)",
-    "secureboost_1024": "SecureBoost 1024",
     "secureboost_2048": "SecureBoost 2048",
 }
 COLORS = {"plain": "#7f7f7f", "ss": "#1f77b4", "paillier": "#d62728", "secureboost": "#d62728"}

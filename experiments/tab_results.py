@@ -101,6 +101,68 @@ def psi_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+def security_table(entries: list[dict], numbers: dict) -> list[str]:
+    """What the secure defaults cost: the PRG against MT19937, TLS links against cleartext ones."""
+    if not entries:
+        return []
+    out = ["| PRG (one core) | 10^4 elements | 10^6 elements | 10^7 elements |", "|---|---:|---:|---:|"]
+    for gen, label in (("chacha20", "ChaCha20 (ours)"), ("mt19937", "MT19937 (CrypTen's, insecure)")):
+        rates = {e["n_elements"]: e["elements_per_s"] for e in entries if e.get("generator") == gen}
+        if rates:
+            out.append(
+                f"| {label} | "
+                + " | ".join(f"{rates.get(n, 0) / 1e6:,.0f} M/s" for n in (10**4, 10**6, 10**7))
+                + " |"
+            )
+            numbers[f"security.prg.{gen}.m_per_s_1e6"] = round(rates.get(10**6, 0) / 1e6)
+    out += [
+        "",
+        "| run (default_credit) | links | fit s | MB sent (all parties) | TLS overhead |",
+        "|---|---|---:|---:|---:|",
+    ]
+    runs = {e["case"]: e for e in entries if "link_mode" in e}
+    for case, label in (("ss_lr", "SS-LR, 1 epoch"), ("ss_gbdt", "SS-GBDT, 2 trees")):
+        tls, clear = runs.get(f"{case}_tls"), runs.get(f"{case}_cleartext")
+        if not (tls and clear):
+            continue
+        tb, cb = tls["traffic"]["total"]["bytes_sent"], clear["traffic"]["total"]["bytes_sent"]
+        for e, mode in ((clear, "cleartext (debug only)"), (tls, "TLS 1.3 (default)")):
+            extra = (
+                f"+{100 * (tb / cb - 1):.1f}% bytes, +{100 * (tls['fit_s'] / clear['fit_s'] - 1):.0f}% time"
+                if e is tls
+                else ""
+            )
+            out.append(
+                f"| {label} | {mode} | {e['fit_s']:.1f} | {_mb(e['traffic']['total']['bytes_sent'])} | {extra} |"
+            )
+        numbers[f"security.tls.{case}.bytes_pct"] = round(100 * (tb / cb - 1), 2)
+        numbers[f"security.tls.{case}.time_pct"] = round(100 * (tls["fit_s"] / clear["fit_s"] - 1), 1)
+    return out + [""]
+
+
+def leakage_table(entries: list[dict], numbers: dict) -> list[str]:
+    """SS-GBDT: nodes whose rows a party can reconstruct (it owns every split on the path)."""
+    rows = [
+        e
+        for e in entries
+        if e["case"] == "ss_gbdt" and e.get("dataset") and e.get("run_info", {}).get("reconstructable_nodes")
+    ]
+    if not rows:
+        return []
+    out = [
+        "| dataset | party | non-root internal nodes | leaves | of which publicly empty |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for e in sorted(rows, key=lambda e: e["dataset"]):
+        for role, c in e["run_info"]["reconstructable_nodes"].items():
+            out.append(
+                f"| {e['dataset']} | {role} | {c['internal']} of {c['internal_total']} | "
+                f"{c['leaves']} of {c['leaves_total']} | {c['empty']} |"
+            )
+            numbers[f"leakage.{e['dataset']}.{role}.internal"] = c["internal"]
+    return out + [""]
+
+
 def main() -> None:
     numbers: dict = {}
     protocols = load("protocols")
@@ -108,6 +170,8 @@ def main() -> None:
         "protocols": sum((protocol_table(protocols, ds, numbers) for ds in ("default_credit", "sme")), []),
         "mask": mask_table(load("mask"), numbers),
         "psi": psi_table(load("psi"), numbers),
+        "security": security_table(load("security_cost"), numbers),
+        "leakage": leakage_table(protocols, numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
     network = NUMBERS / "network.json"

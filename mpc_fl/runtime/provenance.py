@@ -37,7 +37,10 @@ def versions() -> dict[str, str | None]:
 def provenance() -> dict:
     return {
         "git_commit": _git("rev-parse", "HEAD") or None,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # the code's state: recorded results and generated paper files do not count
+        "git_dirty": bool(
+            _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!paper")
+        ),
         "versions": versions(),
         "python": platform.python_version(),
         "machine": platform.machine(),
