@@ -106,8 +106,6 @@ def cmd_party(args: argparse.Namespace) -> int:
 
         split_key = load_split_key(Path(args.split_key))
     crypten = uses_crypten(args.protocol)
-    if args.insecure_tfp or not crypten:
-        fed = fed.without_dealer()
     hello = {
         "protocol": args.protocol,
         "params": full_options(args.protocol, options),
@@ -118,8 +116,9 @@ def cmd_party(args: argparse.Namespace) -> int:
     from mpc_fl.runtime.session import connect, process_age_s
 
     with connect(
-        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet
-    ) as session:
+        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet,
+        dealer=crypten and not args.insecure_tfp,
+    ) as session:  # fmt: skip
         report = run_party(
             session, table, args.protocol, options,
             alignment=args.align, split=args.split, split_key=split_key, keep_scores=args.keep_scores,

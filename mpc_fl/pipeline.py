@@ -11,11 +11,14 @@ for pre-aligned benchmark files: each party sorts by id and the parties only
 compare a hash of their id lists (the run fails if they differ).
 
 Split: the bank draws an 80/20 split of the aligned rows and tells the providers
-which rows are test rows; each party standardises its own features with its own
-training statistics. The default (``random``) picks the test rows by a keyed hash of the
-ids under a key only the bank holds, so the mask says nothing about the labels;
+which rows are test rows. The default (``random``) picks the test rows by a keyed hash of
+the ids under a key only the bank holds, so the mask says nothing about the labels;
 ``stratified-public`` (sklearn, public seed 42) reproduces the reference numbers but
 lets a provider read labels off the mask (security review F2): public data only.
+
+Scaling: each party scales its own features with statistics of its own training rows,
+the way the protocol asks (robust for the linear models, standard for trees; see
+:data:`mpc_fl.data.vertical.SCALINGS`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from mpc_fl import metrics
 from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.data.split import SPLITS, draw_split
-from mpc_fl.data.vertical import Standardizer
+from mpc_fl.data.vertical import SCALINGS
 from mpc_fl.protocols import make_protocol
 from mpc_fl.protocols.base import BANK, Context, LocalData
 from mpc_fl.runtime.ledger import Ledger
@@ -156,7 +159,7 @@ def run_party(
     aligned = align(ctx, table, alignment, progress=progress)
     ctx.progress.note(f"{aligned.n_rows:,} customers in common; splitting ({split})")
     train, test = split_rows(ctx, aligned, split, split_key)
-    scaler = Standardizer.fit(aligned.X[train])
+    scaler = SCALINGS[proto.scaling].fit(aligned.X[train])  # this party's own training rows only
     X = scaler.transform(aligned.X)
     y = aligned.y
     t0 = time.perf_counter()

@@ -71,3 +71,43 @@ class Standardizer:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean) / self.scale
+
+
+@dataclass(frozen=True)
+class RobustScaler:
+    """Median/IQR scaling clipped to ±5, then standardised (and bounded): what the LR family trains on.
+
+    Why: heavy-tailed features (amounts, ratios) standardised by their mean and standard
+    deviation leave typical rows at tiny values and a few rows at hundreds of standard
+    deviations; gradient descent then needs a huge weight and many iterations, and secure
+    fixed-point arithmetic needs headroom. Centring at the median and dividing by the
+    interquartile range (the standard deviation where the IQR is 0, as for rare flags),
+    clipping to ±``clip`` and standardising again gives every column unit variance and a
+    bounded range. Each party fits it on its own training rows; a column that is constant
+    there becomes all zeros. Scoring rows are clipped the same way, so they cannot wrap either.
+    """
+
+    median: np.ndarray
+    scale: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float = 5.0
+    #: bound after standardising; only columns that are constant but for under 0.1% of rows reach it
+    bound: float = 32.0
+
+    @classmethod
+    def fit(cls, X: np.ndarray, clip: float = 5.0) -> RobustScaler:
+        median = np.median(X, axis=0)
+        iqr = (np.percentile(X, 75, axis=0) - np.percentile(X, 25, axis=0)) / 1.349  # = std for a normal
+        std = X.std(axis=0)
+        scale = np.where(iqr > 1e-12 * (np.abs(median) + 1), iqr, np.where(std > 0, std, 1.0))
+        Z = np.clip((X - median) / scale, -clip, clip)
+        z_std = Z.std(axis=0)
+        return cls(median, scale, Z.mean(axis=0), np.where(z_std > 0, z_std, 1.0), clip)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = np.clip((X - self.median) / self.scale, -self.clip, self.clip)
+        return np.clip((Z - self.mean) / self.std, -self.bound, self.bound)
+
+
+SCALINGS = {"standard": Standardizer, "robust": RobustScaler}

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mpc_fl.models.params import param
+
 #: "exact" is the logistic function (CrypTen's default sigmoid approximates it closely, at
 #: ~23 communication calls per evaluation); "hard" is the piecewise-linear clip(0.5 + z/4, 0, 1),
 #: tangent at 0, one batched ReLU in MPC; "taylor1" is 0.5 + z/4 (SecretFlow's "t1"), free in
@@ -31,18 +33,19 @@ def sigmoid(z: np.ndarray, method: str = "exact") -> np.ndarray:
 
 @dataclass(frozen=True)
 class LRParams:
-    learning_rate: float = 0.5
-    n_epochs: int = 3
-    batch_size: int = 1024
-    l2: float = 0.0
-    sigmoid: str = "exact"
-    seed: int = 0
+    learning_rate: float = param(0.5, "gradient step size")
+    n_epochs: int = param(3, "passes over the training rows (more if needed to reach min_iterations)")
+    batch_size: int = param(1024, "rows per mini-batch")
+    min_iterations: int = param(50, "at least this many steps: small data gets more epochs, not fewer steps")
+    l2: float = param(0.0, "L2 penalty on the weights")
+    sigmoid: str = param("exact", "exact, hard (clip(0.5 + z/4, 0, 1)) or taylor1 (0.5 + z/4)")
+    seed: int = param(0, "public seed of the batch order (the schedule is public; never a secret)")
 
     def validate(self) -> None:
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.n_epochs < 1 or self.batch_size < 1:
-            raise ValueError("n_epochs and batch_size must be >= 1")
+        if self.n_epochs < 1 or self.batch_size < 1 or self.min_iterations < 0:
+            raise ValueError("n_epochs and batch_size must be >= 1, min_iterations >= 0")
         if self.l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
         if self.sigmoid not in SIGMOID_METHODS:
@@ -65,8 +68,19 @@ def minibatches(n_rows: int, batch_size: int, n_epochs: int, seed: int) -> Itera
             yield perm[start : start + batch_size]
 
 
+def n_epochs(n_rows: int, params: LRParams) -> int:
+    """Epochs to run: ``n_epochs``, or more when that many would take fewer than ``min_iterations`` steps."""
+    per_epoch = -(-n_rows // params.batch_size)
+    return max(params.n_epochs, -(-params.min_iterations // per_epoch))
+
+
+def schedule(n_rows: int, params: LRParams) -> Iterator[np.ndarray]:
+    """The mini-batches every LR of this project runs for ``params`` (plaintext and secure alike)."""
+    return minibatches(n_rows, params.batch_size, n_epochs(n_rows, params), params.seed)
+
+
 def n_iterations(n_rows: int, params: LRParams) -> int:
-    return params.n_epochs * -(-n_rows // params.batch_size)
+    return n_epochs(n_rows, params) * -(-n_rows // params.batch_size)
 
 
 class PlainLR:
@@ -80,7 +94,7 @@ class PlainLR:
         p.validate()
         w = np.zeros(X.shape[1])
         b = 0.0
-        for rows in minibatches(len(y), p.batch_size, p.n_epochs, p.seed):
+        for rows in schedule(len(y), p):
             residual = sigmoid(X[rows] @ w + b, p.sigmoid) - y[rows]
             w -= p.learning_rate * (X[rows].T @ residual / len(rows) + p.l2 * w)
             b -= p.learning_rate * residual.mean()

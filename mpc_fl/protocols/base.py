@@ -52,6 +52,9 @@ class VerticalProtocol(ABC):
 
     name: ClassVar[str]
     uses_crypten: ClassVar[bool] = False
+    #: how each party scales its own features before training (``mpc_fl.data.vertical.SCALINGS``);
+    #: trees are invariant to it, linear models converge much faster on "robust"
+    scaling: ClassVar[str] = "standard"
     #: who is trusted for what (one line, precise)
     threat_model: ClassVar[str]
     #: what each party learns beyond its own input and output

@@ -55,7 +55,7 @@ from typing import ClassVar
 import numpy as np
 
 from mpc_fl.crypto.paillier import HeuPaillier, encode_fixed
-from mpc_fl.models.lr import LRParams, minibatches, n_iterations, sigmoid
+from mpc_fl.models.lr import LRParams, n_iterations, schedule, sigmoid
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -104,6 +104,7 @@ def check_batch_schedule(n_rows: int, batch_size: int, n_provider_features: int)
 
 class PaillierLR(VerticalProtocol):
     name = "paillier_lr"
+    scaling = "robust"
     threat_model: ClassVar[str] = (
         "semi-honest bank and provider; Paillier (DCRA + DJN short exponent), >= 2048-bit keys; no arbiter"
     )
@@ -160,7 +161,7 @@ class PaillierLR(VerticalProtocol):
         scale = float(2 ** (RESIDUAL_FRAC_BITS + FEATURE_FRAC_BITS))
         led = ch.ledger
         with ch.phase("training"), ctx.progress.task("training", n_iterations(n, p), "iteration") as tick:
-            for it, rows in enumerate(minibatches(n, p.batch_size, p.n_epochs, p.seed)):
+            for it, rows in enumerate(schedule(n, p)):
                 t0 = time.perf_counter()
                 tr = led.by_phase.setdefault("training", Traffic())
                 s0, r0 = tr.bytes_sent, tr.bytes_recv

@@ -47,6 +47,7 @@ class _Centralised(VerticalProtocol):
 
 class CentralisedLR(_Centralised):
     name = "plain_lr"
+    scaling = "robust"
 
     def __init__(self, params: LRParams = LRParams()):
         self.params = params

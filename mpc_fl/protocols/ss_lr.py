@@ -32,7 +32,7 @@ import torch
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.secure_crypten import crypten
-from mpc_fl.models.lr import LRParams, minibatches, n_iterations
+from mpc_fl.models.lr import LRParams, n_iterations, schedule
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -67,6 +67,7 @@ def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
 
 class SecretSharedLR(VerticalProtocol):
     name = "ss_lr"
+    scaling = "robust"
     uses_crypten = True
     threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {
@@ -129,7 +130,7 @@ class SecretSharedLR(VerticalProtocol):
             ctx.channel.phase("training"),
             ctx.progress.task("training", n_iterations(n, p), "iteration") as tick,
         ):
-            for batch in minibatches(n, p.batch_size, p.n_epochs, p.seed):
+            for batch in schedule(n, p):
                 rows = torch.from_numpy(batch)
                 residual = mpc_sigmoid(self._logits(mats, rows), p.sigmoid) - ey[rows]
                 step = p.learning_rate / len(batch)

@@ -324,13 +324,13 @@ class Mesh:
                 peer = name.decode(errors="replace")
             sock.settimeout(None)
         except (OSError, ssl.SSLError, ValueError) as err:
-            log.warning("%s: refused a connection from %s:%s (%s)", self.me, addr[0], addr[1], err)
+            log.info("%s: refused a connection from %s:%s (%s)", self.me, addr[0], addr[1], err)
             sock.close()
             return
         with self._lock:
             if peer not in self.peers or peer in self._in:
                 why = "an unexpected member" if peer else "a key that is not in the federation"
-                log.warning("%s: refused a connection from %s:%s: %s", self.me, addr[0], addr[1], why)
+                log.info("%s: refused a connection from %s:%s: %s", self.me, addr[0], addr[1], why)
                 stream.close(goodbye=False)
                 return
             link = _InLink(peer, stream, tuple(queue.SimpleQueue() for _ in range(N_CHANNELS)))

@@ -39,7 +39,9 @@ def provenance() -> dict:
         "git_commit": _git("rev-parse", "HEAD") or None,
         # the code's state: recorded results and generated paper files do not count
         "git_dirty": bool(
-            _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!paper")
+            _git(
+                "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!paper"
+            )
         ),
         "versions": versions(),
         "python": platform.python_version(),

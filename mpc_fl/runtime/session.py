@@ -84,6 +84,10 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: What a mismatch is reported as first: the cause (format, versions, who) before its effects.
+_ORDER = ("handshake", "versions", "parties", "protocol", "params", "alignment", "split", "dealer")
+
+
 def check_handshake(me: str, mine: dict, theirs: dict[str, dict]) -> None:
     """Every setting both sides state must be equal; otherwise one line naming both values.
 
@@ -93,8 +97,10 @@ def check_handshake(me: str, mine: dict, theirs: dict[str, dict]) -> None:
     a = _flat(mine)
     for peer, other in theirs.items():
         b = _flat(other)
-        keys = sorted(set(a) | set(b)) if DEALER not in (me, peer) else sorted(set(a) & set(b))
-        for k in keys:
+        keys = set(a) | set(b) if DEALER not in (me, peer) else set(a) & set(b)
+        for k in sorted(
+            keys, key=lambda k: (_ORDER.index(k.split(".")[0]) if k.split(".")[0] in _ORDER else 99, k)
+        ):
             if a.get(k, "<not set>") != b.get(k, "<not set>"):
                 raise ProtocolMismatchError(
                     f"{me} and {peer} disagree on {k}: {me} has {a.get(k, '<not set>')!r}, "
@@ -134,7 +140,7 @@ def base_hello(fed: Federation) -> dict:
     from mpc_fl.runtime.provenance import versions
 
     pinned = {k: v for k, v in versions().items() if k in HANDSHAKE_PACKAGES}
-    return {"handshake": HANDSHAKE_FORMAT, "versions": pinned, "members": [m.role for m in fed.members]}
+    return {"handshake": HANDSHAKE_FORMAT, "versions": pinned, "parties": list(fed.roles)}
 
 
 @contextlib.contextmanager
@@ -147,11 +153,14 @@ def connect(
     listen: tuple[str, int] | None = None,
     hello: dict | None = None,
     quiet: bool = True,
+    dealer: bool | None = None,
 ) -> Iterator[PartySession]:
     """Join the federation as ``role``: link up, compare the handshake, start CrypTen if needed.
 
     ``hello`` states the run's settings (protocol, every hyperparameter, alignment, split...);
     every peer must state the same, or every party fails within seconds naming both values.
+    ``dealer``: whether to link to the dealer (default: if the protocol uses CrypTen and the
+    federation has one; ``False`` for CrypTen's insecure TFP mode).
     On success party 0 stops the dealer and every link says goodbye; on failure every peer is
     told why (one line) before the links close.
     """
@@ -160,7 +169,7 @@ def connect(
     torch.set_num_threads(1)  # one core per party on the 2-core reference machine
     if role not in fed.roles:
         raise ValueError(f"{role!r} is not a computing party of this federation {fed.roles}")
-    dealer = uses_crypten and fed.dealer
+    dealer = uses_crypten and fed.dealer if dealer is None else dealer and fed.dealer
     peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
     ledger = Ledger(party=role)
     hello = {**base_hello(fed), **(hello or {}), "dealer": dealer}

@@ -185,9 +185,9 @@ def test_bad_input_is_one_line_before_anything_connects(tmp_path):
 
 
 def test_run_reports_a_failure_once_and_records_it(tmp_path):
-    bad = tmp_path / "bank.csv"
-    bad.write_text("id,y,a\n1,0,0.1\n1,1,0.2\n")
     _, provider = _csvs(tmp_path)
+    bad = tmp_path / "bad_bank.csv"
+    bad.write_text("id,y,a\n1,0,0.1\n1,1,0.2\n")
     proc = subprocess.run(
         [*CLI, "run", "--bank", str(bad), "--provider", str(provider), "--protocol", "plain_lr",
          "--out-dir", str(tmp_path / "runs")],  # fmt: skip
@@ -227,6 +227,8 @@ def test_run_warns_when_alignment_drops_most_rows(tmp_path):
     assert "300 customers aligned" in proc.stdout
     assert "warning: alignment dropped 70% of bank's rows" in proc.stderr
     assert "warning: alignment dropped 70% of provider's rows" in proc.stderr
+    record = json.loads(next((tmp_path / "runs").glob("*/run.json")).read_text())
+    assert record["dealer"] == "none"  # plaintext needs no dealer, and the record says so
 
 
 def test_protocols_lists_every_parameter_and_param_rejects_unknown_keys(tmp_path):

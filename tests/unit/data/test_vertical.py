@@ -45,3 +45,18 @@ def test_standardizer_uses_train_statistics_and_survives_constant_columns():
     s = Standardizer.fit(X[:2])
     assert np.allclose(s.transform(X[:2]), [[-1, 0], [1, 0]])
     assert np.all(np.isfinite(s.transform(X)))
+
+
+def test_robust_scaler_bounds_heavy_tails_keeps_unit_variance_and_uses_train_statistics():
+    from mpc_fl.data.vertical import RobustScaler
+
+    gen = np.random.default_rng(0)
+    X = np.c_[gen.lognormal(0, 2.5, 5000), (gen.random(5000) < 0.0002).astype(float), np.ones(5000)]
+    s = RobustScaler.fit(X[:4000])
+    Z = s.transform(X)
+    assert np.abs(Z).max() <= s.bound
+    assert np.allclose(Z[:4000, 0].std(), 1.0) and np.all(Z[:, 2] == 0)
+    # a scoring row far beyond anything seen in training is clipped, never passed through
+    far = s.transform(np.array([[1e12, 1.0, 1.0], [-1e12, 0.0, 1.0]]))
+    assert np.abs(far).max() <= s.bound
+    assert s.transform(X[4000:4001]).tolist() == RobustScaler.fit(X[:4000]).transform(X[4000:4001]).tolist()

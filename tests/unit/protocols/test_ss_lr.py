@@ -76,3 +76,19 @@ def test_default_credit_secure_lr_within_0002_auc_of_plaintext(default_credit):
         d["y_test"], PlainLR(params).fit(d["X_train"], d["y_train"]).predict_proba(d["X_test"])
     )
     assert abs(secure - plain) <= 0.002, (secure, plain)
+
+
+def test_heavy_tailed_data_secure_lr_matches_plaintext_after_robust_scaling():
+    """Robust scaling bounds the features, so the fixed-point secure LR still equals the plaintext LR."""
+    from mpc_fl.data.heavy_tailed import heavy_tailed_credit
+    from mpc_fl.data.vertical import RobustScaler
+
+    bank, provider = heavy_tailed_credit(6000, seed=1)
+    train, test = np.arange(4800), np.arange(4800, 6000)
+    Xb, Xp = (RobustScaler.fit(t.X[train]).transform(t.X) for t in (bank, provider))
+    parts = {"bank": (Xb[train], Xb[test]), "provider": (Xp[train], Xp[test])}
+    out = _fit_and_score(parts, bank.y[train], LRParams())
+    plain = PlainLR(LRParams()).fit(np.hstack([Xb, Xp])[train], bank.y[train])
+    secure_auc = metrics.auc(bank.y[test], out["bank"]["result"]["p"])
+    plain_auc = metrics.auc(bank.y[test], plain.predict_proba(np.hstack([Xb, Xp])[test]))
+    assert abs(secure_auc - plain_auc) <= 0.002, (secure_auc, plain_auc)
