@@ -163,6 +163,49 @@ def leakage_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+def lr_reference_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Our default LR against scikit-learn's LogisticRegression() on every dataset."""
+    if not entries:
+        return []
+    out = [
+        "| dataset | training rows | largest standardised value | our LR AUC (robust scaling) | iterations "
+        "| scikit-learn AUC (standard scaling) | scikit-learn on our scaling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = ["breast", "default_credit", "sme", "heavy_tailed"]
+    for e in sorted(entries, key=lambda e: order.index(e["dataset"]) if e["dataset"] in order else 99):
+        out.append(
+            f"| {e['dataset']} | {e['n_train']:,} | {e['max_abs_standardised']:.0f} | {e['ours_auc']:.4f} | "
+            f"{e['iterations']} | {e['sklearn_auc']:.4f} | {e['sklearn_on_our_scaling_auc']:.4f} |"
+        )
+        numbers[f"lr_reference.{e['dataset']}.ours"] = round(e["ours_auc"], 4)
+        numbers[f"lr_reference.{e['dataset']}.sklearn"] = round(e["sklearn_auc"], 4)
+    return out + [""]
+
+
+def serving_table(entries: list[dict], numbers: dict) -> list[str]:
+    """The scoring service: latency per application, traffic per query, batched throughput."""
+    if not entries:
+        return []
+    out = [
+        "| model (default_credit) | p50 ms | p99 ms | KB per query | rounds per query | applications/s "
+        "(batches of 100) | predicted WAN ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in sorted(entries, key=lambda e: list(LABELS).index(e["case"])):
+        lat = e["latency_ms"]
+        out.append(
+            f"| {LABELS[e['case']]} | {lat['p50']:.1f} | {lat['p99']:.1f} | {e['bytes_per_query'] / 1e3:,.1f} | "
+            f"{e['rounds_per_query']:.0f} | {e['throughput_per_s']:,.0f} | {e['predicted_ms']['WAN']:,.0f} |"
+        )
+        key = f"serving.{e['case']}"
+        numbers[f"{key}.p50_ms"] = round(lat["p50"], 1)
+        numbers[f"{key}.p99_ms"] = round(lat["p99"], 1)
+        numbers[f"{key}.per_s"] = round(e["throughput_per_s"])
+        numbers[f"{key}.wan_ms"] = round(e["predicted_ms"]["WAN"])
+    return out + [""]
+
+
 def main() -> None:
     numbers: dict = {}
     protocols = load("protocols")
@@ -172,6 +215,8 @@ def main() -> None:
         "psi": psi_table(load("psi"), numbers),
         "security": security_table(load("security_cost"), numbers),
         "leakage": leakage_table(protocols, numbers),
+        "lr_reference": lr_reference_table(load("lr_reference"), numbers),
+        "serving": serving_table(load("serving"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
     network = NUMBERS / "network.json"

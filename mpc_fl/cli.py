@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -122,6 +123,7 @@ def cmd_party(args: argparse.Namespace) -> int:
         report = run_party(
             session, table, args.protocol, options,
             alignment=args.align, split=args.split, split_key=split_key, keep_scores=args.keep_scores,
+            save_model=Path(args.save_model) if args.save_model else None,
         )  # fmt: skip
     report.wall_s = process_age_s()
     if args.out:
@@ -150,10 +152,137 @@ def _print_party_result(report) -> None:  # noqa: ANN001
         )
 
 
-def cmd_dealer(args: argparse.Namespace) -> int:
-    from mpc_fl.runtime.session import serve_dealer
+def cmd_score_party(args: argparse.Namespace) -> int:
+    from mpc_fl.data.party_table import load_party_csv
 
-    served = serve_dealer(_federation(args), Path(args.key), listen=_listen(args))
+    role = args.role
+    kind = "bank-scoring" if role == "bank" else "provider"  # labels are optional in a file to score
+    table = load_party_csv(args.data, role=kind, id_col=args.id_col, label_col=args.label_col)
+    from mpc_fl.pipeline import load_model, score_party
+    from mpc_fl.protocols import uses_crypten
+    from mpc_fl.runtime.session import connect, process_age_s
+
+    model = load_model(Path(args.model), role)  # refuses another role's part or another version
+    fed = _federation(args)
+    if role not in fed.roles:
+        raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
+    hello = {
+        "mode": "score",
+        "protocol": model.part.protocol,
+        "model": model.part.fingerprint,
+        "alignment": args.align,
+    }
+    crypten = uses_crypten(model.part.protocol)
+    with connect(
+        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet
+    ) as session:
+        report = score_party(session, table, model, alignment=args.align)
+    report.wall_s = process_age_s()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    if report.scores is not None and args.scores:
+        _write_scores(Path(args.scores), report.ids, report.scores)
+    unscored = report.n_input - report.n_aligned
+    print(
+        f"[{role}] {report.protocol} model {report.model[:12]}: scored {report.n_aligned:,} customers "
+        f"({unscored:,} of this party's {report.n_input:,} rows are not at every party) in {report.score_s:.2f} s"
+        + (f" -> {args.scores}" if report.scores is not None and args.scores else "")
+    )
+    return 0
+
+
+def _write_scores(path: Path, ids: list[str], scores: list[float]) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "score"])
+        w.writerows((i, f"{s:.6f}") for i, s in zip(ids, scores, strict=True))
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from mpc_fl.runs import score_locally
+
+    out_dir = Path(args.out_dir) / f"score-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = score_locally(
+        Path(args.bank), [Path(p) for p in args.provider], Path(args.models), out_dir,
+        align=args.align, insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
+        quiet=args.quiet,
+    )  # fmt: skip
+    (out_dir / "score.json").write_text(json.dumps(record, indent=1, default=str))
+    print(
+        f"{record['protocol']} model {record['model'][:12]}: scored {record['n_aligned']:,} customers in "
+        f"{record['score_s']:.2f} s (wall {record['wall_s']:.1f} s) -> {record['scores_file']}"
+    )
+    return 0
+
+
+def _feature_store(args: argparse.Namespace, model_path: Path, role: str):  # noqa: ANN202 - a FeatureStore
+    """The party's own features by id: an SQLite table, or its CSV loaded into a temporary one."""
+    import tempfile
+
+    from mpc_fl.models.store import load_part
+    from mpc_fl.serving import FeatureStore
+
+    source = Path(args.features)
+    if source.suffix.lower() == ".csv":
+        db = Path(tempfile.mkdtemp(prefix=f"mpc-fl-{role}-")) / "features.sqlite"
+        return FeatureStore.from_csv(source, db, id_col=args.id_col)
+    columns = load_part(model_path, role=role).feature_names  # only the model's columns are read
+    return FeatureStore(source, table=args.table, id_col=args.id_col, columns=columns)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+
+    from mpc_fl.serving import SERVICE_OP_TIMEOUT_S, BankService, ServiceSettings, serve_http, serve_provider
+
+    role = args.role
+    fed = _federation(args)
+    if role not in fed.roles:
+        raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
+    model_path = Path(args.model)
+    store = _feature_store(args, model_path, role)
+    if role != "bank":  # a provider waits for the bank's next query as long as the service runs
+        fed = dataclasses.replace(fed, op_timeout_s=SERVICE_OP_TIMEOUT_S)
+        settings = ServiceSettings(fed, role, Path(args.key), model_path, store, _listen(args), args.quiet)
+        print(f"[{role}] scoring service: answering the bank's queries (Ctrl-C to stop)", flush=True)
+        serve_provider(settings)
+        return 0
+    settings = ServiceSettings(fed, role, Path(args.key), model_path, store, _listen(args), args.quiet)
+    service = BankService(settings, decoys=args.decoys).start()
+    host, port = (
+        (args.http.rsplit(":", 1)[0], int(args.http.rsplit(":", 1)[1])) if args.http else (None, None)
+    )
+    server = serve_http(service, host, port) if args.http else None
+    where = f"; POST http://{args.http}/score" if args.http else ""
+    print(f"[bank] scoring service for {service.model.part.describe()}{where} (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    if server is not None:
+        server.shutdown()
+    service.stop()
+    return 0
+
+
+def cmd_dealer(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mpc_fl.runtime.session import serve_dealer
+    from mpc_fl.serving import SERVICE_OP_TIMEOUT_S
+
+    fed = _federation(args)
+    if args.forever:  # a scoring service's dealer idles between queries and joins again after each session
+        fed = dataclasses.replace(fed, op_timeout_s=SERVICE_OP_TIMEOUT_S)
+    served = serve_dealer(fed, Path(args.key), listen=_listen(args), forever=args.forever)
     print(f"[dealer] run complete: served {served:,} requests")
     return 0
 
@@ -197,6 +326,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
             insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
             connect_timeout=args.connect_timeout, quiet=args.quiet,
+            save_models=Path(args.save_models) if args.save_models else None,
         )  # fmt: skip
     except Exception as err:
         if out_dir.exists():  # the folder says what happened, not just logs
@@ -283,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write this party's report (JSON) here")
     p.add_argument("--keep-scores", action="store_true")
     p.add_argument(
+        "--save-model", default=None, metavar="FILE", help="write this party's part of the trained model"
+    )
+    p.add_argument(
         "--insecure-tfp",
         action="store_true",
         help="DEBUG ONLY: no dealer; CrypTen's trusted-first-party mode lets the bank see everything",
@@ -291,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_party)
 
     d = sub.add_parser("dealer", help="run the Beaver-triple dealer (CrypTen TTP)")
+    d.add_argument(
+        "--forever", action="store_true", help="for a scoring service: join again after every session"
+    )
     _add_member_args(d)
     d.set_defaults(func=cmd_dealer)
 
@@ -303,10 +439,55 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     r.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     r.add_argument("--out-dir", default="out/runs")
+    r.add_argument(
+        "--save-models", default=None, metavar="DIR", help="each party writes DIR/<role>.model.npz"
+    )
     r.add_argument("--insecure-tfp", action="store_true", help="DEBUG ONLY (see party --help)")
     _add_link_args(r)
     _add_output_args(r)
     r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("score-party", help="score a new file with this party's part of a saved model")
+    s.add_argument("--role", required=True)
+    s.add_argument("--model", required=True, metavar="FILE", help="this party's part (from --save-model)")
+    s.add_argument("--data", required=True, help="this party's CSV of customers to score")
+    s.add_argument("--id-col", default="id")
+    s.add_argument(
+        "--label-col", default="y", help="bank only, optional: labels of the scored rows, for metrics"
+    )
+    s.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    s.add_argument("--out", default=None, help="write this party's report (JSON) here")
+    s.add_argument("--scores", default=None, metavar="FILE", help="bank only: write id,score CSV here")
+    _add_member_args(s)
+    s.set_defaults(func=cmd_score_party)
+
+    sc = sub.add_parser(
+        "score", help="score new files locally with saved model parts (every party a process)"
+    )
+    sc.add_argument(
+        "--models", required=True, metavar="DIR", help="folder of <role>.model.npz (from run --save-models)"
+    )
+    sc.add_argument("--bank", required=True)
+    sc.add_argument("--provider", action="append", required=True)
+    sc.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    sc.add_argument("--out-dir", default="out/scores")
+    _add_link_args(sc)
+    _add_output_args(sc)
+    sc.set_defaults(func=cmd_score)
+
+    sv = sub.add_parser("serve", help="scoring service: keep the links open and score applications by id")
+    sv.add_argument("--role", required=True)
+    sv.add_argument("--model", required=True, metavar="FILE", help="this party's part of the saved model")
+    sv.add_argument("--features", required=True, metavar="CSV_OR_SQLITE", help="this party's features by id")
+    sv.add_argument("--table", default="features", help="SQLite table holding the features")
+    sv.add_argument("--id-col", default="id")
+    sv.add_argument("--http", default=None, metavar="HOST:PORT", help="bank only: serve POST /score here")
+    sv.add_argument(
+        "--decoys", type=int, default=0, metavar="K",
+        help="bank only: send every application id with K decoys, so the provider cannot tell which SME applied",
+    )  # fmt: skip
+    _add_member_args(sv)
+    sv.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("demo", help="the SME scenario end to end on synthetic data")
     m.add_argument("--rows", type=int, default=20000, help="bank customers")

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +37,10 @@ from mpc_fl import metrics
 from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.data.split import SPLITS, draw_split
-from mpc_fl.data.vertical import SCALINGS
+from mpc_fl.data.vertical import SCALINGS, scaler_from_state, scaler_state
+from mpc_fl.models.store import ModelPart, ModelPartError, fingerprint, load_part, save_part
 from mpc_fl.protocols import make_protocol
-from mpc_fl.protocols.base import BANK, Context, LocalData
+from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 from mpc_fl.runtime.ledger import Ledger
 
 ALIGNMENTS = ("psi", "sorted")
@@ -136,6 +139,8 @@ class PartyReport:
     run_info: dict = field(default_factory=dict)
     #: seconds from this party's process start to its report (set by the CLI)
     wall_s: float | None = None
+    #: where this party saved its part of the model, if it did
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -152,8 +157,12 @@ def run_party(
     split_key: bytes | None = None,
     keep_scores: bool = False,
     progress: bool = False,
+    save_model: Path | None = None,
 ) -> PartyReport:
-    """Align, split, scale, fit and score as one party; the bank also computes the test metrics."""
+    """Align, split, scale, fit and score as one party; the bank also computes the test metrics.
+
+    ``save_model``: write this party's part of the trained model there (:mod:`mpc_fl.models.store`).
+    """
     proto = make_protocol(protocol, **(options or {}))
     ctx.progress.note(f"aligning {table.n_rows:,} customers ({alignment})")
     aligned = align(ctx, table, alignment, progress=progress)
@@ -191,4 +200,113 @@ def run_party(
             report.scores = [float(s) for s in scores]
             report.test_ids = [str(i) for i in aligned.ids[test]]
             report.test_labels = [int(v) for v in y[test]]
+    if save_model is not None:
+        report.model = str(save_model_part(ctx, proto, scaler, aligned, save_model))
+    return report
+
+
+def save_model_part(
+    ctx: Context, proto: VerticalProtocol, scaler: Any, table: PartyTable, path: Path
+) -> Path:
+    """Agree on a model fingerprint with every party, then write this party's own part."""
+    with ctx.channel.phase("setup"):
+        if ctx.role == BANK:
+            model_id = secrets.token_hex(16)  # makes the fingerprint unique to this training run
+            for r in ctx.roles:
+                if r != BANK:
+                    ctx.channel.send_json(r, model_id)
+        else:
+            model_id = ctx.channel.recv_json(BANK)
+    params = proto.params_dict()
+    meta, arrays = proto.export_state()
+    s_meta, s_arrays = scaler_state(scaler)
+    extra = {}
+    if ctx.role == BANK:  # the bank's own customers that the provider also has: decoys for scoring queries
+        extra["aligned_ids"] = np.asarray([str(i) for i in table.ids])
+    part = ModelPart(
+        role=ctx.role,
+        protocol=proto.name,
+        protocol_version=proto.model_version,
+        params=params,
+        parties=list(ctx.roles),
+        fingerprint=fingerprint(model_id, proto.name, params, list(ctx.roles)),
+        feature_names=list(table.feature_names),
+        meta={"protocol": meta, "scaler": s_meta, "trained_rows": int(table.n_rows)},
+        arrays={**{f"protocol.{k}": v for k, v in arrays.items()}, **s_arrays, **extra},
+    )
+    return save_part(part, path)
+
+
+@dataclass
+class LoadedModel:
+    """A party's part of a saved model, restored: the protocol (ready to score) and the scaler."""
+
+    part: ModelPart
+    protocol: VerticalProtocol
+    scaler: Any
+
+
+def load_model(path: Path, role: str) -> LoadedModel:
+    """Read this party's part and rebuild the protocol from it; refuse parts of another version."""
+    part = load_part(path, role=role)
+    proto = make_protocol(part.protocol, **part.params)
+    if part.protocol_version != proto.model_version:
+        raise ModelPartError(
+            f"{path} was saved with {part.protocol} model version {part.protocol_version}; this mpc_fl "
+            f"reads version {proto.model_version}: retrain the model"
+        )
+    arrays = {k.removeprefix("protocol."): v for k, v in part.arrays.items() if k.startswith("protocol.")}
+    proto.import_state(part.meta["protocol"], arrays)
+    return LoadedModel(part, proto, scaler_from_state(part.meta["scaler"], part.arrays))
+
+
+@dataclass
+class ScoreReport:
+    role: str
+    protocol: str
+    model: str
+    n_input: int
+    n_aligned: int
+    score_s: float
+    ledger: dict
+    ids: list[str] | None = None
+    scores: list[float] | None = None
+    #: when the bank's file to score carries labels: the metrics of these scores
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def score_party(
+    ctx: Context, table: PartyTable, model: LoadedModel, *, alignment: str = "psi"
+) -> ScoreReport:
+    """Score a new file with a saved model: align the new ids privately, then score; only the bank gets scores."""
+    if list(table.feature_names) != model.part.feature_names:
+        raise DataError(
+            f"{table.source}: columns {list(table.feature_names)} differ from the ones the model was trained on "
+            f"({model.part.feature_names})"
+        )
+    ctx.progress.note(f"aligning {table.n_rows:,} customers to score ({alignment})")
+    aligned = align(ctx, table, alignment)
+    t0 = time.perf_counter()
+    ctx.progress.note(f"scoring {aligned.n_rows:,} customers")
+    scores = model.protocol.predict_proba(
+        ctx, LocalData(model.scaler.transform(aligned.X), None, aligned.feature_names)
+    )
+    report = ScoreReport(
+        role=ctx.role,
+        protocol=model.part.protocol,
+        model=model.part.fingerprint,
+        n_input=table.n_rows,
+        n_aligned=aligned.n_rows,
+        score_s=time.perf_counter() - t0,
+        ledger=ctx.channel.ledger.to_dict(),
+    )
+    if scores is not None:
+        report.ids = [str(i) for i in aligned.ids]
+        report.scores = [float(s) for s in scores]
+        if aligned.y is not None and len(np.unique(aligned.y)) == 2:
+            report.metrics = metrics.summary(aligned.y, scores)
     return report

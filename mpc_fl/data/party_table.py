@@ -15,7 +15,8 @@ import pandas as pd
 
 from mpc_fl.data.errors import DataError
 
-ROLES = ("bank", "provider")
+#: "bank-scoring": the bank's file of customers to score with a saved model; labels are optional there
+ROLES = ("bank", "provider", "bank-scoring")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def table_from_frame(
             f"(e.g. {_examples(dup.unique())}); each customer must appear once"
         )
     y = None
-    if role == "bank":
+    if role == "bank" or (role == "bank-scoring" and label_col in frame.columns):
         if label_col not in frame.columns:
             raise DataError(f"{source}: the bank's file has no label column {label_col!r}")
         labels = frame[label_col]
@@ -88,10 +89,10 @@ def table_from_frame(
                 f"{source}: labels in column {label_col!r} must be 0 or 1; found {_examples(bad.unique())}"
                 f" in {len(bad)} rows"
             )
-        if values.nunique() < 2:
+        if values.nunique() < 2 and role == "bank":
             raise DataError(f"{source}: all labels are {int(values.iloc[0])}; need both classes to train")
         y = values.to_numpy(dtype=np.int64)
-    elif label_col in frame.columns:
+    elif label_col in frame.columns and role == "provider":
         raise DataError(
             f"{source}: a provider's file must not hold the label column {label_col!r} "
             f"(only the bank holds labels); drop it or rename it"
@@ -123,7 +124,14 @@ def table_from_frame(
     id_values = ids.to_numpy()
     if id_values.dtype == object:
         id_values = id_values.astype(str)
-    return PartyTable(role=role, ids=id_values, X=X, feature_names=tuple(feature_cols), y=y, source=source)
+    return PartyTable(
+        role=role.removesuffix("-scoring"),
+        ids=id_values,
+        X=X,
+        feature_names=tuple(feature_cols),
+        y=y,
+        source=source,
+    )
 
 
 def load_party_csv(path: str | Path, *, role: str, id_col: str = "id", label_col: str = "y") -> PartyTable:

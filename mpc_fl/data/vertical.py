@@ -111,3 +111,16 @@ class RobustScaler:
 
 
 SCALINGS = {"standard": Standardizer, "robust": RobustScaler}
+
+
+def scaler_state(scaler: Standardizer | RobustScaler) -> tuple[dict, dict[str, np.ndarray]]:
+    """A fitted scaler as JSON-able facts and arrays (for a party's saved model part)."""
+    kind = next(k for k, cls in SCALINGS.items() if isinstance(scaler, cls))
+    arrays = {f"scaler.{k}": v for k, v in scaler.__dict__.items() if isinstance(v, np.ndarray)}
+    rest = {k: v for k, v in scaler.__dict__.items() if not isinstance(v, np.ndarray)}
+    return {"kind": kind, **rest}, arrays
+
+
+def scaler_from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Standardizer | RobustScaler:
+    values = {k.removeprefix("scaler."): v for k, v in arrays.items() if k.startswith("scaler.")}
+    return SCALINGS[meta["kind"]](**values, **{k: v for k, v in meta.items() if k != "kind"})

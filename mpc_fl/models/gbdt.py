@@ -175,9 +175,11 @@ class PlainGBDT:
     def decision_function_binned(self, bins: np.ndarray) -> np.ndarray:
         return self.base_margin_ + sum(t.predict(bins) for t in self.trees_)
 
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.decision_function_binned(apply_bins(X, self.edges_))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        z = self.decision_function_binned(apply_bins(X, self.edges_))
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
 
 
 def publicly_empty_nodes(owners: list[np.ndarray]) -> list[np.ndarray]:

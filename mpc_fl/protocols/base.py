@@ -60,11 +60,33 @@ class VerticalProtocol(ABC):
     #: what each party learns beyond its own input and output
     leakage: ClassVar[dict[str, str]]
 
+    #: version of what a party keeps of a trained model (:meth:`export_state`); bump it when that
+    #: changes, so parts saved by another version are refused instead of misread
+    model_version: ClassVar[int] = 1
+
     @abstractmethod
     def fit(self, ctx: Context, data: LocalData) -> None: ...
 
     @abstractmethod
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None: ...
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        """The joint logits (margins) of ``data``'s rows, at the bank only; ``None`` at every other party.
+
+        Scoring stops at the logit: the bank applies the sigmoid itself, so no sigmoid runs
+        under encryption.
+        """
+
+    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        """Probability of y = 1 at the bank (the logistic of :meth:`decision_function`)."""
+        z = self.decision_function(ctx, data)
+        return None if z is None else 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+    @abstractmethod
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """This party's part of the trained model: JSON-able facts and plain arrays, nothing of another party's data."""
+
+    @abstractmethod
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Restore this party's part (from :meth:`export_state`), ready to score."""
 
     def params_dict(self) -> dict:
         return {}

@@ -201,12 +201,18 @@ class PaillierLR(VerticalProtocol):
         self.coef_ = w
         self.intercept_ = b if ctx.role == BANK else None
 
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         peer = two_party_peer(ctx, self.name)
         with ctx.channel.phase("scoring"):
             u = data.X @ self.coef_
             if ctx.role != BANK:
                 ctx.channel.send_arrays(peer, u=u)
                 return None
-            z = u + self.intercept_ + ctx.channel.recv_arrays(peer)["u"]
-        return sigmoid(z, "exact")
+            return u + self.intercept_ + ctx.channel.recv_arrays(peer)["u"]
+
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Each party's own plaintext weights (the bank also its intercept)."""
+        return {"intercept": self.intercept_}, {"coef": np.asarray(self.coef_, dtype=np.float64)}
+
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.coef_, self.intercept_ = arrays["coef"], meta["intercept"]

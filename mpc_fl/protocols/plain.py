@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpc_fl.models.gbdt import GBDTParams, PlainGBDT
+from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, Tree
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 
@@ -36,10 +36,19 @@ class _Centralised(VerticalProtocol):
             if X is not None:
                 self.model_ = self._make().fit(X, data.y)
 
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):
             X = self._gather(ctx, data)
-            return None if X is None else self.model_.predict_proba(X)
+            return None if X is None else self.model_.decision_function(X)
+
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The bank keeps the whole model (it saw every raw feature: no privacy); a provider keeps nothing."""
+        model = getattr(self, "model_", None)
+        return ({}, {}) if model is None else self._export(model)
+
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            self.model_ = self._import(meta, arrays)
 
     def params_dict(self) -> dict:
         return self.params.to_dict()
@@ -55,6 +64,14 @@ class CentralisedLR(_Centralised):
     def _make(self) -> PlainLR:
         return PlainLR(self.params)
 
+    def _export(self, model: PlainLR) -> tuple[dict, dict[str, np.ndarray]]:
+        return {"intercept": model.intercept_}, {"coef": model.coef_}
+
+    def _import(self, meta: dict, arrays: dict[str, np.ndarray]) -> PlainLR:
+        model = PlainLR(self.params)
+        model.coef_, model.intercept_ = arrays["coef"], meta["intercept"]
+        return model
+
 
 class CentralisedGBDT(_Centralised):
     name = "plain_gbdt"
@@ -64,3 +81,20 @@ class CentralisedGBDT(_Centralised):
 
     def _make(self) -> PlainGBDT:
         return PlainGBDT(self.params)
+
+    def _export(self, model: PlainGBDT) -> tuple[dict, dict[str, np.ndarray]]:
+        arrays = {f"edges_{j}": e for j, e in enumerate(model.edges_)}
+        arrays |= {
+            k: np.stack([getattr(t, k) for t in model.trees_]) for k in ("feature", "bin", "leaf_values")
+        }
+        return {"n_edges": len(model.edges_), "base_margin": model.base_margin_}, arrays
+
+    def _import(self, meta: dict, arrays: dict[str, np.ndarray]) -> PlainGBDT:
+        model = PlainGBDT(self.params)
+        model.edges_ = [arrays[f"edges_{j}"] for j in range(int(meta["n_edges"]))]
+        model.base_margin_ = meta["base_margin"]
+        model.trees_ = [
+            Tree(self.params.max_depth, f, b, v)
+            for f, b, v in zip(arrays["feature"], arrays["bin"], arrays["leaf_values"], strict=True)
+        ]
+        return model

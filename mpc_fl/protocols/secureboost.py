@@ -250,7 +250,7 @@ class SecureBoost(VerticalProtocol):
             self._record(t, t0, tr, s0, r0, led)
 
     # ------------------------------------------------------------------------------------------------------
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         bins = apply_bins(data.X, self.edges_)
@@ -286,4 +286,33 @@ class SecureBoost(VerticalProtocol):
                 margin += tree.leaf_values[node - n_internal]
             if col != n_cols:
                 raise ValueError("provider decision bits do not match the model's provider nodes")
-        return 1.0 / (1.0 + np.exp(-margin))
+        return margin
+
+    # ------------------------------------------------------------------ saved model
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Bank: the trees (provider splits as feature and bin index only) and leaf values; provider:
+        its own splits. Each party: its own bin edges (thresholds)."""
+        arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
+        if hasattr(self, "trees_"):
+            arrays["feature"] = np.stack([t.feature for t in self.trees_])
+            arrays["bin"] = np.stack([t.bin for t in self.trees_])
+            arrays["leaf_values"] = np.stack([t.leaf_values for t in self.trees_])
+            return {
+                "n_edges": len(self.edges_),
+                "base_margin": self.base_margin_,
+                "depth": self.params.max_depth,
+            }, arrays
+        splits = [{str(k): list(v) for k, v in s.items()} for s in self.splits_]
+        return {"n_edges": len(self.edges_), "splits": splits}, arrays
+
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.edges_ = [arrays[f"edges_{j}"] for j in range(int(meta["n_edges"]))]
+        if "leaf_values" in arrays:
+            depth = int(meta["depth"])
+            self.base_margin_ = meta["base_margin"]
+            self.trees_ = [
+                Tree(depth, f, b, v)
+                for f, b, v in zip(arrays["feature"], arrays["bin"], arrays["leaf_values"], strict=True)
+            ]
+        else:
+            self.splits_ = [{int(k): (int(f), int(b)) for k, (f, b) in s.items()} for s in meta["splits"]]

@@ -391,10 +391,11 @@ class SecretSharedGBDT(VerticalProtocol):
         for m in mats:
             m.release()
 
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         p = self.params
         depth, T, n = p.max_depth, p.n_trees, data.n_rows
         with ctx.channel.phase("scoring"):
+            self._restore()
             bins = apply_bins(data.X, self.edges_)
             P = crypten.cryptensor(torch.ones(n, T), src=0, precision=0)  # (rows, trees x nodes at level)
             for level in range(depth):
@@ -409,8 +410,41 @@ class SecretSharedGBDT(VerticalProtocol):
                 ind = self._share_columns(cols, n, T * k, owners)
                 left = P * ind
                 P = crypten.stack([left, P - left], dim=2).reshape(n, 2 * T * k)
-            z = (P * self.leaf_w_.reshape(-1)).sum(1).get_plain_text(dst=0)  # only the bank learns scores
+            z = (P * self.leaf_w_.reshape(-1)).sum(1).get_plain_text(dst=0)  # only the bank learns margins
         if self.rank_ != 0:
             return None
-        z = z.double().numpy().ravel() + self.base_
-        return 1.0 / (1.0 + np.exp(-z))
+        return z.double().numpy().ravel() + self.base_
+
+    # ------------------------------------------------------------------ saved model
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Public tree shapes and owners; this party's own splits and bin edges; its shares of the leaf weights."""
+        self._restore()
+        meta = {
+            "rank": self.rank_,
+            "n_parties": self.n_parties_,
+            "roles": list(self.roles_),
+            "widths": list(self.widths_),
+            "owners": [o.tolist() for o in self.owners_],
+            "splits": [{str(k): list(v) for k, v in s.items()} for s in self.splits_],
+            "base": self.base_,
+            "precision": _precision(self.leaf_w_),
+        }
+        arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
+        arrays["leaf_w_share"] = self.leaf_w_._tensor.share.numpy().copy()
+        return meta, arrays
+
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.rank_, self.n_parties_ = int(meta["rank"]), int(meta["n_parties"])
+        self.roles_, self.widths_ = tuple(meta["roles"]), list(meta["widths"])
+        self.owners_ = [np.asarray(o, dtype=np.int64) for o in meta["owners"]]
+        self.splits_ = [{int(k): (int(f), int(b)) for k, (f, b) in s.items()} for s in meta["splits"]]
+        self.base_ = meta["base"]
+        self.edges_ = [arrays[f"edges_{j}"] for j in range(self.widths_[self.rank_])]
+        self._saved = (int(meta["precision"]), arrays["leaf_w_share"])
+
+    def _restore(self) -> None:
+        """Saved leaf-weight shares back into a CrypTen tensor (once the party has joined)."""
+        saved = getattr(self, "_saved", None)
+        if saved is not None:
+            self.leaf_w_ = MPCTensor.from_shares(torch.from_numpy(saved[1].copy()), precision=saved[0])
+            self._saved = None

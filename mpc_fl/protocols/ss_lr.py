@@ -24,14 +24,18 @@ every time) so the gain can be measured.
 
 from __future__ import annotations
 
+from mpc_fl.crypto.secure_crypten import crypten
+
+# isort: split
+
 from typing import ClassVar
 
 import numpy as np
 import torch
+from crypten.mpc import MPCTensor
 
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
-from mpc_fl.crypto.secure_crypten import crypten
 from mpc_fl.models.lr import LRParams, n_iterations, schedule
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
@@ -41,6 +45,10 @@ MAX_ABS_FEATURE = 256.0
 #: Fractional bits of the fixed feature matrices (vectors use CrypTen's 16): a product
 #: carries 2^(16+12) before truncation, so a wrap needs |x^T r| ~ 2^35.
 FEATURE_PRECISION = 12
+
+
+def _precision(x: MPCTensor) -> int:
+    return x._tensor.encoder.scale.bit_length() - 1
 
 
 def _check_range(ctx: Context, X: np.ndarray, rows: str) -> None:
@@ -155,17 +163,41 @@ class SecretSharedLR(VerticalProtocol):
             self.coef_ = own[rank].double().numpy()
             self.intercept_ = float(bias) if rank == 0 else None
 
-    def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):
             comm = crypten.communicator.get()
             rank = comm.get_rank()
             _check_range(ctx, data.X, "scoring")
+            self._restore()
             mats = []
             for p, w in enumerate(self.w_):
                 shape = (data.n_rows, w.size(0))
                 mine = torch.from_numpy(data.X).float() if p == rank else torch.zeros(shape)
                 mats.append(crypten.cryptensor(mine, src=p))
-            z = self._logits(mats, None).get_plain_text(dst=0)  # only the bank learns the scores
-        if rank != 0:
-            return None
-        return 1.0 / (1.0 + np.exp(-z.double().numpy().ravel()))
+            z = self._logits(mats, None).get_plain_text(dst=0)  # only the bank learns the logits
+        return z.double().numpy().ravel() if rank == 0 else None
+
+    # ------------------------------------------------------------------ saved model
+    def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """This party's shares of every party's weights and of the intercept (random to anyone else)."""
+        self._restore()
+        arrays = {f"w_share_{q}": w._tensor.share.numpy().copy() for q, w in enumerate(self.w_)}
+        arrays["b_share"] = self.b_._tensor.share.numpy().copy()
+        return {"precision": _precision(self.b_), "widths": [int(w.size(0)) for w in self.w_]}, arrays
+
+    def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        self._saved = (
+            int(meta["precision"]),
+            [arrays[f"w_share_{q}"] for q in range(len(meta["widths"]))],
+            arrays["b_share"],
+        )
+
+    def _restore(self) -> None:
+        """Turn saved shares back into CrypTen tensors (needs the party to have joined the federation)."""
+        saved = getattr(self, "_saved", None)
+        if saved is None:
+            return
+        precision, w_shares, b_share = saved
+        self.w_ = [MPCTensor.from_shares(torch.from_numpy(s.copy()), precision=precision) for s in w_shares]
+        self.b_ = MPCTensor.from_shares(torch.from_numpy(b_share.copy()), precision=precision)
+        self._saved = None

@@ -14,13 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from mpc_fl.runtime.federation import DEALER, federation_text, local_federation
-from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.local import PartyFailed, describe_failures
 from mpc_fl.runtime.progress import PREFIX
-from mpc_fl.runtime.provenance import provenance
 
 
 def _error_line(path: Path) -> str:
@@ -122,21 +119,21 @@ def provider_roles(n_providers: int) -> list[str]:
 def run_parties_locally(
     bank: Path,
     providers: list[Path],
-    protocol: str,
-    options: dict[str, Any],
     out_dir: Path,
     *,
     dealer: bool,
-    party_args: list[str] = (),  # type: ignore[assignment]
-    bank_args: list[str] = (),  # type: ignore[assignment]
+    subcommand: str = "party",
+    args: list[str] = (),  # type: ignore[assignment]
+    role_args: dict[str, list[str]] | None = None,
     connect_timeout: float = 60.0,
     insecure_cleartext: bool = False,
     relay_progress: bool = False,
-) -> dict[str, Any]:
-    """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process; merge their reports.
+) -> tuple[dict[str, dict], float]:
+    """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process over a fresh local
+    federation; return each party's report (``--out`` JSON) and the wall time.
 
-    ``party_args`` are passed to every ``mpc-fl party`` command (alignment, split, flags),
-    ``bank_args`` to the bank's only (its secret split key).
+    ``args`` go to every ``mpc-fl <subcommand>`` (protocol, alignment, flags), ``role_args`` to
+    one party's only (the bank's secret split key, each party's model part).
     """
     roles = ["bank", *provider_roles(len(providers))]
     files = dict(zip(roles, [bank, *providers], strict=True))
@@ -147,41 +144,19 @@ def run_parties_locally(
     common = ["--federation", str(fed_file), "--connect-timeout", str(connect_timeout)]
     if insecure_cleartext:
         common.append("--insecure-cleartext")
-    params = [x for k, v in options.items() for x in ("--param", f"{k}={v}")]
     py = [sys.executable, "-m", "mpc_fl.cli"]
     commands = {
-        r: [*py, "party", "--role", r, "--key", str(keys[r]), "--data", str(f), "--protocol", protocol,
-            "--out", str(out_dir / f"{r}.json"), *common, *params, *party_args,
-            *(bank_args if r == "bank" else ())]
+        r: [*py, subcommand, "--role", r, "--key", str(keys[r]), "--data", str(f),
+            "--out", str(out_dir / f"{r}.json"), *common, *args, *(role_args or {}).get(r, ())]
         for r, f in files.items()
     }  # fmt: skip
     if dealer:
         commands[DEALER] = [*py, "dealer", "--key", str(keys[DEALER]), *common]
-    for cmd in commands.values():  # each process keeps its details (tracebacks) in its own log file
-        role = cmd[cmd.index("--role") + 1] if "--role" in cmd else DEALER
+    for role, cmd in commands.items():  # each process keeps its details (tracebacks) in its own log file
         cmd += ["--log", str(out_dir / "logs" / f"{role}.detail.log")]
     t0 = time.perf_counter()
     launch(
         commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"}, relay="bank" if relay_progress else None
     )
     wall = time.perf_counter() - t0
-    parties = {r: json.loads((out_dir / f"{r}.json").read_text()) for r in roles}
-    bank_report = parties["bank"]
-    return {
-        "protocol": protocol,
-        "params": bank_report["params"],
-        "alignment": bank_report.get("alignment"),
-        "split": bank_report.get("split"),
-        "dealer": "separate dealer process (CrypTen TTP)" if dealer else "none",
-        "links": "cleartext (insecure)" if insecure_cleartext else "TLS 1.3, mutual authentication",
-        "metrics": bank_report["metrics"],
-        "run_info": bank_report.get("run_info", {}),
-        "n_aligned": bank_report["n_aligned"],
-        "n_train": bank_report["n_train"],
-        "fit_s": bank_report["fit_s"],
-        "score_s": bank_report["score_s"],
-        "wall_s": wall,
-        "traffic": Ledger.merge([p["ledger"] for p in parties.values()]),
-        "parties": parties,
-        "provenance": provenance(),
-    }
+    return {r: json.loads((out_dir / f"{r}.json").read_text()) for r in roles}, wall

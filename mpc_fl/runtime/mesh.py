@@ -220,6 +220,8 @@ class Mesh:
         self._closed = False
         #: set by a helper thread: a fatal connection problem, or a peer's abort
         self._failure: PartyConnectionError | None = None
+        #: the first link that went down, closed or broke (an idle service checks it)
+        self.broken: PartyConnectionError | None = None
 
     # ------------------------------------------------------------------ connecting
     def connect(self) -> None:
@@ -382,6 +384,7 @@ class Mesh:
             if self._closed:
                 return
             error = PartyConnectionError(f"{self.me}: {link.peer!r} dropped out ({where} broke: {err})")
+        self.broken = self.broken or error
         for q in link.queues:
             q.put(_Down(error))
 

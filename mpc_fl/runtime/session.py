@@ -202,8 +202,22 @@ def _forget_crypten(uses_crypten: bool) -> None:
         MeshCommunicator.instance = None
 
 
-def serve_dealer(fed: Federation, key_file: Path, *, listen: tuple[str, int] | None = None) -> int:
-    """Run the Beaver-triple dealer (rank n) until party 0 says it is done; return the requests served."""
+def serve_dealer(
+    fed: Federation, key_file: Path, *, listen: tuple[str, int] | None = None, forever: bool = False
+) -> int:
+    """Run the Beaver-triple dealer (rank n) until party 0 says it is done; return the requests served.
+
+    ``forever`` (a scoring service's dealer): after each session, or a failed one, join again.
+    """
+    while forever:
+        try:
+            _dealer_session(fed, key_file, listen)
+        except (PartyConnectionError, ProtocolMismatchError):
+            time.sleep(1.0)
+    return _dealer_session(fed, key_file, listen)
+
+
+def _dealer_session(fed: Federation, key_file: Path, listen: tuple[str, int] | None) -> int:
     import torch
 
     from mpc_fl.crypto.dealer import Dealer

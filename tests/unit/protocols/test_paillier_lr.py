@@ -32,7 +32,9 @@ def _data(n: int = 300, seed: int = 0):  # noqa: ANN202
 def test_matches_plaintext(sig: str, l2: float) -> None:
     X, y, X_te = _data()
     d_b = 2
-    params = LRParams(learning_rate=0.5, n_epochs=2, batch_size=64, min_iterations=0, sigmoid=sig, l2=l2, seed=3)
+    params = LRParams(
+        learning_rate=0.5, n_epochs=2, batch_size=64, min_iterations=0, sigmoid=sig, l2=l2, seed=3
+    )
 
     def fn(ctx):  # noqa: ANN001, ANN202
         cols = slice(0, d_b) if ctx.role == "bank" else slice(d_b, None)

@@ -1,0 +1,132 @@
+"""The scoring service: links stay open, single applications are scored by id, bad cases are per query."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpc_fl.runs import LocalService, run_protocol_locally
+from mpc_fl.serving import serve_http
+
+N = 600
+
+
+def _csv(path: Path, header: list[str], rows) -> Path:  # noqa: ANN001
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _train(tmp: Path, protocol: str, seed: int, opts: dict) -> tuple[Path, Path, Path, dict]:
+    gen = np.random.default_rng(seed)
+    ids = np.arange(100, 100 + N)
+    xb, xp = gen.normal(size=(N, 2)), gen.normal(size=(N, 3))
+    y = ((xb[:, 0] + xp[:, 0] + gen.normal(size=N)) > 0).astype(int)
+    bank = _csv(
+        tmp / "bank.csv", ["id", "y", "a", "b"], [[i, t, *r] for i, t, r in zip(ids, y, xb, strict=True)]
+    )
+    prov = _csv(tmp / "provider.csv", ["id", "c", "d", "e"], [[i, *r] for i, r in zip(ids, xp, strict=True)])
+    rec = run_protocol_locally(
+        bank, [prov], protocol, opts, tmp / "train", split="stratified-public", keep_scores=True,
+        save_models=tmp / "models",
+    )  # fmt: skip
+    want = dict(zip(rec["parties"]["bank"]["test_ids"], rec["parties"]["bank"]["scores"], strict=True))
+    return bank, prov, tmp / "models", want
+
+
+@pytest.fixture
+def lr_service(tmp_path):
+    bank, prov, models, want = _train(tmp_path, "ss_lr", 1, {"n_epochs": 1, "batch_size": 128})
+    d = LocalService(models, bank, prov, tmp_path)
+    yield d, want, bank, prov
+    d.stop()
+
+
+def test_single_applications_score_like_the_trained_model_and_bad_ids_fail_alone(lr_service):
+    d, want, _, _ = lr_service
+    some = list(want)[:20]
+    for i in some:
+        (r,) = d.bank.score(i)
+        assert r.error is None and abs(r.score - want[i]) < 2e-3
+    (bad,) = d.bank.score("no-such-sme")
+    assert "unknown id" in bad.error
+    batch = d.bank.score([some[0], "no-such-sme", some[1]])
+    assert batch[0].score is not None and batch[1].error and batch[2].score is not None
+    (again,) = d.bank.score(some[2])  # the service keeps running
+    assert again.error is None
+
+
+def test_a_missing_feature_at_the_provider_is_an_error_for_that_id_only(lr_service):
+    d, want, _, _ = lr_service
+    victim, other = list(want)[:2]
+    with sqlite3.connect(d.provider_db) as con:
+        con.execute('UPDATE features SET "d" = NULL WHERE "id" = ?', (victim,))
+    (r,) = d.bank.score(victim)
+    assert "provider cannot score it: missing feature(s) d" in r.error
+    (ok,) = d.bank.score(other)
+    assert ok.error is None
+
+
+def test_a_provider_that_goes_away_is_reported_and_the_service_recovers(lr_service, tmp_path):
+    d, want, _, _ = lr_service
+    i = next(iter(want))
+    d.kill("provider")
+    (r,) = d.bank.score(i)
+    assert r.error and "provider unavailable" in r.error and "provider" in r.error
+    d.start("provider")
+    end = time.monotonic() + 60
+    while not d.bank.ready and time.monotonic() < end:
+        time.sleep(0.1)
+    (back,) = d.bank.score(i)
+    assert back.error is None and abs(back.score - want[i]) < 2e-3
+
+
+def test_a_provider_restarted_with_another_model_is_refused_by_name(lr_service, tmp_path):
+    d, want, bank, prov = lr_service
+    other = tmp_path / "other"
+    other.mkdir()
+    _, _, other_models, _ = _train(other, "ss_lr", 1, {"n_epochs": 1, "batch_size": 64})
+    d.kill("provider")
+    d.start("provider", other_models)
+    end = time.monotonic() + 60
+    while "disagree on model" not in (d.bank.last_error or "") and time.monotonic() < end:
+        time.sleep(0.2)
+    (r,) = d.bank.score(next(iter(want)))
+    assert r.error and "disagree on model" in r.error, r.error
+    assert not d.bank.ready
+
+
+def test_http_endpoint_and_decoys(tmp_path):
+    bank, prov, models, want = _train(tmp_path, "ss_gbdt", 2, {"n_trees": 2, "max_depth": 3, "n_bins": 16})
+    d = LocalService(models, bank, prov, tmp_path, decoys=3)
+    try:
+        server = serve_http(d.bank, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        health = json.loads(urllib.request.urlopen(f"{url}/health", timeout=10).read())
+        assert health["ready"] and health["protocol"] == "ss_gbdt"
+        ids = list(want)[:5]
+        req = urllib.request.Request(
+            f"{url}/score", data=json.dumps({"ids": [*ids, "nope"]}).encode(), method="POST"
+        )
+        body = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert set(body["scores"]) == set(ids) and "nope" in body["errors"]
+        for i in ids:
+            assert abs(body["scores"][i] - want[i]) < 2e-3
+        mixed = d.bank._with_decoys(
+            ids
+        )  # every real id travels with 3 decoys from the bank's aligned customers
+        assert len(mixed) == 4 * len(ids) and set(ids) <= set(mixed)
+        pool = set(d.bank._decoy_pool)
+        assert set(mixed) - set(ids) <= pool
+        server.shutdown()
+    finally:
+        d.stop()
