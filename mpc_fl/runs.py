@@ -192,7 +192,11 @@ class LocalService:
             load_federation(self.fed_file, connect_timeout_s=60), "bank", self.keys["bank"],
             model_path(models_dir, "bank"), store,
         )  # fmt: skip
-        self.bank = BankService(settings, decoys=decoys).start(timeout_s=120)
+        try:
+            self.bank = BankService(settings, decoys=decoys).start(timeout_s=120)
+        except BaseException:
+            self._kill_all()
+            raise
 
     def start(self, role: str, models_dir: Path | None = None) -> None:
         """Start (or restart, e.g. with another model) a provider's or the dealer's service process."""
@@ -224,6 +228,9 @@ class LocalService:
 
     def stop(self) -> None:
         self.bank.stop()
+        self._kill_all()
+
+    def _kill_all(self) -> None:
         for p in self.procs.values():
             p.kill()
             p.wait()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -45,6 +46,8 @@ from mpc_fl.protocols.base import BANK, LocalData
 from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
 from mpc_fl.runtime.federation import Federation
 from mpc_fl.runtime.mesh import APP
+
+log = logging.getLogger(__name__)
 
 #: How long a service waits for the next query before it checks whether it should stop.
 IDLE_WAIT_S = 1.0
@@ -164,9 +167,10 @@ def serve_provider(
                 _provider_queries(session, model, settings.store, on_query)
             if not forever:
                 return
-        except (PartyConnectionError, ProtocolMismatchError):
+        except (PartyConnectionError, ProtocolMismatchError) as err:
             if not forever:
                 raise
+            log.warning("session ended (%s); joining again", str(err).splitlines()[0])
             time.sleep(1.0)
 
 
@@ -267,9 +271,9 @@ class BankService:
                     self._ready.set()
                     self._serve(session)
                 return
-            except (PartyConnectionError, ProtocolMismatchError) as err:
+            except Exception as err:  # noqa: BLE001 - the service outlives any one session
                 self._ready.clear()
-                self.last_error = str(err).splitlines()[0]
+                self.last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
                 self._fail_pending(f"provider unavailable: {self.last_error}")
                 time.sleep(1.0)
 
@@ -322,7 +326,8 @@ class BankService:
                 return
             try:
                 results = self._score_batch(session, providers, [i for r in batch for i in r.ids])
-            except (PartyConnectionError, ProtocolMismatchError) as err:
+            except Exception as err:
+                self._ready.clear()  # before anyone hears of it: the next query waits for the new session
                 why = f"provider unavailable: {str(err).splitlines()[0]}"
                 for r in batch:
                     r.future.set_result([Scored(i, error=why) for i in r.ids])

@@ -392,28 +392,51 @@ class SecretSharedGBDT(VerticalProtocol):
             m.release()
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        """Margins at the bank: each party marks the leaves its own splits allow, the marks are multiplied.
+
+        A row reaches a leaf iff every split on the path sends it there; each party knows the
+        splits it owns (and everyone knows that a no-split node sends everything left), so each
+        party computes locally, per leaf, whether its own splits allow the leaf. The leaf a row
+        reaches is the product of the parties' 0/1 marks: one secure product per extra party
+        instead of one per tree level, then one with the shared leaf weights.
+        """
         p = self.params
-        depth, T, n = p.max_depth, p.n_trees, data.n_rows
+        n, width = data.n_rows, p.n_trees * 2**p.max_depth
         with ctx.channel.phase("scoring"):
             self._restore()
-            bins = apply_bins(data.X, self.edges_)
-            P = crypten.cryptensor(torch.ones(n, T), src=0, precision=0)  # (rows, trees x nodes at level)
-            for level in range(depth):
-                k = 2**level
-                first = k - 1
-                owners = np.concatenate([o[first : first + k] for o in self.owners_])
-                cols = {}
-                for t, splits in enumerate(self.splits_):
-                    for node, (f, b) in splits.items():
-                        if first <= node < first + k:
-                            cols[t * k + node - first] = bins[:, f] <= b
-                ind = self._share_columns(cols, n, T * k, owners)
-                left = P * ind
-                P = crypten.stack([left, P - left], dim=2).reshape(n, 2 * T * k)
-            z = (P * self.leaf_w_.reshape(-1)).sum(1).get_plain_text(dst=0)  # only the bank learns margins
+            reach = None
+            for q in range(self.n_parties_):
+                mine = self._own_leaf_marks(data.X) if q == self.rank_ else torch.zeros(n, width)
+                marks = crypten.cryptensor(mine, src=q, precision=0)
+                reach = marks if reach is None else reach * marks  # exact: 0/1 at precision 0
+            z = (
+                (reach * self.leaf_w_.reshape(-1)).sum(1).get_plain_text(dst=0)
+            )  # only the bank learns margins
         if self.rank_ != 0:
             return None
         return z.double().numpy().ravel() + self.base_
+
+    def _own_leaf_marks(self, X: np.ndarray) -> torch.Tensor:
+        """(rows, trees x leaves) 0/1: the leaves this party's own splits (and, at the bank, the public
+        no-split nodes) let each row reach; leaves in heap order, tree by tree."""
+        depth = self.params.max_depth
+        n_leaves = 2**depth
+        bins = apply_bins(X, self.edges_)
+        marks = np.ones((len(X), len(self.owners_), n_leaves), dtype=bool)
+        for t, owners in enumerate(self.owners_):
+            for node, owner in enumerate(owners):
+                level = int(np.log2(node + 1))
+                span = n_leaves >> level  # leaves below this node
+                lo = (node - (2**level - 1)) * span
+                mid, hi = lo + span // 2, lo + span
+                if owner == self.rank_:
+                    f, b = self.splits_[t][node]
+                    left = (bins[:, f] <= b)[:, None]
+                    marks[:, t, lo:mid] &= left
+                    marks[:, t, mid:hi] &= ~left
+                elif owner == NO_SPLIT and self.rank_ == 0:
+                    marks[:, t, mid:hi] = False  # everything goes left: public
+        return torch.from_numpy(marks.reshape(len(X), -1).astype(np.float32))
 
     # ------------------------------------------------------------------ saved model
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:

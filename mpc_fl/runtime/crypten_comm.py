@@ -98,7 +98,13 @@ def decode_obj(data: bytes | bytearray) -> Any:
             return torch.from_numpy(a.copy())
         raise ProtocolMismatchError(f"unknown object tag {tag!r} from a peer")
 
-    return dec(json.loads(bytes(data).decode()))
+    try:
+        doc = json.loads(bytes(data).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolMismatchError(
+            "a peer sent something that is not an object message (out of step?)"
+        ) from None
+    return dec(doc)
 
 
 class _Done:
@@ -383,13 +389,17 @@ def start_crypten(mesh: Mesh, fed: Federation, rank: int, *, dealer: bool) -> No
             crypten.mpc.provider.ttp_provider.TTPClient._init()
 
 
-def stop_crypten() -> None:
-    """Party 0 tells the dealer to stop; every member forgets its CrypTen state."""
+def stop_crypten(*, complete: bool = True) -> None:
+    """Forget every piece of CrypTen state (streams, dealer client, communicator), so a member can join again.
+
+    ``complete``: the run ended well, so party 0 tells the dealer to stop (CrypTen's "terminate");
+    after a failure the links are going down anyway and nothing is sent.
+    """
     from mpc_fl.crypto.secure_crypten import crypten
 
-    if MeshCommunicator.instance is None:
-        return
-    if MeshCommunicator.instance.rank < MeshCommunicator.instance.world_size:
-        crypten.mpc.provider.ttp_provider.TTPClient.uninit()
-    MeshCommunicator.shutdown()
+    inst = MeshCommunicator.instance
+    if inst is not None and complete:
+        MeshCommunicator.shutdown()
+    MeshCommunicator.instance = None
+    crypten.mpc.provider.ttp_provider.TTPClient.uninit()
     crypten.generators = {k: {} for k in crypten.generators}

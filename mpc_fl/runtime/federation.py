@@ -18,6 +18,7 @@ possession of the key behind that exact certificate (:mod:`mpc_fl.runtime.mesh`)
 
 from __future__ import annotations
 
+import secrets
 import socket
 import tomllib
 from dataclasses import dataclass, replace
@@ -158,10 +159,32 @@ def write_federation(path: Path, members: list[Member]) -> Federation:
     return fed
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, below the kernel's ephemeral range.
+
+    Why below it: a port handed out by ``bind(0)`` comes from the ephemeral range, where the
+    outgoing connections of any process (every dial of every member) also take their local
+    ports, so it can be taken again before the member that was given it listens there.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = 10_000 + secrets.randbelow(max(1, low - 10_000))
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port found on {host} below {low}")
 
 
 def local_federation(

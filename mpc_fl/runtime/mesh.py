@@ -162,13 +162,17 @@ class _TLSStream:
                 pos += n
                 continue
             try:
-                pos += self.obj.read(len(view) - pos, view[pos:])
+                got = self.obj.read(len(view) - pos, view[pos:])
             except ssl.SSLWantReadError:
                 self._pull()
+                continue
             except ssl.SSLZeroReturnError:
+                got = 0
+            if got == 0:  # the peer's close_notify (CPython reports it as a read of 0 bytes)
                 if pos == 0:
                     return False
-                raise ConnectionResetError("TLS closed mid-message") from None
+                raise ConnectionResetError("TLS closed mid-message")
+            pos += got
         return True
 
     def close(self, goodbye: bool) -> None:

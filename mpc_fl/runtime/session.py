@@ -15,6 +15,7 @@ This module knows nothing of models or protocols.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,9 +51,19 @@ def process_age_s() -> float:
         return 0.0
 
 
+_first_join = True
+
+
 def connect_deadline(fed: Federation) -> float:
-    """The monotonic time by which every peer must be connected."""
-    return time.monotonic() - process_age_s() + fed.connect_timeout_s
+    """The monotonic time by which every peer must be connected.
+
+    A process's first join counts from the start of the process (imports and file checks
+    included); a service joining again after a failure counts from the new attempt.
+    """
+    global _first_join
+    start = time.monotonic() - process_age_s() if _first_join else time.monotonic()
+    _first_join = False
+    return start + fed.connect_timeout_s
 
 
 @dataclass
@@ -197,9 +208,9 @@ def connect(
 
 def _forget_crypten(uses_crypten: bool) -> None:
     if uses_crypten:
-        from mpc_fl.runtime.crypten_comm import MeshCommunicator
+        from mpc_fl.runtime.crypten_comm import stop_crypten
 
-        MeshCommunicator.instance = None
+        stop_crypten(complete=False)
 
 
 def serve_dealer(
@@ -212,7 +223,8 @@ def serve_dealer(
     while forever:
         try:
             _dealer_session(fed, key_file, listen)
-        except (PartyConnectionError, ProtocolMismatchError):
+        except (PartyConnectionError, ProtocolMismatchError) as err:
+            logging.getLogger(__name__).warning("session ended (%s); joining again", one_line(err))
             time.sleep(1.0)
     return _dealer_session(fed, key_file, listen)
 
