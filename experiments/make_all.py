@@ -9,7 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SCRIPTS = ["fig_auc", "fig_scaling", "fig_mask", "fig_network", "tab_results"]
+SCRIPTS = ["fig_auc", "fig_scaling", "fig_mask", "fig_network", "fig_serving", "tab_results"]
 
 
 def main() -> None:
