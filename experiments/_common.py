@@ -39,6 +39,17 @@ def load(suite: str) -> list[dict]:
     return entries
 
 
+def units(entry: dict) -> tuple[int, str]:
+    """Training steps of a recorded run: its trees, or the LR schedule's iterations (as the protocol ran them)."""
+    p = entry["params"]
+    if "n_trees" in p:
+        return p["n_trees"], "tree"
+    from mpc_fl.models.lr import LRParams, n_iterations
+
+    known = {k: v for k, v in p.items() if k in LRParams.__dataclass_fields__}
+    return n_iterations(entry["n_train"], LRParams(**known)), "iter"
+
+
 def phase_bytes(entry: dict, phases: tuple[str, ...] = ("setup", "training", "scoring")) -> int:
     """Bytes sent by all parties in the given phases."""
     by_phase = entry["traffic"]["by_phase"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from _common import load, missing, phase_bytes, save
+from _common import load, missing, phase_bytes, save, units
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
         vals = []
         for s in sigmoids:
             e = next((e for e in lr if e["case"] == f"ss_lr_{mask}_{s}"), None)
-            n_iter = -(-e["n_train"] // e["params"]["batch_size"]) * e["params"]["n_epochs"] if e else 1
+            n_iter = units(e)[0] if e else 1
             vals.append(phase_bytes(e, ("training",)) / n_iter if e else 0)
         xs = [x + (i - 0.5) * width for x in range(len(sigmoids))]
         ax1.bar(xs, vals, width, label=mask, color="#aec7e8" if mask == "generic" else "#1f77b4")

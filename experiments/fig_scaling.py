@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from _common import LABELS, color, load, missing, phase_bytes, save
-
-
-def _unit(entry: dict) -> tuple[float, str]:
-    p = entry["params"]
-    if "n_trees" in p:
-        return p["n_trees"], "tree"
-    n_iter = p["n_epochs"] * -(-entry["n_train"] // p["batch_size"])
-    return n_iter, "iteration"
+from _common import LABELS, color, load, missing, phase_bytes, save, units
 
 
 def family_of(case: str) -> str:
@@ -33,7 +25,7 @@ def main() -> None:
             for c in [c for c in cases if family_of(c) == family]:
                 rows = sorted((e for e in entries if e["case"] == c), key=lambda e: e["n_train"])
                 xs = [e["n_train"] for e in rows]
-                ys = [metric(e) / _unit(e)[0] for e in rows]
+                ys = [metric(e) / units(e)[0] for e in rows]
                 ax.plot(xs, ys, "o-", label=LABELS[c], color=color(c), alpha=0.5 if "plain" in c else 1.0)
             ax.set_xscale("log")
             ax.set_yscale("log")

@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import json
 
-from _common import LABELS, NUMBERS, load, phase_bytes
+from _common import LABELS, NUMBERS, load, phase_bytes, units
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.2f}"
-
-
-def _per_unit(e: dict) -> tuple[float, str]:
-    p = e["params"]
-    if "n_trees" in p:
-        return p["n_trees"], "tree"
-    return p["n_epochs"] * -(-e["n_train"] // p["batch_size"]), "iter"
 
 
 def _peak(e: dict) -> str:
@@ -42,12 +35,12 @@ def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str
     ]
     for e in rows:
         m = e["metrics"]
-        units, unit = _per_unit(e)
+        n_units, unit = units(e)
         train = phase_bytes(e, ("setup", "training"))
         total = phase_bytes(e)
         out.append(
             f"| {LABELS[e['case']]} | {m['auc']:.4f} | {m['ks']:.4f} | {m['precision_at_10pct']:.3f} | "
-            f"{_mb(total)} | {_mb(train / units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} "
+            f"{_mb(total)} | {_mb(train / n_units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} "
             f"| {_peak(e)} |"
         )
         key = f"{dataset}.{e['case']}"
@@ -69,7 +62,7 @@ def mask_table(entries: list[dict], numbers: dict) -> list[str]:
         g, f = lr.get(f"ss_lr_generic_{s}"), lr.get(f"ss_lr_fixed_{s}")
         if not (g and f):
             continue
-        n = _per_unit(g)[0]
+        n = units(g)[0]
         gb, fb = phase_bytes(g, ("training",)) / n, phase_bytes(f, ("training",)) / n
         out.append(
             f"| {s} | {_mb(gb)} | {_mb(fb)} | {gb / fb:.1f}x | {g['fit_s'] / n:.3f} | {f['fit_s'] / n:.3f} |"
