@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 MARKERS=${1:-}
-for suite in protocols mask scaling psi security_cost lr_reference serving; do
+for suite in protocols mask scaling psi security_cost lr_reference serving round_cost; do
   $PY -m pytest "benchmarks/test_${suite}.py" -q ${MARKERS:+-m "$MARKERS"} \
     --benchmark-json="benchmarks/results/${suite}.json"
 done

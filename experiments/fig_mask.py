@@ -12,7 +12,7 @@ def main() -> None:
         return missing("mask")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 1]})
     lr = [e for e in entries if e["case"].startswith("ss_lr")]
-    sigmoids = ["exact", "hard", "taylor1"]
+    sigmoids = ["poly", "exact", "hard", "taylor1"]
     width = 0.38
     for i, mask in enumerate(["generic", "fixed"]):
         vals = []

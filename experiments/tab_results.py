@@ -44,10 +44,20 @@ def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str
             f"| {_peak(e)} |"
         )
         key = f"{dataset}.{e['case']}"
+        numbers[f"{key}.rounds_per_unit"] = round(rounds_per_unit(e))
+        numbers[f"{key}.mb_per_unit"] = round(train / n_units / 1e6, 2)
         numbers[f"{key}.auc"] = round(m["auc"], 4)
         numbers[f"{key}.mb_total"] = round(total / 1e6, 2)
         numbers[f"{key}.fit_s"] = round(e["fit_s"], 1)
     return out + [""]
+
+
+def rounds_per_unit(e: dict) -> float:
+    """The bank's communication calls in the training phase per iteration or tree (the ledger's rounds)."""
+    return e["parties"]["bank"]["ledger"]["by_phase"]["training"]["rounds"] / units(e)[0]
+
+
+SIGMOIDS = ("poly", "exact", "hard", "taylor1")
 
 
 def mask_table(entries: list[dict], numbers: dict) -> list[str]:
@@ -55,20 +65,24 @@ def mask_table(entries: list[dict], numbers: dict) -> list[str]:
     if not lr:
         return []
     out = [
-        "| sigmoid | generic MB/iter | fixed-mask MB/iter | reduction | generic s/iter | fixed s/iter |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| sigmoid | generic MB/iter | fixed-mask MB/iter | reduction | generic rounds/iter | fixed rounds/iter "
+        "| generic s/iter | fixed s/iter |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in ("exact", "hard", "taylor1"):
+    for s in SIGMOIDS:
         g, f = lr.get(f"ss_lr_generic_{s}"), lr.get(f"ss_lr_fixed_{s}")
         if not (g and f):
             continue
         n = units(g)[0]
         gb, fb = phase_bytes(g, ("training",)) / n, phase_bytes(f, ("training",)) / n
         out.append(
-            f"| {s} | {_mb(gb)} | {_mb(fb)} | {gb / fb:.1f}x | {g['fit_s'] / n:.3f} | {f['fit_s'] / n:.3f} |"
+            f"| {s} | {_mb(gb)} | {_mb(fb)} | {gb / fb:.1f}x | {rounds_per_unit(g):.0f} | {rounds_per_unit(f):.0f} "
+            f"| {g['fit_s'] / n:.3f} | {f['fit_s'] / n:.3f} |"
         )
         numbers[f"mask.lr.{s}.reduction"] = round(gb / fb, 1)
         numbers[f"mask.lr.{s}.fixed_mb_per_iter"] = round(fb / 1e6, 3)
+        numbers[f"mask.lr.{s}.fixed_rounds_per_iter"] = round(rounds_per_unit(f))
+        numbers[f"mask.lr.{s}.generic_rounds_per_iter"] = round(rounds_per_unit(g))
     gbdt = {e["case"]: e for e in entries if e["case"].startswith("ss_gbdt")}
     if "ss_gbdt_generic" in gbdt and "ss_gbdt_fixed" in gbdt:
         gb = phase_bytes(gbdt["ss_gbdt_generic"], ("training",))
@@ -176,6 +190,55 @@ def lr_reference_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+def sigmoid_table(reference: list[dict], mask: list[dict], numbers: dict) -> list[str]:
+    """Sigmoid candidates: AUC change against the exact logistic per dataset, and rounds in SS-LR."""
+    if not reference or "sigmoid_candidates_auc" not in reference[0]:
+        return []
+    order = ["breast", "default_credit", "sme", "heavy_tailed"]
+    reference = sorted(reference, key=lambda e: order.index(e["dataset"]) if e["dataset"] in order else 99)
+    default = reference[0]["default_sigmoid"]
+    default_name = f"poly_b{default['bound']:g}_d{default['degree']}"
+    fixed = {e["case"].removeprefix("ss_lr_fixed_"): e for e in mask if e["case"].startswith("ss_lr_fixed_")}
+    names = list(reference[0]["sigmoid_candidates_auc"])
+    out = [
+        "| sigmoid | " + " | ".join(f"{e['dataset']} AUC - exact" for e in reference) + " | worst | SS-LR rounds/iter |",
+        "|---|" + "---:|" * (len(reference) + 2),
+    ]
+    for name in names:
+        deltas = [e["sigmoid_candidates_auc"][name] - e["sigmoid_candidates_auc"]["exact"] for e in reference]
+        method = "poly" if name == default_name else name
+        rounds = f"{rounds_per_unit(fixed[method]):.0f}" if method in fixed else ""
+        label = name.replace("poly_b", "poly B=").replace("_d", ", d=") + (" (default)" if name == default_name else "")
+        worst = max(deltas, key=abs)
+        out.append(f"| {label} | " + " | ".join(f"{d:+.4f}" for d in deltas) + f" | {worst:+.4f} | {rounds} |")
+        numbers[f"sigmoid.{name}.worst_delta"] = round(worst, 4)
+    if "exact" in fixed and "poly" in fixed:
+        numbers["sigmoid.rounds.exact"] = round(rounds_per_unit(fixed["exact"]))
+        numbers["sigmoid.rounds.poly"] = round(rounds_per_unit(fixed["poly"]))
+    return out + [""]
+
+
+def round_cost_table(entries: list[dict], numbers: dict) -> list[str]:
+    """The fixed cost of one round on loopback through each layer of the stack."""
+    if not entries:
+        return []
+    sizes = sorted({e["message_bytes"] for e in entries})
+    layers = {
+        "tcp": "raw TCP, Python sockets (the floor)",
+        "mesh_cleartext": "our stack, cleartext links (debug)",
+        "mesh_tls": "our stack, TLS 1.3 (default)",
+    }
+    out = ["| layer | " + " | ".join(f"{s:,} B" for s in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    for layer, label in layers.items():
+        ms = {e["message_bytes"]: e["ms_per_round"] for e in entries if e["layer"] == layer}
+        if ms:
+            out.append(f"| {label} | " + " | ".join(f"{ms.get(s, float('nan')):.3f} ms" for s in sizes) + " |")
+            for s in sizes:
+                if s in ms:
+                    numbers[f"round_cost.{layer}.{s}"] = round(ms[s], 3)
+    return out + [""]
+
+
 def serving_table(entries: list[dict], numbers: dict) -> list[str]:
     """The scoring service: latency per application, traffic per query, batched throughput."""
     if not entries:
@@ -209,6 +272,8 @@ def main() -> None:
         "security": security_table(load("security_cost"), numbers),
         "leakage": leakage_table(protocols, numbers),
         "lr_reference": lr_reference_table(load("lr_reference"), numbers),
+        "sigmoid": sigmoid_table(load("lr_reference"), load("mask"), numbers),
+        "round_cost": round_cost_table(load("round_cost"), numbers),
         "serving": serving_table(load("serving"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)

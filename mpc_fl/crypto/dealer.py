@@ -26,6 +26,8 @@ import logging
 import torch
 from crypten.mpc.provider.ttp_provider import TTP_FUNCTIONS, TTPServer
 
+from mpc_fl.crypto.preprocessing import Plan, dealer_corrections
+
 MASK_OPS = ("t_matmul", "matmul")
 
 #: The threat model of every protocol whose correlated randomness comes from this dealer.
@@ -49,7 +51,12 @@ def apply_mask_op(op: str, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class Dealer(TTPServer):
     """CrypTen's TTP plus fixed-mask requests, serving only the requests it knows by name."""
 
-    REQUESTS = frozenset(TTP_FUNCTIONS) | {"fixed_mask_setup", "fixed_mask_triple", "fixed_mask_release"}
+    REQUESTS = frozenset(TTP_FUNCTIONS) | {
+        "fixed_mask_setup",
+        "fixed_mask_triple",
+        "fixed_mask_release",
+        "plan",
+    }
 
     def __init__(self) -> None:
         # CrypTen's TTPServer.__init__ would re-initialise CrypTen and serve at once; we do both explicitly
@@ -88,6 +95,11 @@ class Dealer(TTPServer):
         A = self._masks[key]
         c = apply_mask_op(op, A if rows is None else A[rows], b)
         return c - self._get_additive_PRSS(c.size(), remove_rank=True)
+
+    def plan(self, request: dict) -> torch.Tensor:
+        """Everything a planned computation will consume, as party 0's corrections (one reply)."""
+        streams = [lambda n, g=g: g.prg.ring_elements((n,)) for g in self._get_generators(device=self.device)]
+        return dealer_corrections(Plan.from_request(request), streams, self._masks)
 
     def fixed_mask_release(self, key: str) -> torch.Tensor:
         self._masks.pop(key, None)

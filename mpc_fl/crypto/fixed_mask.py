@@ -74,16 +74,26 @@ class FixedMaskMatrix:
         else:
             c = generate_random_ring_element(c_size, generator=client.get_generator())
         f = comm.get().all_reduce(v._tensor.share - b)  # opens v - b: uniformly random
+        scale_bits = v._tensor.encoder.scale.bit_length() - 1
+        out = MPCTensor.from_shares(self.combine(op, f, b, c, rows), precision=scale_bits)
+        if self.precision > 0:
+            out._tensor.div_(2**self.precision)  # back to the vector's scale (CrypTen's truncation)
+        return out
+
+    def combine(
+        self, op: str, f: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rows: torch.Tensor | None
+    ) -> torch.Tensor:
+        """This party's share of the product at scale (matrix bits + vector bits), before truncation.
+
+        Local: ``E^T b + c`` (+ ``M^T f`` at the owner), from the opened ``f = v - b`` and the
+        party's own ``[b], [c]``.
+        """
         E = self.E if rows is None else self.E[rows]
         share = apply_mask_op(op, E, b) + c
         if self.rank == self.owner:
             M = self._M if rows is None else self._M[rows]
             share = share + apply_mask_op(op, M, f)
-        scale_bits = v._tensor.encoder.scale.bit_length() - 1
-        out = MPCTensor.from_shares(share, precision=scale_bits)
-        if self.precision > 0:
-            out._tensor.div_(2**self.precision)  # back to the vector's scale (truncation)
-        return out
+        return share
 
     def t_matmul(self, u: MPCTensor, rows: torch.Tensor | None = None) -> MPCTensor:
         """``[M[rows]^T u]`` for a shared ``u`` with one element (or row) per selected row of M."""

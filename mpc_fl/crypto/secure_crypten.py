@@ -15,6 +15,8 @@ in every CrypTen module:
   that party's encrypted link (CrypTen sent a 64-bit seed of a 32-bit-seeded stream).
 
 The draws keep CrypTen's order and sizes, so parties and the dealer stay in step.
+It also routes CrypTen's comparisons through the carry-only sign test
+(:mod:`mpc_fl.crypto.compare`) when two parties compute with the dealer.
 """
 
 from __future__ import annotations
@@ -146,5 +148,11 @@ def installed() -> bool:
 
 
 install()
+
+# isort: split
+
+from mpc_fl.crypto import compare  # noqa: E402  (needs the generators above)
+
+compare.install()
 
 __all__ = ["CryptoGenerator", "crypten", "installed"]

@@ -20,6 +20,16 @@ Cost: with ``mask="fixed"`` each party's feature matrix is masked and opened onc
 (:mod:`mpc_fl.crypto.fixed_mask`); every later product opens only the batch-sized
 vector. ``mask="generic"`` keeps CrypTen's Beaver matmul (re-masks the batch matrix
 every time) so the gain can be measured.
+
+Rounds: with two parties, the fixed mask and a sigmoid built from sign tests and products
+("poly", the default; "hard"; "taylor1"), training runs on the online engine
+(:mod:`mpc_fl.crypto.online`): the dealer sends every correlation the whole schedule will
+consume in one reply before training, and an iteration is then only openings: one for the
+forward products, eight for the batched sign test ``[z >= 4], [z < -4]``, three for the
+powers of the degree-5 polynomial, one for the selection, one for the gradient products
+(14 rounds; CrypTen's exact sigmoid took ~135). What the dealer learns is unchanged: the
+sizes and the public batch schedule. "exact", the generic mask and three or more parties use
+CrypTen's operations (their comparisons go through :mod:`mpc_fl.crypto.compare`).
 """
 
 from __future__ import annotations
@@ -36,10 +46,14 @@ from crypten.mpc import MPCTensor
 
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
-from mpc_fl.models.lr import LRParams, n_iterations, schedule
+from mpc_fl.crypto.online import SCALE_BITS, TwoParty, plan_msb, plan_mul
+from mpc_fl.crypto.preprocessing import Plan, fetch
+from mpc_fl.models.lr import POLY_BOUND, POLY_COEFFICIENTS, POLY_DEGREE, LRParams, n_iterations, schedule
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
+#: iterations whose preprocessing the dealer sends in one reply (bounds what a party holds)
+PLAN_BLOCK = 64
 #: Standardised features beyond this magnitude make truncation wraps non-negligible.
 MAX_ABS_FEATURE = 256.0
 #: Fractional bits of the fixed feature matrices (vectors use CrypTen's 16): a product
@@ -61,9 +75,18 @@ def _check_range(ctx: Context, X: np.ndarray, rows: str) -> None:
 
 
 def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
-    """The sigmoid of :func:`mpc_fl.models.lr.sigmoid`, computed on shares."""
+    """The sigmoid of :func:`mpc_fl.models.lr.sigmoid` with CrypTen's operations (any number of parties)."""
     if method == "exact":
         return z.sigmoid()
+    if method == "poly":
+        u = z * (1.0 / POLY_BOUND)
+        u2 = u * u
+        p, term = u * float(POLY_COEFFICIENTS[0]) + 0.5, u
+        for c in POLY_COEFFICIENTS[1:]:
+            term = term * u2
+            p = p + term * float(c)
+        hi, lo = (z - POLY_BOUND) > 0, (z + POLY_BOUND) < 0
+        return hi + (1 - hi - lo) * p
     t = z * 0.25 + 0.5
     if method == "taylor1":
         return t
@@ -71,6 +94,84 @@ def mpc_sigmoid(z, method: str):  # noqa: ANN001, ANN201 - MPCTensor in and out
         both = crypten.stack([t, t - 1.0]).relu()  # one batched comparison
         return both[0] - both[1]
     raise ValueError(f"unknown sigmoid {method!r}")
+
+
+def _fixed(x: float) -> int:
+    """A public real number as a fixed-point integer at CrypTen's scale."""
+    return int(round(x * (1 << SCALE_BITS)))
+
+
+def online_sigmoids() -> tuple[str, ...]:
+    """Sigmoids the two-party online path computes (sign tests and products only)."""
+    return ("poly", "hard", "taylor1")
+
+
+def _sigmoid_shape(method: str) -> tuple[float, bool]:
+    """(bound, polynomial?): the sigmoid is clipped to 0 and 1 beyond +-bound."""
+    return (POLY_BOUND, True) if method == "poly" else (2.0, False)  # hard: 0.5 + z/4 reaches 1 at z = 2
+
+
+def plan_sigmoid(plan: Plan, n: int, method: str) -> None:
+    """What :func:`two_party_sigmoid` of ``n`` values consumes."""
+    if method == "taylor1":
+        return
+    plan_msb(plan, 2 * n)
+    if _sigmoid_shape(method)[1]:
+        for step in _POWER_STEPS:
+            for _ in step:
+                plan_mul(plan, n)
+    plan_mul(plan, n)
+
+
+def power_steps(degree: int) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """Rounds of products giving the odd powers u^3..u^degree from u: each round multiplies powers
+    already known (degree 7: u^2; u^3, u^4; u^5, u^7: three rounds)."""
+    have, steps = {1}, []
+    need = set(range(3, degree + 1, 2))
+    while not need <= have:
+        new = {}
+        for t in sorted(need - have):
+            i = next((i for i in sorted(have) if t - i in have), None)
+            if i is not None:
+                new[t] = (i, t - i)
+        top = max(have)
+        if 2 * top < degree:
+            new[2 * top] = (top, top)  # the next doubling, for the powers beyond it
+        steps.append(tuple(new.values()))
+        have |= set(new)
+    return tuple(steps)
+
+
+_POWER_STEPS = power_steps(POLY_DEGREE)
+
+
+def two_party_sigmoid(eng: TwoParty, z: torch.Tensor, method: str) -> torch.Tensor:
+    """Shares of sigmoid(z) at CrypTen's scale (see :data:`mpc_fl.models.lr.SIGMOID_METHODS`).
+
+    One batched sign test gives [z >= B] and [z < -B] (eight rounds), the polynomial in
+    u = z / B takes three rounds of products, and one more product selects it inside the range.
+    """
+    one = 1 << SCALE_BITS
+    mine = eng.rank == 0  # public constants are added by party 0 only
+    if method == "taylor1":
+        return z.div(4, rounding_mode="trunc") + (one // 2 if mine else 0)
+    bound, polynomial = _sigmoid_shape(method)
+    B = _fixed(bound) if mine else 0
+    n = z.numel()
+    below = eng.msb(torch.cat([z - B, z + B]))  # [z < B], [z < -B]
+    hi = (1 if mine else 0) - below[:n]
+    mid = (1 if mine else 0) - hi - below[n:]
+    if polynomial:
+        powers = {1: eng.trunc(z * _fixed(1.0 / bound))}
+        for step in _POWER_STEPS:
+            out = eng.mul([(powers[i], powers[j]) for i, j in step])
+            powers.update({i + j: v for (i, j), v in zip(step, out, strict=True)})
+        curve = sum(eng.trunc(powers[2 * k + 1] * _fixed(c)) for k, c in enumerate(POLY_COEFFICIENTS))
+    else:
+        curve = z.div(4, rounding_mode="trunc")
+    curve = curve + (one // 2 if mine else 0)
+    (inside,) = eng.mul([(mid, curve)], trunc_bits=0)  # a 0/1 integer times a fixed-point value
+    return hi * one + inside
 
 
 class SecretSharedLR(VerticalProtocol):
@@ -134,6 +235,79 @@ class SecretSharedLR(VerticalProtocol):
             ey = crypten.cryptensor(y, src=0)
             self.w_ = [crypten.cryptensor(torch.zeros(d_p)) for d_p in widths]
             self.b_ = crypten.cryptensor(torch.zeros(1))
+        if self._two_party_online(ctx):
+            self._fit_two_party(ctx, mats, ey, n)
+        else:
+            self._fit_crypten(ctx, mats, ey, n)
+        if self.mask == "fixed":
+            for m in mats:
+                m.release()
+        if self.reveal_model:
+            rank = crypten.communicator.get().get_rank()
+            own = [w.get_plain_text(dst=i) for i, w in enumerate(self.w_)]
+            bias = self.b_.get_plain_text(dst=0)
+            self.coef_ = own[rank].double().numpy()
+            self.intercept_ = float(bias) if rank == 0 else None
+
+    def _two_party_online(self, ctx: Context) -> bool:
+        """The lean path: two parties, fixed masks, a sigmoid built from sign tests and products."""
+        return len(ctx.roles) == 2 and self.mask == "fixed" and self.params.sigmoid in online_sigmoids()
+
+    def _fit_two_party(self, ctx: Context, mats: list, ey: MPCTensor, n: int) -> None:
+        """The dealer's correlated randomness in one request per block of iterations, then only openings.
+
+        Per iteration: one opening for every party's forward product, the sigmoid's rounds
+        (:func:`two_party_sigmoid`), one opening for every party's gradient product. Blocks of
+        :data:`PLAN_BLOCK` iterations bound the memory the preprocessing holds at any time (a
+        million rows run thousands of iterations); the first block is fetched during set-up.
+        """
+        p = self.params
+        comm = crypten.communicator.get()
+        shapes = {m.key: m.shape for m in mats}
+        batches = [torch.from_numpy(rows) for rows in schedule(n, p)]
+
+        def preprocess(block: list[torch.Tensor]) -> TwoParty:
+            plan = Plan()
+            for rows in block:
+                r = plan.add_rows(rows.numpy())
+                for m in mats:
+                    plan.add("matvec", m.key, r)
+                plan_sigmoid(plan, len(rows), p.sigmoid)
+                for m in mats:
+                    plan.add("tmatvec", m.key, r)
+            return TwoParty(fetch(plan, shapes), comm.get_rank(), comm)
+
+        with ctx.channel.phase("setup"):
+            eng = preprocess(batches[:PLAN_BLOCK])
+        y = ey._tensor.share
+        w = [torch.zeros(m.shape[1], dtype=torch.long) for m in mats]
+        b = torch.zeros(1, dtype=torch.long)
+        with ctx.channel.phase("training"), ctx.progress.task("training", len(batches), "iteration") as tick:
+            for i, rows in enumerate(batches):
+                if i and i % PLAN_BLOCK == 0:
+                    eng = preprocess(batches[i : i + PLAN_BLOCK])
+                fwd = [eng.pre.take("matvec") for _ in mats]
+                opened = eng.open(*[w_q - bq for w_q, (bq, _) in zip(w, fwd, strict=True)])
+                z = b.clone()
+                for m, f, (bq, cq) in zip(mats, opened, fwd, strict=True):
+                    z = z + eng.trunc(m.combine("matmul", f, bq, cq, rows), m.precision)
+                residual = two_party_sigmoid(eng, z, p.sigmoid) - y[rows]
+                bwd = [eng.pre.take("tmatvec") for _ in mats]
+                opened = eng.open(*[residual - bq for bq, _ in bwd])
+                step = _fixed(p.learning_rate / len(rows))
+                for q, (m, g, (bq, cq)) in enumerate(zip(mats, opened, bwd, strict=True)):
+                    grad = eng.trunc(m.combine("t_matmul", g, bq, cq, rows), m.precision)
+                    if p.l2:
+                        grad = grad + eng.trunc(w[q] * _fixed(p.l2 * len(rows)))
+                    w[q] = w[q] - eng.trunc(grad * step)
+                b = b - eng.trunc(residual.sum().view(1) * step)
+                tick()
+        self.w_ = [MPCTensor.from_shares(w_q, precision=SCALE_BITS) for w_q in w]
+        self.b_ = MPCTensor.from_shares(b, precision=SCALE_BITS)
+
+    def _fit_crypten(self, ctx: Context, mats: list, ey: MPCTensor, n: int) -> None:
+        """Every product and sigmoid with CrypTen's own operations (any number of parties, any mask)."""
+        p = self.params
         with (
             ctx.channel.phase("training"),
             ctx.progress.task("training", n_iterations(n, p), "iteration") as tick,
@@ -153,15 +327,6 @@ class SecretSharedLR(VerticalProtocol):
                     self.w_[i] = self.w_[i] - grad * step
                 self.b_ = self.b_ - residual.sum() * step
                 tick()
-        if self.mask == "fixed":
-            for m in mats:
-                m.release()
-        if self.reveal_model:
-            rank = crypten.communicator.get().get_rank()
-            own = [w.get_plain_text(dst=i) for i, w in enumerate(self.w_)]
-            bias = self.b_.get_plain_text(dst=0)
-            self.coef_ = own[rank].double().numpy()
-            self.intercept_ = float(bias) if rank == 0 else None
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):

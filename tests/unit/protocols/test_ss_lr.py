@@ -8,6 +8,7 @@ import pytest
 from mpc_fl import metrics
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import LocalData
+from mpc_fl.protocols import ss_lr
 from mpc_fl.protocols.ss_lr import SecretSharedLR
 from mpc_fl.runtime.local import run_local
 
@@ -23,10 +24,19 @@ def _fit_and_score(parts: dict[str, tuple[np.ndarray, np.ndarray]], y_train, par
 
 
 @pytest.mark.parametrize(
-    ("n_providers", "sigmoid", "mask"),
-    [(1, "exact", "fixed"), (2, "hard", "fixed"), (1, "taylor1", "generic")],
+    ("n_providers", "sigmoid", "mask", "plan_block"),
+    [
+        (1, "poly", "fixed", 64),  # the two-party online path (the default)
+        (1, "poly", "fixed", 3),  # preprocessing fetched in blocks of 3 iterations
+        (1, "hard", "fixed", 64),  # online path, piecewise-linear sigmoid
+        (1, "taylor1", "fixed", 64),  # online path, no sign test
+        (1, "exact", "fixed", 64),  # CrypTen's operations
+        (2, "poly", "fixed", 64),  # three parties: CrypTen's operations, polynomial sigmoid
+        (1, "taylor1", "generic", 64),
+    ],
 )
-def test_secure_lr_equals_plaintext_lr(breast, n_providers, sigmoid, mask):
+def test_secure_lr_equals_plaintext_lr(breast, monkeypatch, n_providers, sigmoid, mask, plan_block):
+    monkeypatch.setattr(ss_lr, "PLAN_BLOCK", plan_block)  # the parties are forked: they see it
     d = breast
     k = int(d["n_bank_features"])
     params = LRParams(n_epochs=2, batch_size=128, sigmoid=sigmoid)
@@ -92,3 +102,22 @@ def test_heavy_tailed_data_secure_lr_matches_plaintext_after_robust_scaling():
     secure_auc = metrics.auc(bank.y[test], out["bank"]["result"]["p"])
     plain_auc = metrics.auc(bank.y[test], plain.predict_proba(np.hstack([Xb, Xp])[test]))
     assert abs(secure_auc - plain_auc) <= 0.002, (secure_auc, plain_auc)
+
+
+def _rounds(session):  # noqa: ANN001, ANN202
+    rng = np.random.default_rng(0)
+    n = 2048
+    X = rng.normal(size=(n, 5 if session.role == "bank" else 7))
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    proto = SecretSharedLR(LRParams(n_epochs=1, batch_size=1024, min_iterations=0))
+    proto.fit(session, LocalData(X, y if session.role == "bank" else None))
+    t = session.channel.ledger.by_phase["training"]
+    return {"rounds": t.rounds, "bytes": t.bytes_sent}
+
+
+def test_an_iteration_takes_at_most_30_rounds_on_the_default_path():
+    """Ledger rounds of the training phase per iteration (batch 1024): the issue's target is 30."""
+    out = run_local(_rounds)
+    for role, r in out.items():
+        per_iteration = r["result"]["rounds"] / 2
+        assert per_iteration <= 30, (role, per_iteration)

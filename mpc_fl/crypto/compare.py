@@ -1,0 +1,63 @@
+"""CrypTen's comparisons through the carry-only sign test (two computing parties and the dealer).
+
+Why: every CrypTen comparison (``<``, ``>=``, ``relu``, ``sign``, ``abs``, ``max``) ends in
+``MPCTensor._ltz``, which turns the whole 64-bit value into binary shares with a full
+Kogge-Stone adder (13 word-ANDs: 832 AND bits per element, one dealer request per AND level)
+and converts the sign bit back. With two computing parties the sign of ``x0 + x1`` needs only
+the carry out of the low 63 bits: :meth:`mpc_fl.crypto.online.TwoParty.msb`, 189 AND bits and
+eight rounds, with all its triples in one dealer request. :func:`install` routes ``_ltz``
+there, so every protocol that compares (SS-GBDT's argmax, validity tests and range reduction;
+SS-LR's CrypTen sigmoids) uses it. Three or more computing parties, or CrypTen's TFP (debug
+only), keep CrypTen's circuit. The result is exact for every ring value, like CrypTen's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpc_fl.crypto.online import TwoParty, plan_msb
+from mpc_fl.crypto.preprocessing import Plan, fetch
+from mpc_fl.crypto.secure_crypten import crypten
+
+# isort: split
+
+from crypten.mpc import MPCTensor  # noqa: E402
+from crypten.mpc.provider.ttp_provider import TrustedThirdParty  # noqa: E402
+from crypten.mpc.ptype import ptype as share_type  # noqa: E402
+
+_crypten_ltz = MPCTensor._ltz
+
+
+def carry_only_applies(x: MPCTensor) -> bool:
+    """Arithmetic shares, two computing parties, the dealer (TTP) as CrypTen's triple provider."""
+    comm = crypten.communicator.get()
+    return (
+        x.ptype == share_type.arithmetic
+        and comm.get_world_size() == 2
+        and isinstance(crypten.mpc.get_default_provider(), TrustedThirdParty)
+    )
+
+
+def ltz(x: MPCTensor) -> MPCTensor:
+    """``[x < 0]`` as exact 0/1 shares (precision 0), like CrypTen's ``_ltz``."""
+    if not carry_only_applies(x):
+        return _crypten_ltz(x)
+    share = x._tensor.share
+    plan = Plan()
+    plan_msb(plan, share.numel())
+    comm = crypten.communicator.get()
+    engine = TwoParty(fetch(plan, {}), comm.get_rank(), comm)
+    return MPCTensor.from_shares(engine.msb(share), precision=0)
+
+
+def _ltz_method(self: Any) -> MPCTensor:
+    return ltz(self)
+
+
+def install() -> None:
+    """Route CrypTen's comparisons through :func:`ltz` (idempotent)."""
+    MPCTensor._ltz = _ltz_method
+
+
+def installed() -> bool:
+    return MPCTensor._ltz is _ltz_method

@@ -1,0 +1,206 @@
+"""Correlated randomness for a whole computation, delivered by the dealer in one request (the offline phase).
+
+Why: CrypTen asks its dealer for every Beaver triple while it computes, so each secure
+product costs a dealer round trip on top of its own opening. When the computation is known
+in advance (an SS-LR training run: shapes and the public batch schedule are fixed), the
+parties can ask once, before training, for everything it will consume; training then needs
+only the openings (Beaver's offline/online split, as in SPDZ-style preprocessing).
+
+A :class:`Plan` is an ordered list of items. Every party draws its shares of each item from
+its own dealer stream (ChaCha20, :mod:`mpc_fl.crypto.secure_crypten`) in plan order; the
+dealer draws the same streams, computes the correlated values and sends party 0 only the
+corrections (party 0's share of each output value), as CrypTen's TTP does per request.
+Items (n elements each; rings values in Z_2^64, bits packed eight to a byte):
+
+* ``mul``: a Beaver triple ``a, b, c = a * b``;
+* ``matvec``: for a fixed-mask matrix ``A`` (:mod:`mpc_fl.crypto.fixed_mask`), ``b`` (its width) and
+  ``c = A[rows] b``;
+* ``tmatvec``: ``b`` (one per selected row) and ``c = A[rows]^T b``;
+* ``and``: a bit triple ``a, b, c = a & b`` as XOR shares;
+* ``b2a``: a random bit ``r`` both as XOR shares and as arithmetic shares.
+
+The dealer learns the plan (sizes and the public row schedule), nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+KINDS = ("mul", "matvec", "tmatvec", "and", "b2a")
+
+
+@dataclass
+class Plan:
+    """What a computation will consume, in order; ``rows`` holds the row subsets items refer to."""
+
+    items: list[tuple] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, kind: str, *args: Any) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown preprocessing item {kind!r}")
+        self.items.append((kind, *args))
+
+    def add_rows(self, rows: np.ndarray) -> int:
+        self.rows.append(np.asarray(rows, dtype=np.int64))
+        return len(self.rows) - 1
+
+    def to_request(self) -> dict:
+        """The dealer request (plain data and tensors only)."""
+        return {
+            "items": [list(it) for it in self.items],
+            "rows": [torch.from_numpy(r.astype(np.int32)) for r in self.rows],
+        }
+
+    @classmethod
+    def from_request(cls, req: dict) -> Plan:
+        return cls([tuple(it) for it in req["items"]], [r.numpy().astype(np.int64) for r in req["rows"]])
+
+
+# ------------------------------------------------------------------------------------- drawing, one place
+RingDraw = Callable[[int], torch.Tensor]  # n uniform ring elements (int64)
+BitDraw = Callable[[int], np.ndarray]  # n uniform bits (bool)
+
+
+def _bits_from(prg_ring: RingDraw, n: int) -> np.ndarray:
+    words = prg_ring(-(-n // 64)).numpy().view(np.uint8)
+    return np.unpackbits(words, bitorder="little")[:n].astype(bool)
+
+
+def item_sizes(item: tuple, plan: Plan, mask_shapes: dict[str, tuple[int, int]]) -> list[tuple[str, int]]:
+    """The draws of one item, in order: ("ring" | "bits", count); the last is the output party 0 gets corrected."""
+    kind = item[0]
+    if kind == "mul":
+        n = int(item[1])
+        return [("ring", n), ("ring", n), ("ring", n)]
+    if kind == "matvec":
+        key, r = item[1], int(item[2])
+        return [("ring", mask_shapes[key][1]), ("ring", len(plan.rows[r]))]
+    if kind == "tmatvec":
+        key, r = item[1], int(item[2])
+        return [("ring", len(plan.rows[r])), ("ring", mask_shapes[key][1])]
+    if kind == "and":
+        n = int(item[1])
+        return [("bits", n), ("bits", n), ("bits", n)]
+    if kind == "b2a":
+        n = int(item[1])
+        return [("bits", n), ("ring", n)]
+    raise ValueError(f"unknown preprocessing item {kind!r}")
+
+
+def _draw(draw_ring: RingDraw, what: str, n: int) -> torch.Tensor | np.ndarray:
+    return draw_ring(n) if what == "ring" else _bits_from(draw_ring, n)
+
+
+# ------------------------------------------------------------------------------------- party side
+class Preprocessed:
+    """A party's shares of every item of a plan, handed out in plan order."""
+
+    def __init__(self, plan: Plan, draw_ring: RingDraw, corrections: bytes | None, mask_shapes: dict):
+        """``draw_ring``: this party's dealer stream; ``corrections``: party 0's bytes from the dealer, else None."""
+        self.plan = plan
+        self._items: list[tuple[str, list]] = []
+        buf = memoryview(corrections) if corrections is not None else None
+        pos = 0
+        for item in plan.items:
+            draws = item_sizes(item, plan, mask_shapes)
+            values: list = [_draw(draw_ring, w, n) for w, n in draws[:-1]]
+            last_kind, last_n = draws[-1]
+            if buf is None:
+                values.append(_draw(draw_ring, last_kind, last_n))
+            else:
+                size = 8 * last_n if last_kind == "ring" else -(-last_n // 8)
+                chunk = buf[pos : pos + size]
+                pos += size
+                if last_kind == "ring":
+                    values.append(torch.frombuffer(bytearray(chunk), dtype=torch.int64).clone())
+                else:
+                    values.append(
+                        np.unpackbits(np.frombuffer(chunk, np.uint8), bitorder="little")[:last_n].astype(bool)
+                    )
+            self._items.append((item[0], values))
+        self._next = 0
+
+    def take(self, kind: str) -> list:
+        """The next item's shares; it must be of ``kind`` (the computation follows its own plan)."""
+        got, values = self._items[self._next]
+        if got != kind:
+            raise RuntimeError(f"preprocessing out of step: expected {kind!r}, next item is {got!r}")
+        self._next += 1
+        return values
+
+    @property
+    def remaining(self) -> int:
+        return len(self._items) - self._next
+
+
+# ------------------------------------------------------------------------------------- dealer side
+def dealer_corrections(
+    plan: Plan,
+    streams: list[RingDraw],
+    masks: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """Party 0's corrections for every item, packed into one int64 tensor (the dealer's one reply).
+
+    ``streams``: the parties' dealer streams in rank order (the dealer holds all their keys).
+    """
+    shapes = {k: tuple(v.shape) for k, v in masks.items()}
+    out = bytearray()
+
+    def ring_total(n: int, parties: list[RingDraw]) -> torch.Tensor:
+        total = torch.zeros(n, dtype=torch.int64)
+        for s in parties:
+            total += s(n)
+        return total
+
+    def bits_total(n: int, parties: list[RingDraw]) -> np.ndarray:
+        total = np.zeros(n, dtype=bool)
+        for s in parties:
+            total ^= _bits_from(s, n)
+        return total
+
+    for item in plan.items:
+        kind = item[0]
+        draws = item_sizes(item, plan, shapes)
+        # every stream draws every value but the last; only parties 1..n-1 draw the last one
+        firsts = [ring_total(n, streams) if w == "ring" else bits_total(n, streams) for w, n in draws[:-1]]
+        w_last, n_last = draws[-1]
+        if kind == "mul":
+            true = firsts[0] * firsts[1]
+        elif kind == "matvec":
+            A = masks[item[1]][torch.from_numpy(plan.rows[int(item[2])])]
+            true = A.matmul(firsts[0])
+        elif kind == "tmatvec":
+            A = masks[item[1]][torch.from_numpy(plan.rows[int(item[2])])]
+            true = A.t().matmul(firsts[0])
+        elif kind == "and":
+            true = firsts[0] & firsts[1]
+        else:  # b2a: the same bit as an arithmetic value
+            true = torch.from_numpy(firsts[0].astype(np.int64))
+        if w_last == "ring":
+            out += (true - ring_total(n_last, streams[1:])).numpy().tobytes()
+        else:
+            out += np.packbits(true ^ bits_total(n_last, streams[1:]), bitorder="little").tobytes()
+    out += bytes(-len(out) % 8)
+    return torch.frombuffer(out, dtype=torch.int64).clone() if out else torch.zeros(0, dtype=torch.int64)
+
+
+def fetch(plan: Plan, mask_shapes: dict[str, tuple[int, int]]) -> Preprocessed:
+    """Collective: party 0 asks the dealer for the plan's corrections; every party draws its shares."""
+    import crypten.communicator as comm
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    client = TTPClient.get()
+
+    def draw(n: int) -> torch.Tensor:
+        return client.get_generator().prg.ring_elements((n,))
+
+    corrections = None
+    if comm.get().get_rank() == 0:
+        corrections = client.ttp_request("plan", None, plan.to_request()).numpy().tobytes()
+    return Preprocessed(plan, draw, corrections, mask_shapes)
