@@ -135,7 +135,7 @@ def security_table(entries: list[dict], numbers: dict) -> list[str]:
         tb, cb = tls["traffic"]["total"]["bytes_sent"], clear["traffic"]["total"]["bytes_sent"]
         for e, mode in ((clear, "cleartext (debug only)"), (tls, "TLS 1.3 (default)")):
             extra = (
-                f"+{100 * (tb / cb - 1):.1f}% bytes, +{100 * (tls['fit_s'] / clear['fit_s'] - 1):.0f}% time"
+                f"{100 * (tb / cb - 1):+.1f}% bytes, {100 * (tls['fit_s'] / clear['fit_s'] - 1):+.0f}% time"
                 if e is tls
                 else ""
             )

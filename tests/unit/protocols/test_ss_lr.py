@@ -7,8 +7,8 @@ import pytest
 
 from mpc_fl import metrics
 from mpc_fl.models.lr import LRParams, PlainLR
-from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols import ss_lr
+from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.ss_lr import SecretSharedLR
 from mpc_fl.runtime.local import run_local
 
