@@ -1,7 +1,10 @@
-"""Cost vs rows on the synthetic SME scenario: bytes and time per iteration / per tree.
+"""Cost vs rows on the synthetic SME scenario: bytes, rounds, time and peak memory per party.
 
-Short schedules (one LR epoch, three depth-3 trees) so that every protocol runs at
-every size; costs are reported per iteration or per tree.
+10,000, 100,000 and 1,000,000 training rows (the bank's 80% share of 12,500 ... 1,250,000
+common customers). Short schedules (one LR epoch, three depth-3 trees) so that every
+protocol runs at every size it can, measured in full (nothing extrapolated); costs are
+reported per iteration or per tree. SS-GBDT stops at 100,000 rows: at 1,000,000 its one-hot
+bin matrix needs streaming in row blocks (the SS-GBDT scale issue).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from _bench import LR, SPLIT, options, record
 
 from mpc_fl.runs import run_protocol_locally
 
-SIZES = [2500, 5000, 10000]
+#: common customers; 80% of them are training rows
+SIZES = [12_500, 125_000, 1_250_000]
+#: largest size each protocol runs at here
+LIMITS = {"ss_gbdt": 125_000}
 CASES = ["plain_lr", "ss_lr", "paillier_lr_2048", "plain_gbdt", "ss_gbdt", "secureboost_2048"]
 
 
@@ -31,6 +37,8 @@ def sme_by_size(tmp_path_factory):
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("n_bank", SIZES)
 def test_scaling(benchmark, tmp_path, sme_by_size, n_bank, name):
+    if n_bank > LIMITS.get(name, n_bank):
+        pytest.skip(f"{name} runs up to {LIMITS[name]:,} customers here (its bin matrix is not streamed yet)")
     bank, platform = sme_by_size(n_bank)
     protocol, opts = options(name)
     if protocol.endswith("lr"):

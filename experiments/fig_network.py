@@ -1,9 +1,10 @@
 """Figure: training time under LAN and WAN, from recorded bytes and rounds (mpc_fl.netmodel).
 
 Left: the cost model applied to each protocol's recorded default_credit run
-(compute = its loopback time). Right: the model checked against emulated links
-(benchmarks/results/netem_check.json; bandwidth shaping with htb, because this
-kernel has no netem, so only the bandwidth term could be checked).
+(compute = its loopback time). Middle: the model against runs over links emulated in our
+transport at 5, 20 and 40 ms RTT and 100 Mbit/s (benchmarks/results/network.json; each
+protocol's unshaped run is the model's input). Right: the bandwidth term against kernel
+shaping with htb (benchmarks/results/netem_check.json).
 """
 
 from __future__ import annotations
@@ -11,9 +12,39 @@ from __future__ import annotations
 import json
 
 import matplotlib.pyplot as plt
-from _common import LABELS, NUMBERS, RESULTS, load, missing, save
+from _common import LABELS, NUMBERS, RESULTS, color, load, missing, save
 
-from mpc_fl.netmodel import LAN, WAN, latency_s, traffic_summary, transfer_s
+from mpc_fl.netmodel import (
+    LAN,
+    WAN,
+    NetworkProfile,
+    latency_s,
+    predict_from_ledgers,
+    traffic_summary,
+    transfer_s,
+)
+
+
+def emulated_validation(entries: list[dict]) -> dict[str, list[dict]]:
+    """Per protocol: each emulated setting's measured fit time beside the model's prediction."""
+    out: dict[str, list[dict]] = {}
+    for case in LABELS:
+        runs = [e for e in entries if e["case"] == case]
+        base = next((e for e in runs if not e["rtt_ms"] and not e["mbit"]), None)
+        if base is None:
+            continue
+        for e in sorted((e for e in runs if e is not base), key=lambda e: e["rtt_ms"]):
+            profile = NetworkProfile("emulated", e["rtt_ms"] / 1e3, e["mbit"] * 1e6 if e["mbit"] else 1e15)
+            predicted = predict_from_ledgers(base, [profile])["emulated"]
+            out.setdefault(case, []).append(
+                {
+                    "rtt_ms": e["rtt_ms"],
+                    "mbit": e["mbit"],
+                    "measured_s": e["fit_phases_s"],
+                    "predicted_s": predicted,
+                }
+            )
+    return out
 
 
 def main() -> None:
@@ -21,7 +52,8 @@ def main() -> None:
     netem_path = RESULTS / "netem_check.json"
     if not entries and not netem_path.exists():
         return missing("protocols / netem_check")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    emulated = emulated_validation(load("network"))
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(15, 3.8), gridspec_kw={"width_ratios": [2, 1.2, 1]})
     numbers = {}
     rows = sorted(entries, key=lambda e: list(LABELS).index(e["case"]))
     labels, y = [], 0
@@ -46,6 +78,21 @@ def main() -> None:
     ax1.set_xlabel("predicted training time, s (grey: compute, orange: latency, blue: bandwidth)")
     ax1.set_title(f"default_credit; LAN {LAN.bandwidth_bps / 1e9:g} Gbit/s {LAN.rtt_s * 1e3:g} ms RTT, "
                   f"WAN {WAN.bandwidth_bps / 1e6:g} Mbit/s {WAN.rtt_s * 1e3:g} ms RTT", fontsize=8)  # fmt: skip
+    for case, points in emulated.items():
+        xs = [p["rtt_ms"] for p in points]
+        marker = "o" if case.endswith("lr") or "_lr_" in case else "s"  # LR circles, trees squares
+        ax3.plot(xs, [p["predicted_s"] for p in points], "-", color=color(case), alpha=0.5)
+        ax3.plot(xs, [p["measured_s"] for p in points], marker, color=color(case), label=LABELS[case])
+        for p in points:
+            key = f"network.emulated.{case}.rtt{p['rtt_ms']:g}"
+            numbers[f"{key}.measured_s"] = round(p["measured_s"], 1)
+            numbers[f"{key}.predicted_s"] = round(p["predicted_s"], 1)
+    if emulated:
+        ax3.set_xlabel("emulated RTT, ms (100 Mbit/s)")
+        ax3.set_ylabel("fit time, s (dots: measured, lines: model)")
+        ax3.set_yscale("log")
+        ax3.legend(fontsize=6)
+        ax3.set_title("model vs links emulated in the transport", fontsize=8)
     if netem_path.exists():
         check = json.loads(netem_path.read_text())
         done = [s for s in check["settings"] if s.get("measured_fit_s") is not None]

@@ -1,4 +1,4 @@
-"""Figures: bytes and fit time vs rows on the synthetic SME data (benchmarks/results/scaling*.json)."""
+"""Figures: bytes, fit time and peak memory vs rows on the synthetic SME data (benchmarks/results/scaling*.json)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def main() -> None:
             ax.legend(fontsize=8)
         fig.tight_layout()
         save(fig, name)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for c in cases:
+        rows = sorted((e for e in entries if e["case"] == c), key=lambda e: e["n_train"])
+        peaks = [max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3 for e in rows]
+        style = "o-" if family_of(c) == "lr" else "s--"
+        ax.plot([e["n_train"] for e in rows], peaks, style, label=LABELS[c], color=color(c))
+    ax.set_xscale("log")
+    ax.set_xlabel("training rows")
+    ax.set_ylabel("peak memory of the largest party, GB")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, "memory_vs_rows")
 
 
 if __name__ == "__main__":

@@ -201,16 +201,22 @@ def sigmoid_table(reference: list[dict], mask: list[dict], numbers: dict) -> lis
     fixed = {e["case"].removeprefix("ss_lr_fixed_"): e for e in mask if e["case"].startswith("ss_lr_fixed_")}
     names = list(reference[0]["sigmoid_candidates_auc"])
     out = [
-        "| sigmoid | " + " | ".join(f"{e['dataset']} AUC - exact" for e in reference) + " | worst | SS-LR rounds/iter |",
+        "| sigmoid | "
+        + " | ".join(f"{e['dataset']} AUC - exact" for e in reference)
+        + " | worst | SS-LR rounds/iter |",
         "|---|" + "---:|" * (len(reference) + 2),
     ]
     for name in names:
         deltas = [e["sigmoid_candidates_auc"][name] - e["sigmoid_candidates_auc"]["exact"] for e in reference]
         method = "poly" if name == default_name else name
         rounds = f"{rounds_per_unit(fixed[method]):.0f}" if method in fixed else ""
-        label = name.replace("poly_b", "poly B=").replace("_d", ", d=") + (" (default)" if name == default_name else "")
+        label = name.replace("poly_b", "poly B=").replace("_d", ", d=") + (
+            " (default)" if name == default_name else ""
+        )
         worst = max(deltas, key=abs)
-        out.append(f"| {label} | " + " | ".join(f"{d:+.4f}" for d in deltas) + f" | {worst:+.4f} | {rounds} |")
+        out.append(
+            f"| {label} | " + " | ".join(f"{d:+.4f}" for d in deltas) + f" | {worst:+.4f} | {rounds} |"
+        )
         numbers[f"sigmoid.{name}.worst_delta"] = round(worst, 4)
     if "exact" in fixed and "poly" in fixed:
         numbers["sigmoid.rounds.exact"] = round(rounds_per_unit(fixed["exact"]))
@@ -232,10 +238,59 @@ def round_cost_table(entries: list[dict], numbers: dict) -> list[str]:
     for layer, label in layers.items():
         ms = {e["message_bytes"]: e["ms_per_round"] for e in entries if e["layer"] == layer}
         if ms:
-            out.append(f"| {label} | " + " | ".join(f"{ms.get(s, float('nan')):.3f} ms" for s in sizes) + " |")
+            out.append(
+                f"| {label} | " + " | ".join(f"{ms.get(s, float('nan')):.3f} ms" for s in sizes) + " |"
+            )
             for s in sizes:
                 if s in ms:
                     numbers[f"round_cost.{layer}.{s}"] = round(ms[s], 3)
+    return out + [""]
+
+
+def scaling_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Per protocol and size: cost per iteration or tree, and each party's peak memory."""
+    if not entries:
+        return []
+    out = [
+        "| protocol | training rows | MB per iter/tree | rounds per iter/tree (bank) | s per iter/tree "
+        "| peak RSS MB: bank / platform |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for e in sorted(entries, key=lambda e: (list(LABELS).index(e["case"]), e["n_train"])):
+        n, unit = units(e)
+        peaks = " / ".join(
+            f"{e['parties'][r]['peak_rss_mb']:,.0f}" if r in e["parties"] else "-"
+            for r in ("bank", "provider")
+        )
+        out.append(
+            f"| {LABELS[e['case']]} | {e['n_train']:,} | {_mb(phase_bytes(e, ('training',)) / n)} /{unit} | "
+            f"{rounds_per_unit(e):,.0f} | {e['fit_s'] / n:.3f} | {peaks} |"
+        )
+        key = f"scaling.{e['case']}.{e['n_train']}"
+        numbers[f"{key}.s_per_unit"] = round(e["fit_s"] / n, 3)
+        numbers[f"{key}.peak_gb"] = round(max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3, 2)
+    return out + [""]
+
+
+def network_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Measured fit time over emulated links against the network model's prediction."""
+    from fig_network import emulated_validation
+
+    rows = emulated_validation(entries)
+    if not rows:
+        return []
+    out = [
+        "| protocol (default_credit, cut) | RTT ms | Mbit/s | measured s | model s | model error |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for case, points in rows.items():
+        for p in points:
+            err = p["predicted_s"] / p["measured_s"] - 1
+            out.append(
+                f"| {LABELS[case]} | {p['rtt_ms']:g} | {p['mbit']:g} | {p['measured_s']:.1f} | "
+                f"{p['predicted_s']:.1f} | {100 * err:+.0f}% |"
+            )
+            numbers[f"network.emulated.{case}.rtt{p['rtt_ms']:g}.error_pct"] = round(100 * err)
     return out + [""]
 
 
@@ -274,6 +329,8 @@ def main() -> None:
         "lr_reference": lr_reference_table(load("lr_reference"), numbers),
         "sigmoid": sigmoid_table(load("lr_reference"), load("mask"), numbers),
         "round_cost": round_cost_table(load("round_cost"), numbers),
+        "network": network_table(load("network"), numbers),
+        "scaling": scaling_table(load("scaling"), numbers),
         "serving": serving_table(load("serving"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)

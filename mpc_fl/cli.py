@@ -51,6 +51,8 @@ def _federation(args: argparse.Namespace):  # noqa: ANN202 - a Federation
         Path(args.federation),
         connect_timeout_s=args.connect_timeout,
         insecure_cleartext=args.insecure_cleartext,
+        emulated_rtt_ms=args.emulate_rtt_ms,
+        emulated_mbit=args.emulate_mbit,
     )
 
 
@@ -68,6 +70,20 @@ def _add_link_args(p: argparse.ArgumentParser) -> None:
         "--insecure-cleartext",
         action="store_true",
         help="DEBUG ONLY: plain TCP links, no authentication or encryption (anyone on the path sees everything)",
+    )
+    p.add_argument(
+        "--emulate-rtt-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="EXPERIMENTS: delay every outgoing frame by half this round-trip time (give every member the same)",
+    )
+    p.add_argument(
+        "--emulate-mbit",
+        type=float,
+        default=0.0,
+        metavar="MBIT",
+        help="EXPERIMENTS: pace every outgoing link at this many Mbit/s (0: unpaced)",
     )
 
 
@@ -325,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             Path(args.bank), [Path(p) for p in args.provider], args.protocol, options, out_dir,
             align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
             insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
-            connect_timeout=args.connect_timeout, quiet=args.quiet,
+            emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
             save_models=Path(args.save_models) if args.save_models else None,
         )  # fmt: skip
     except Exception as err:

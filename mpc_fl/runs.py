@@ -29,6 +29,7 @@ def run_protocol_locally(
     split_key: Path | None = None,
     insecure_tfp: bool = False,
     insecure_cleartext: bool = False,
+    emulate: tuple[float, float] = (0.0, 0.0),
     connect_timeout: float = 60.0,
     keep_scores: bool = False,
     save_models: Path | None = None,
@@ -38,6 +39,7 @@ def run_protocol_locally(
 
     Returns the run record. ``save_models``: each party writes its part of the model to
     ``<save_models>/<role>.model.npz``. ``quiet=False`` relays the bank's progress lines.
+    ``emulate``: (round-trip ms, Mbit/s) every link emulates (:class:`mpc_fl.runtime.mesh.LinkEmulator`).
     """
     from mpc_fl.protocols import check_options, uses_crypten
 
@@ -56,7 +58,8 @@ def run_protocol_locally(
     dealer = uses_crypten(protocol) and not insecure_tfp
     parties, wall = run_parties_locally(
         bank, providers, out_dir, dealer=dealer, args=args, role_args=role_args,
-        connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext, relay_progress=not quiet,
+        connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext, emulate=emulate,
+        relay_progress=not quiet,
     )  # fmt: skip
     bank_report = parties["bank"]
     return {
@@ -66,6 +69,7 @@ def run_protocol_locally(
         "split": bank_report.get("split"),
         "dealer": "separate dealer process (CrypTen TTP)" if dealer else "none",
         "links": "cleartext (insecure)" if insecure_cleartext else "TLS 1.3, mutual authentication",
+        "emulated_network": {"rtt_ms": emulate[0], "mbit": emulate[1]} if any(emulate) else None,
         "metrics": bank_report["metrics"],
         "run_info": bank_report.get("run_info", {}),
         "n_aligned": bank_report["n_aligned"],

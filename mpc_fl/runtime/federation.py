@@ -63,6 +63,11 @@ class Federation:
     op_timeout_s: float = 1800.0
     #: DEBUG ONLY: plain TCP, no authentication or encryption (``--insecure-cleartext``)
     insecure_cleartext: bool = False
+    #: EXPERIMENTS: every outgoing link delays each frame by half this round-trip time
+    #: (``--emulate-rtt-ms``) and paces it at ``emulated_mbit`` Mbit/s (0: unpaced); see
+    #: :class:`mpc_fl.runtime.mesh.LinkEmulator`
+    emulated_rtt_ms: float = 0.0
+    emulated_mbit: float = 0.0
 
     def __post_init__(self) -> None:
         roles = [m.role for m in self.members]
@@ -76,6 +81,8 @@ class Federation:
             raise FederationError("the dealer must be the last member")
         if len([r for r in roles if r != DEALER]) < 2:
             raise FederationError("a federation needs the bank and at least one provider")
+        if self.emulated_rtt_ms < 0 or self.emulated_mbit < 0:
+            raise FederationError("the emulated round-trip time and bandwidth must be >= 0")
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -107,6 +114,10 @@ class Federation:
 
     def name_of(self, rank: int) -> str:
         return self.members[rank].role
+
+    @property
+    def emulates_network(self) -> bool:
+        return self.emulated_rtt_ms > 0 or self.emulated_mbit > 0
 
     def without_dealer(self) -> Federation:
         return replace(self, members=tuple(m for m in self.members if m.role != DEALER))

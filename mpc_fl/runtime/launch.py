@@ -127,13 +127,15 @@ def run_parties_locally(
     role_args: dict[str, list[str]] | None = None,
     connect_timeout: float = 60.0,
     insecure_cleartext: bool = False,
+    emulate: tuple[float, float] = (0.0, 0.0),
     relay_progress: bool = False,
 ) -> tuple[dict[str, dict], float]:
     """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process over a fresh local
     federation; return each party's report (``--out`` JSON) and the wall time.
 
     ``args`` go to every ``mpc-fl <subcommand>`` (protocol, alignment, flags), ``role_args`` to
-    one party's only (the bank's secret split key, each party's model part).
+    one party's only (the bank's secret split key, each party's model part). ``emulate``: the
+    round-trip time (ms) and bandwidth (Mbit/s, 0: unpaced) every member's links emulate.
     """
     roles = ["bank", *provider_roles(len(providers))]
     files = dict(zip(roles, [bank, *providers], strict=True))
@@ -144,6 +146,8 @@ def run_parties_locally(
     common = ["--federation", str(fed_file), "--connect-timeout", str(connect_timeout)]
     if insecure_cleartext:
         common.append("--insecure-cleartext")
+    if any(emulate):
+        common += ["--emulate-rtt-ms", str(emulate[0]), "--emulate-mbit", str(emulate[1])]
     py = [sys.executable, "-m", "mpc_fl.cli"]
     commands = {
         r: [*py, subcommand, "--role", r, "--key", str(keys[r]), "--data", str(f),

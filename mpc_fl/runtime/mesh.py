@@ -29,6 +29,10 @@ Design:
 
 ``insecure_cleartext`` (``--insecure-cleartext``, debugging only): plain TCP, a peer's
 role is whatever it claims, nothing is encrypted.
+
+Network emulation (``--emulate-rtt-ms``, ``--emulate-mbit``; experiments only): this
+kernel has no netem, so every member shapes its own outgoing links in the transport that
+every byte already passes through (:class:`LinkEmulator`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,55 @@ class _Down:
         self.error = error
 
 
+class LinkEmulator:
+    """One outgoing link as a WAN would carry it: paced at a bandwidth, delivered half an RTT later.
+
+    What it emulates: a full-duplex link per direction with a fixed one-way delay (rtt / 2) and
+    a serialisation rate (bytes on the wire, TLS records included, over ``mbit``): a frame
+    starts when the link is free, takes ``bytes / rate`` to send, and is handed to the socket
+    one one-way delay after its last byte left. Frames keep their order and senders never wait
+    (a send returns at once, as with a kernel socket buffer). Not emulated: loss, jitter, TCP
+    slow start and congestion control, the connection set-up (handshakes run unshaped).
+    Sleep granularity (~0.1 ms) bounds its precision.
+    """
+
+    def __init__(self, sock: socket.socket, rtt_ms: float, mbit: float):
+        self.sock = sock
+        self.one_way_s = rtt_ms / 2e3
+        self.bytes_per_s = mbit * 1e6 / 8 if mbit > 0 else float("inf")
+        self._free_at = 0.0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._deliver, daemon=True, name="link-emulator")
+        self._thread.start()
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        now = time.monotonic()
+        self._free_at = max(now, self._free_at) + len(data) / self.bytes_per_s
+        self._queue.put((self._free_at + self.one_way_s, bytes(data)))
+
+    def _deliver(self) -> None:
+        while True:
+            due, data = self._queue.get()
+            if data is None:
+                return
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                self.sock.sendall(data)
+            except OSError as err:
+                self._error = err
+                return
+
+    def drain(self, timeout_s: float) -> None:
+        """Deliver what is queued (at most ``timeout_s``), then stop."""
+        self._queue.put((0.0, None))
+        self._thread.join(timeout_s)
+
+
 class _TLSStream:
     """One direction of a TLS connection over a blocking socket (memory BIOs: we see every wire byte)."""
 
@@ -101,6 +154,13 @@ class _TLSStream:
         self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._raw = bytearray(1 << 20)
         self.wire_in = self.wire_out = 0
+        self._sendall = sock.sendall
+        self.emulator: LinkEmulator | None = None
+
+    def emulate(self, rtt_ms: float, mbit: float) -> None:
+        """From now on, every byte written goes out through a :class:`LinkEmulator`."""
+        self.emulator = LinkEmulator(self.sock, rtt_ms, mbit)
+        self._sendall = self.emulator.sendall
 
     @classmethod
     def wrap(cls, sock: socket.socket, ctx: ssl.SSLContext | None, server: bool) -> _TLSStream:
@@ -113,7 +173,7 @@ class _TLSStream:
     def _flush(self) -> None:
         data = self.out.read()
         if data:
-            self.sock.sendall(data)
+            self._sendall(data)
             self.wire_out += len(data)
 
     def _pull(self) -> None:
@@ -139,7 +199,7 @@ class _TLSStream:
 
     def write(self, data: bytes | memoryview) -> None:
         if self.obj is None:
-            self.sock.sendall(data)
+            self._sendall(data)
             self.wire_out += len(data)
             return
         view = memoryview(data)
@@ -178,11 +238,11 @@ class _TLSStream:
     def close(self, goodbye: bool) -> None:
         with contextlib.suppress(OSError, ssl.SSLError, ValueError):
             if goodbye and self.obj is not None:
-                try:
-                    self.obj.unwrap()
-                except ssl.SSLWantReadError:
-                    pass  # we do not wait for the peer's close_notify on a send-only link
+                with contextlib.suppress(ssl.SSLWantReadError):  # we do not wait for the peer's
+                    self.obj.unwrap()  # close_notify on a send-only link
                 self._flush()
+            if self.emulator is not None:  # what is still in flight arrives before the socket closes
+                self.emulator.drain(timeout_s=60.0 if goodbye else 2.0)
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
@@ -299,6 +359,8 @@ class Mesh:
                 )
                 return
             self._book_handshake(stream, peer)
+            if self.fed.emulates_network:
+                stream.emulate(self.fed.emulated_rtt_ms, self.fed.emulated_mbit)
             self._out[peer] = stream
             return
 

@@ -151,7 +151,10 @@ def base_hello(fed: Federation) -> dict:
     from mpc_fl.runtime.provenance import versions
 
     pinned = {k: v for k, v in versions().items() if k in HANDSHAKE_PACKAGES}
-    return {"handshake": HANDSHAKE_FORMAT, "versions": pinned, "parties": list(fed.roles)}
+    hello = {"handshake": HANDSHAKE_FORMAT, "versions": pinned, "parties": list(fed.roles)}
+    if fed.emulates_network:  # an experiment whose members shape their links differently measures nothing
+        hello["emulated_network"] = {"rtt_ms": fed.emulated_rtt_ms, "mbit": fed.emulated_mbit}
+    return hello
 
 
 @contextlib.contextmanager
