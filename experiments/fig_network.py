@@ -105,7 +105,7 @@ def main() -> None:
         ax2.set_yscale("log")
         ax2.set_ylabel("SS-LR fit time on breast, s")
         ax2.legend(fontsize=7)
-        ax2.set_title("model vs emulated link (no latency: netem absent)", fontsize=8)
+        ax2.set_title("bandwidth term vs kernel shaping (htb)", fontsize=8)
     fig.tight_layout()
     save(fig, "lan_vs_wan")
     NUMBERS.mkdir(parents=True, exist_ok=True)
