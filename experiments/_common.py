@@ -66,3 +66,27 @@ def save(fig, name: str) -> Path:  # noqa: ANN001
 
 def missing(what: str) -> None:
     print(f"skipped: no recorded results for {what} (run `make bench`)")
+
+
+def emulated_validation(entries: list[dict]) -> dict[str, list[dict]]:
+    """Per protocol: each emulated setting's measured fit time beside the model's prediction."""
+    from mpc_fl.netmodel import NetworkProfile, predict_from_ledgers
+
+    out: dict[str, list[dict]] = {}
+    for case in LABELS:
+        runs = [e for e in entries if e["case"] == case]
+        base = next((e for e in runs if not e["rtt_ms"] and not e["mbit"]), None)
+        if base is None:
+            continue
+        for e in sorted((e for e in runs if e is not base), key=lambda e: e["rtt_ms"]):
+            profile = NetworkProfile("emulated", e["rtt_ms"] / 1e3, e["mbit"] * 1e6 if e["mbit"] else 1e15)
+            predicted = predict_from_ledgers(base, [profile])["emulated"]
+            out.setdefault(case, []).append(
+                {
+                    "rtt_ms": e["rtt_ms"],
+                    "mbit": e["mbit"],
+                    "measured_s": e["fit_phases_s"],
+                    "predicted_s": predicted,
+                }
+            )
+    return out

@@ -12,39 +12,9 @@ from __future__ import annotations
 import json
 
 import matplotlib.pyplot as plt
-from _common import LABELS, NUMBERS, RESULTS, color, load, missing, save
+from _common import LABELS, NUMBERS, RESULTS, color, emulated_validation, load, missing, save
 
-from mpc_fl.netmodel import (
-    LAN,
-    WAN,
-    NetworkProfile,
-    latency_s,
-    predict_from_ledgers,
-    traffic_summary,
-    transfer_s,
-)
-
-
-def emulated_validation(entries: list[dict]) -> dict[str, list[dict]]:
-    """Per protocol: each emulated setting's measured fit time beside the model's prediction."""
-    out: dict[str, list[dict]] = {}
-    for case in LABELS:
-        runs = [e for e in entries if e["case"] == case]
-        base = next((e for e in runs if not e["rtt_ms"] and not e["mbit"]), None)
-        if base is None:
-            continue
-        for e in sorted((e for e in runs if e is not base), key=lambda e: e["rtt_ms"]):
-            profile = NetworkProfile("emulated", e["rtt_ms"] / 1e3, e["mbit"] * 1e6 if e["mbit"] else 1e15)
-            predicted = predict_from_ledgers(base, [profile])["emulated"]
-            out.setdefault(case, []).append(
-                {
-                    "rtt_ms": e["rtt_ms"],
-                    "mbit": e["mbit"],
-                    "measured_s": e["fit_phases_s"],
-                    "predicted_s": predicted,
-                }
-            )
-    return out
+from mpc_fl.netmodel import LAN, WAN, latency_s, traffic_summary, transfer_s
 
 
 def main() -> None:

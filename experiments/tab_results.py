@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from _common import LABELS, NUMBERS, load, phase_bytes, units
+from _common import LABELS, NUMBERS, emulated_validation, load, phase_bytes, units
 
 
 def _mb(n: float) -> str:
@@ -274,8 +274,6 @@ def scaling_table(entries: list[dict], numbers: dict) -> list[str]:
 
 def network_table(entries: list[dict], numbers: dict) -> list[str]:
     """Measured fit time over emulated links against the network model's prediction."""
-    from fig_network import emulated_validation
-
     rows = emulated_validation(entries)
     if not rows:
         return []

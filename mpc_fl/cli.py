@@ -225,7 +225,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     record = score_locally(
         Path(args.bank), [Path(p) for p in args.provider], Path(args.models), out_dir,
         align=args.align, insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
-        quiet=args.quiet,
+        emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet,
     )  # fmt: skip
     (out_dir / "score.json").write_text(json.dumps(record, indent=1, default=str))
     print(

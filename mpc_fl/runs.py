@@ -97,6 +97,7 @@ def score_locally(
     *,
     align: str = "psi",
     insecure_cleartext: bool = False,
+    emulate: tuple[float, float] = (0.0, 0.0),
     connect_timeout: float = 60.0,
     quiet: bool = True,
 ) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def score_locally(
     parties, wall = run_parties_locally(
         bank, providers, out_dir, dealer=dealer, subcommand="score-party", args=["--align", align],
         role_args=role_args, connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext,
-        relay_progress=not quiet,
+        emulate=emulate, relay_progress=not quiet,
     )  # fmt: skip
     return {
         "protocol": part.protocol,

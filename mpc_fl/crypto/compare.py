@@ -13,8 +13,6 @@ only), keep CrypTen's circuit. The result is exact for every ring value, like Cr
 
 from __future__ import annotations
 
-from typing import Any
-
 from mpc_fl.crypto.online import TwoParty, plan_msb
 from mpc_fl.crypto.preprocessing import Plan, fetch
 from mpc_fl.crypto.secure_crypten import crypten
@@ -50,14 +48,10 @@ def ltz(x: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(engine.msb(share), precision=0)
 
 
-def _ltz_method(self: Any) -> MPCTensor:
-    return ltz(self)
-
-
 def install() -> None:
     """Route CrypTen's comparisons through :func:`ltz` (idempotent)."""
-    MPCTensor._ltz = _ltz_method
+    MPCTensor._ltz = ltz
 
 
 def installed() -> bool:
-    return MPCTensor._ltz is _ltz_method
+    return MPCTensor._ltz is ltz

@@ -101,9 +101,8 @@ def _fixed(x: float) -> int:
     return int(round(x * (1 << SCALE_BITS)))
 
 
-def online_sigmoids() -> tuple[str, ...]:
-    """Sigmoids the two-party online path computes (sign tests and products only)."""
-    return ("poly", "hard", "taylor1")
+#: sigmoids the two-party online path computes (sign tests and products only)
+ONLINE_SIGMOIDS = ("poly", "hard", "taylor1")
 
 
 def _sigmoid_shape(method: str) -> tuple[float, bool]:
@@ -251,7 +250,7 @@ class SecretSharedLR(VerticalProtocol):
 
     def _two_party_online(self, ctx: Context) -> bool:
         """The lean path: two parties, fixed masks, a sigmoid built from sign tests and products."""
-        return len(ctx.roles) == 2 and self.mask == "fixed" and self.params.sigmoid in online_sigmoids()
+        return len(ctx.roles) == 2 and self.mask == "fixed" and self.params.sigmoid in ONLINE_SIGMOIDS
 
     def _fit_two_party(self, ctx: Context, mats: list, ey: MPCTensor, n: int) -> None:
         """The dealer's correlated randomness in one request per block of iterations, then only openings.
