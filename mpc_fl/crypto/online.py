@@ -15,7 +15,8 @@ are opened together (one all-reduce), so a round is a round:
 
 Security: every opened value is a difference with a fresh one-time pad from the dealer
 (``x - a``, ``u xor a``), so each party sees uniformly random values; the dealer sees only the
-plan. Semi-honest, two computing parties, a non-colluding dealer. Truncation after a product
+plan (tests/integration/test_engine_openings.py plays the provider against SS-LR's openings,
+test_dealer_view.py the dealer). Semi-honest, two computing parties, a non-colluding dealer. Truncation after a product
 is CrypTen's local two-party truncation (correct except with probability ``|x| / 2^63``).
 """
 
