@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# crypten's metadata asks for sklearn/torchvision, which break installs; its real needs are in pyproject
 	$(PY) -m pip install -q --no-deps crypten==0.4.1
+	# spu ships SecretFlow's RR22/KKRT PSI; its metadata pins numpy<2 and jax for its JAX front-end,
+	# which mpc_fl never imports (mpc_fl/psi/_libpsi.py loads only the PSI library)
+	$(PY) -m pip install -q --no-deps spu==0.9.5
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

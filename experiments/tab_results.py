@@ -60,6 +60,45 @@ def rounds_per_unit(e: dict) -> float:
 SIGMOIDS = ("poly", "exact", "hard", "taylor1")
 
 
+GBDT_STEPS = ("gradients", "histograms", "gains", "argmax", "routing", "leaves")
+
+
+def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Where SS-GBDT's training bytes and rounds go, per tree (default_credit), from the ledger's step labels."""
+    e = next(
+        (e for e in entries if e.get("case") == "ss_gbdt" and e.get("dataset") == "default_credit"), None
+    )
+    if e is None or "by_step" not in e["parties"]["bank"]["ledger"]:
+        return []
+    n_trees = units(e)[0]
+    ledgers = {r: p["ledger"] for r, p in e["parties"].items()}
+    out = [
+        "| step (per tree) | MB sent, all parties | bank rounds | platform rounds | bank s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    steps = {r: led["by_step"] for r, led in ledgers.items()}
+    for name in (*GBDT_STEPS, "total"):
+        if name == "total":
+            sent = sum(led["by_phase"]["training"]["bytes_sent"] for led in ledgers.values())
+            rb = ledgers["bank"]["by_phase"]["training"]["rounds"]
+            rp = ledgers["provider"]["by_phase"]["training"]["rounds"]
+            secs = ledgers["bank"]["by_phase"]["training"]["wall_s"]
+        else:
+            key = f"training/{name}"
+            sent = sum(st.get(key, {}).get("bytes_sent", 0) for st in steps.values())
+            rb = steps["bank"].get(key, {}).get("rounds", 0)
+            rp = steps["provider"].get(key, {}).get("rounds", 0)
+            secs = steps["bank"].get(key, {}).get("wall_s", 0.0)
+        label = "training (all steps, and the dealer requests)" if name == "total" else name
+        out.append(
+            f"| {label} | {_mb(sent / n_trees)} | {rb / n_trees:,.0f} | {rp / n_trees:,.0f} | {secs / n_trees:.2f} |"
+        )
+        numbers[f"gbdt_steps.{name}.mb"] = round(sent / n_trees / 1e6, 1)
+        numbers[f"gbdt_steps.{name}.bank_rounds"] = round(rb / n_trees)
+        numbers[f"gbdt_steps.{name}.platform_rounds"] = round(rp / n_trees)
+    return out + [""]
+
+
 def mask_table(entries: list[dict], numbers: dict) -> list[str]:
     lr = {e["case"]: e for e in entries if e["case"].startswith("ss_lr")}
     if not lr:
@@ -94,17 +133,55 @@ def mask_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+PSI_LABELS = {"psi_ecdh": "ECDH", "psi_rr22": "RR22", "psi_kkrt": "KKRT"}
+
+
+def _psi_wire(e: dict) -> float:
+    """Both directions, as the bank's link counts them (TLS records included)."""
+    t = e["parties"]["bank"]["ledger"]["by_phase"]["alignment"]
+    return t["bytes_sent"] + t["bytes_recv"]
+
+
 def psi_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Balanced runs (n ids per side, half common) per protocol, then the unbalanced case."""
     if not entries:
         return []
-    out = ["| ids per side | common | seconds | MB sent per side |", "|---:|---:|---:|---:|"]
-    for e in sorted(entries, key=lambda e: e["n_ids_per_side"]):
-        sent = e["parties"]["bank"]["ledger"]["by_phase"]["alignment"]["bytes_sent"]
-        secs = e["_stats"]["mean"]
-        out.append(
-            f"| {e['n_ids_per_side']:,} | {int(e['n_ids_per_side'] * e['overlap']):,} | {secs:.1f} | {_mb(sent)} |"
-        )
-        numbers[f"psi.{e['n_ids_per_side']}.seconds"] = round(secs, 1)
+    balanced = [e for e in entries if "n_ids_per_side" in e]
+    sizes = sorted({e["n_ids_per_side"] for e in balanced})
+    out = [
+        "| protocol | " + " | ".join(f"{n:,} ids per side" for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for proto, label in PSI_LABELS.items():
+        cells = []
+        for n in sizes:
+            e = next((e for e in balanced if e["protocol"] == proto and e["n_ids_per_side"] == n), None)
+            if e is None:
+                cells.append("not run")
+                continue
+            secs = e["_stats"]["mean"]
+            cells.append(f"{secs:,.1f} s, {_mb(_psi_wire(e))} MB")
+            numbers[f"psi.{proto}.{n}.seconds"] = round(secs, 1)
+            numbers[f"psi.{proto}.{n}.mb"] = round(_psi_wire(e) / 1e6, 1)
+        if any(c != "not run" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    unbalanced = [e for e in entries if "n_provider" in e]
+    if unbalanced:
+        e0 = unbalanced[0]
+        out += [
+            "",
+            f"Unbalanced: the bank holds {e0['n_bank']:,} ids, the platform {e0['n_provider']:,} "
+            f"({e0['n_common']:,} common).",
+            "",
+            "| protocol | receiver | seconds | MB (both directions) | peak RSS bank / platform MB |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for e in sorted(unbalanced, key=lambda e: e["_stats"]["mean"]):
+            secs = e["_stats"]["mean"]
+            who = "bank (smaller set)" if e["receiver"] == "smaller" else "platform (larger set)"
+            rss = " / ".join(f"{e['parties'][r]['peak_rss_mb']:,.0f}" for r in ("bank", "provider"))
+            out.append(f"| {PSI_LABELS[e['protocol']]} | {who} | {secs:,.1f} | {_mb(_psi_wire(e))} | {rss} |")
+            numbers[f"psi.unbalanced.{e['protocol']}.{e['receiver']}.seconds"] = round(secs, 1)
     return out + [""]
 
 
@@ -320,6 +397,7 @@ def main() -> None:
     protocols = load("protocols")
     sections = {
         "protocols": sum((protocol_table(protocols, ds, numbers) for ds in ("default_credit", "sme")), []),
+        "gbdt_steps": gbdt_steps_table(protocols, numbers),
         "mask": mask_table(load("mask"), numbers),
         "psi": psi_table(load("psi"), numbers),
         "security": security_table(load("security_cost"), numbers),

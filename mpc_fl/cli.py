@@ -391,6 +391,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 PROTOCOL_HELP = (
     "plain_lr, plain_gbdt, ss_lr, ss_gbdt, paillier_lr or secureboost (`mpc-fl protocols` describes them)"
 )
+#: Same as mpc_fl.pipeline.ALIGNMENTS (kept here so --help needs no heavy import).
+ALIGN_CHOICES = ("psi", "ecdh", "kkrt", "sorted")
+ALIGN_HELP = (
+    "how the parties find their common customers: psi = RR22 OT-based PSI (default, fastest), "
+    "ecdh = ECDH-PSI, kkrt = KKRT OT-based PSI (all three reveal only the set sizes and the "
+    "intersection); sorted = the files already hold the same ids (checked by hash)"
+)
 PARAM_HELP = "a protocol parameter, repeatable; `mpc-fl protocols NAME` lists them with their defaults"
 
 
@@ -423,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-col", default="id")
     p.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
-    p.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    p.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
     p.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     p.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     p.add_argument("--out", default=None, help="write this party's report (JSON) here")
@@ -451,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--provider", action="append", required=True, help="repeat for several providers")
     r.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
     r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
-    r.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    r.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
     r.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     r.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     r.add_argument("--out-dir", default="out/runs")
@@ -471,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--label-col", default="y", help="bank only, optional: labels of the scored rows, for metrics"
     )
-    s.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    s.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
     s.add_argument("--out", default=None, help="write this party's report (JSON) here")
     s.add_argument("--scores", default=None, metavar="FILE", help="bank only: write id,score CSV here")
     _add_member_args(s)
@@ -485,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--bank", required=True)
     sc.add_argument("--provider", action="append", required=True)
-    sc.add_argument("--align", default="psi", choices=["psi", "sorted"])
+    sc.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
     sc.add_argument("--out-dir", default="out/scores")
     _add_link_args(sc)
     _add_output_args(sc)

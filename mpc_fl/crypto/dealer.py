@@ -54,8 +54,10 @@ class Dealer(TTPServer):
     REQUESTS = frozenset(TTP_FUNCTIONS) | {
         "fixed_mask_setup",
         "fixed_mask_triple",
+        "fixed_mask_triple_many",
         "fixed_mask_release",
         "plan",
+        "batch",
     }
 
     def __init__(self) -> None:
@@ -96,10 +98,34 @@ class Dealer(TTPServer):
         c = apply_mask_op(op, A if rows is None else A[rows], b)
         return c - self._get_additive_PRSS(c.size(), remove_rank=True)
 
+    def fixed_mask_triple_many(self, keys: list[str], size_b: tuple[int, ...]) -> torch.Tensor:
+        """``[A_q^T b]`` for several masks and one fresh ``[b]``, flattened in order (one opening serves all)."""
+        b = self._get_additive_PRSS(tuple(size_b))
+        out = []
+        for key in keys:
+            c = apply_mask_op("t_matmul", self._masks[key], b)
+            out.append((c - self._get_additive_PRSS(c.size(), remove_rank=True)).reshape(-1))
+        return torch.cat(out)
+
     def plan(self, request: dict) -> torch.Tensor:
         """Everything a planned computation will consume, as party 0's corrections (one reply)."""
         streams = [lambda n, g=g: g.prg.ring_elements((n,)) for g in self._get_generators(device=self.device)]
         return dealer_corrections(Plan.from_request(request), streams, self._masks)
+
+    def batch(self, messages: list[dict]) -> torch.Tensor:
+        """Several requests in one reply, answered in order (:mod:`mpc_fl.crypto.prefetch`).
+
+        Each item is computed exactly as if it had come alone, from the same streams in the
+        same order, so the parties' local draws stay in step.
+        """
+        out = []
+        for message in messages:
+            function = message.get("function") if isinstance(message, dict) else None
+            if function not in self.REQUESTS or function == "batch":
+                raise ValueError(f"dealer: {function!r} cannot be part of a batch")
+            result = getattr(self, function)(*message.get("args", ()), **message.get("kwargs", {}))
+            out.append(result.reshape(-1))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
     def fixed_mask_release(self, key: str) -> torch.Tensor:
         self._masks.pop(key, None)

@@ -103,6 +103,38 @@ class FixedMaskMatrix:
         """``[M[rows] v]`` for a shared ``v`` of d (or d x k) elements."""
         return self._product(v, "matmul", rows)
 
+    @staticmethod
+    def t_matmul_many(mats: list[FixedMaskMatrix], u: MPCTensor) -> list[MPCTensor]:
+        """``[M_q^T u]`` for several fixed matrices (any owners) with one opening of ``u - b``.
+
+        Why: a histogram needs every party's bin matrix times the same ``u``; one fresh ``[b]``
+        serves them all (the dealer returns ``[A_q^T b]`` for each mask), so ``u`` is opened
+        once instead of once per matrix. ``f = u - b`` is still a one-time pad of ``u``.
+        """
+        client = TTPClient.get()
+        rank = comm.get().get_rank()
+        size_b = tuple(u.size())
+        b = generate_random_ring_element(size_b, generator=client.get_generator())
+        c_sizes = [(m.shape[1], *size_b[1:]) for m in mats]
+        if rank == 0:
+            flat = client.ttp_request("fixed_mask_triple_many", None, [m.key for m in mats], size_b)
+            cs, start = [], 0
+            for size in c_sizes:
+                n = torch.Size(size).numel()
+                cs.append(flat[start : start + n].reshape(size))
+                start += n
+        else:
+            cs = [generate_random_ring_element(size, generator=client.get_generator()) for size in c_sizes]
+        f = comm.get().all_reduce(u._tensor.share - b)  # the one opening
+        scale_bits = u._tensor.encoder.scale.bit_length() - 1
+        out = []
+        for m, c in zip(mats, cs, strict=True):
+            r = MPCTensor.from_shares(m.combine("t_matmul", f, b, c, None), precision=scale_bits)
+            if m.precision > 0:
+                r._tensor.div_(2**m.precision)
+            out.append(r)
+        return out
+
     def release(self) -> None:
         """Let the dealer drop its copy of the mask (collective)."""
         if self.rank == 0:

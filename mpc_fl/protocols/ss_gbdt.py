@@ -15,16 +15,26 @@ How it runs. Each party bins its own features on its own training rows and build
 with 0 fractional bits (:mod:`mpc_fl.crypto.fixed_mask`; indicator matrices carry no
 fractional bits, so their products need no truncation and cannot wrap). Margins, gradients
 ``g = sigmoid(margin) - y``, ``h = p(1-p)``, node memberships ``[m]`` (0/1, exact integers) and
-leaf weights are secret-shared throughout. Per tree level, one ``(n, 3*nodes)`` shared matrix
-``[g*m | h*m | m]`` goes through one fixed-mask product per party, opening only n*3*nodes masked
-values. Gains ``G_L^2/(H_L+lam) + G_R^2/(H_R+lam)`` (parent term dropped: constant per node),
-the validity tests (``H_L, H_R >= min_child_weight``; a candidate whose bin is empty in the
-node duplicates the previous one and is dropped) and the argmax over all candidates of all
-parties (a comparison tournament that keeps the first maximum, like the plaintext) run on shares. Reciprocals use
-a public scale and secret power-of-16 range reduction (bits from comparisons, exact integer
-arithmetic) plus Newton iterations, so every fixed-point product stays small (crypten.md 2.2,
-2.4). The split owner shares its 0/1 indicator ``bins[:, f] <= b``; ``[m_left] = [m]*[ind]``,
-``[m_right] = [m] - [m_left]`` (exact, no truncation).
+leaf weights are secret-shared throughout. Per tree level, only the *left* children's
+histograms are computed: one ``(n, 3*k/2)`` shared matrix ``[g*m | h*m | m]`` of the left
+children goes through the fixed-mask products of every party's bin matrix with a single
+opening of n*3*k/2 masked values; a right child's histogram is its parent's minus its
+sibling's (exact). Gains ``G_L^2/(H_L+lam) + G_R^2/(H_R+lam)`` (parent term dropped: constant
+per node), the validity tests (``H_L, H_R >= min_child_weight``; a candidate whose bin is empty
+in the node duplicates the previous one and is dropped) and the argmax over all candidates of
+all parties (a 4-way comparison tournament that keeps the first maximum, like the plaintext)
+run on shares; every sign test of a level (validity and range reduction) is one batched
+comparison. Reciprocals use a public scale and secret power-of-16 range reduction (bits from
+comparisons, exact integer arithmetic) plus Newton iterations, so every fixed-point product
+stays small (crypten.md 2.2, 2.4). The split owner shares its 0/1 indicator
+``bins[:, f] <= b``; ``[m_left] = [m]*[ind]``, ``[m_right] = [m] - [m_left]`` (exact, no
+truncation). The leaves' G and H are the last level's chosen left/right sums (selected by the
+shared argmax one-hot), so no row-wise product is needed for them.
+
+Rounds: every tree asks the dealer for the same list of correlations, so after the first tree
+party 0 fetches a whole tree's list in one request (:mod:`mpc_fl.crypto.prefetch`). The ledger
+labels each step (gradients, histograms, gains, argmax, routing, leaves) so the tables show
+where bytes and rounds go.
 
 What each party learns (beyond its own inputs and the public sizes: rows, every party's
 feature count, the hyperparameters):
@@ -61,6 +71,8 @@ import mpc_fl.crypto.secure_crypten  # noqa: F401  (must precede any crypten imp
 # isort: split
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import ClassVar
 
 import numpy as np
@@ -69,6 +81,7 @@ from crypten.mpc import MPCTensor
 
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+from mpc_fl.crypto.prefetch import DealerPrefetch
 from mpc_fl.crypto.secure_crypten import crypten
 from mpc_fl.models.gbdt import (
     NO_SPLIT,
@@ -81,6 +94,8 @@ from mpc_fl.models.gbdt import (
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
+#: ``ledger.step``: labels a block's traffic (histograms, gains, argmax, routing, leaves).
+StepLabel = Callable[[str], AbstractContextManager]
 #: Newton iterations for 1/x on [1/16, 1] from the constant start 2/(1+1/16): the error
 #: contracts from 0.88 to below 2^-20 in 7 squarings.
 NR_ITERS = 7
@@ -120,12 +135,23 @@ class _RangeReduced:
     uses only bit-times-value products (no truncation) and integer scaling.
     """
 
-    def __init__(self, x: MPCTensor, k: int):
+    @staticmethod
+    def thresholds(x: MPCTensor, k: int) -> MPCTensor:
+        """``x - 16^-j`` for j = 1..k, stacked: ``c_j = 1 - [x - 16^-j >= 0]``.
+
+        Exposed so a caller can batch these sign tests with its own (one comparison, not two).
+        """
+        thr = torch.tensor([16.0**-j for j in range(1, k + 1)]).view(k, *([1] * x.dim()))
+        return crypten.stack([x] * k) - thr
+
+    def __init__(self, x: MPCTensor, k: int, ge: MPCTensor | None = None):
+        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already."""
         self.k = k
         if k > 0:
-            thr = torch.tensor([16.0**-j for j in range(1, k + 1)]).view(k, *([1] * x.dim()))
             stacked = crypten.stack([x] * k)
-            self.c = stacked < thr  # (k, ...) exact 0/1, precision 0
+            if ge is None:
+                ge = self.thresholds(x, k) >= 0
+            self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
             xs = x
             cx = self.c * stacked  # exact: bit times value
             for j in range(k):
@@ -148,29 +174,47 @@ class _RangeReduced:
         return out
 
 
-def _argmax_first(x: MPCTensor) -> MPCTensor:
-    """One-hot (precision 0) of the first maximum along dim 1 of a (k, N) tensor: a tournament.
+#: Candidates compared per tournament round: 4 takes half the rounds of 2 for twice the comparisons.
+TOURNAMENT_WIDTH = 4
+# (i, j) pairs compared in one group of four, i < j: bit = [x_i >= x_j]
+_PAIRS = [(i, j) for i in range(TOURNAMENT_WIDTH) for j in range(i + 1, TOURNAMENT_WIDTH)]
 
-    ``N - 1`` comparisons per row; "left >= right" keeps the earlier candidate on exact ties,
-    so ties break like :func:`mpc_fl.models.gbdt.best_split` (first in row-major order). The
-    one-hot is rebuilt top-down from the comparison bits (exact 0/1 products).
-    Values must exceed ``PAD`` (the padding score).
+
+def _argmax_first(x: MPCTensor) -> MPCTensor:
+    """One-hot of the first maximum along dim 1 of a (k, N) tensor: a 4-way tournament.
+
+    Each round splits the survivors into groups of four, compares all six pairs at once
+    (one comparison call), and keeps each group's first maximum: candidate i wins iff
+    ``x_i > x_j`` for every earlier j and ``x_i >= x_j`` for every later j, so ties break like
+    :func:`mpc_fl.models.gbdt.best_split` (first in row-major order). The winner carries its
+    position as a one-hot over its group's members (selected in the same product as its
+    value), so no pass back down the tree is needed. Per round: one comparison, two products
+    for the win bits (a product of three), one product to select. Values must exceed ``_PAD``.
+    The one-hot comes out at the values' precision (0/1 values).
     """
     k, N = x.size()
-    width = 1 << max(0, (N - 1).bit_length())
+    rounds = max(1, math.ceil(math.log(N, TOURNAMENT_WIDTH) - 1e-9)) if N > 1 else 0
+    width = TOURNAMENT_WIDTH**rounds
     if width > N:
         x = crypten.cat([x, crypten.cryptensor(torch.full((k, width - N), _PAD))], dim=1)
-    bits = []
-    while x.size(1) > 1:
-        a, b = x[:, 0::2], x[:, 1::2]
-        bit = a >= b  # exact 0/1, precision 0
-        x = b + bit * (a - b)  # exact: bit times value
-        bits.append(bit)
-    ind = crypten.cryptensor(torch.ones(k, 1), precision=0)
-    for bit in reversed(bits):
-        left = ind * bit
-        ind = crypten.stack([left, ind - left], dim=2).reshape(k, -1)
-    return ind[:, :N]
+    # T[..., 0] is the value, T[..., 1:] the one-hot of its position within its subtree
+    T = crypten.cat([x.unsqueeze(2), crypten.cryptensor(torch.ones(k, width, 1))], dim=2)
+    for _ in range(rounds):
+        groups = T.size(1) // TOURNAMENT_WIDTH
+        T = T.reshape(k, groups, TOURNAMENT_WIDTH, T.size(2))
+        v = T[:, :, :, 0]
+        diffs = crypten.stack([v[:, :, i] - v[:, :, j] for i, j in _PAIRS])  # (6, k, groups)
+        ge = diffs >= 0  # exact 0/1, precision 0
+        c = {pair: ge[n] for n, pair in enumerate(_PAIRS)}
+        # win bit of candidate i: product of three bits, as two products of pairs
+        first = crypten.stack([c[0, 1], 1 - c[0, 1], 1 - c[0, 2], 1 - c[0, 3]])
+        second = crypten.stack([c[0, 2], c[1, 2], 1 - c[1, 2], 1 - c[1, 3]])
+        third = crypten.stack([c[0, 3], c[1, 3], c[2, 3], 1 - c[2, 3]])
+        win = (first * second) * third  # (4, k, groups), exactly one 1 per group
+        picked = win.permute(1, 2, 0).unsqueeze(3) * T  # exact: bit times value
+        value = picked[:, :, :, 0].sum(2, keepdim=True)
+        T = crypten.cat([value, picked[:, :, :, 1:].reshape(k, groups, -1)], dim=2)
+    return T[:, 0, 1 : N + 1]
 
 
 def _one_hot_bins(bins: np.ndarray, n_bins: int) -> torch.Tensor:
@@ -235,17 +279,24 @@ class SecretSharedGBDT(VerticalProtocol):
             total = part if total is None else total + part
         return total
 
-    def _split_level(self, U: MPCTensor, k: int) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
-        """Best split of each of the ``k`` nodes whose [g*m | h*m | m] columns are ``U``.
+    def _node_histograms(self, U: MPCTensor, k: int) -> list[MPCTensor]:
+        """Per party q, the (d_q, n_bins, 3, k) g/h/count histograms of the k nodes whose columns are U.
 
-        Returns the public owner per node (NO_SPLIT if none) and this party's own (feature, bin) per node.
+        ``U`` is (n, 3k): [g*m | h*m | m] per node. With fixed masks every party's bin matrix
+        takes the same single opening of ``U`` (:meth:`FixedMaskMatrix.t_matmul_many`).
         """
-        p = self.params
-        nb, lam = p.n_bins, p.reg_lambda
+        nb = self.params.n_bins
+        if self.mask == "fixed":
+            raw = FixedMaskMatrix.t_matmul_many(self.mats_, U)
+        else:
+            raw = [op(U) for op in self.hist_ops_]
+        return [r.reshape(d_q, nb, 3, k) for r, d_q in zip(raw, self.widths_, strict=True)]
+
+    def _candidates(self, hists: list[MPCTensor], k: int) -> tuple:
+        """Left/right sums of every candidate split "bin <= b" (b < n_bins - 1), and bin counts."""
+        nb = self.params.n_bins
         GL, HL, GR, HR, CNT = [], [], [], [], []
-        for q, hist_op in enumerate(self.hist_ops_):
-            d_q = self.widths_[q]
-            hist = hist_op(U).reshape(d_q, nb, 3, k)  # (features, bins, g/h/count, nodes)
+        for hist, d_q in zip(hists, self.widths_, strict=True):
             cum = _on_shares(hist, lambda s: s.cumsum(1))
             tot = cum[:, nb - 1 :, :, :]
             left = cum[:, : nb - 1]
@@ -255,6 +306,22 @@ class SecretSharedGBDT(VerticalProtocol):
             GR.append(right[:, :, 0].reshape(-1, k))
             HR.append(right[:, :, 1].reshape(-1, k))
             CNT.append(hist[:, : nb - 1, 2].reshape(d_q, nb - 1, k))
+        return GL, HL, GR, HR, CNT
+
+    def _best_splits(
+        self, cands: tuple, k: int, step: StepLabel
+    ) -> tuple[np.ndarray, dict[int, tuple[int, int]], MPCTensor]:
+        """Public owners, this party's own (feature, bin) per node, and the shared (k, C + 1) one-hot."""
+        with step("gains"):
+            offsets, scores = self._scores(cands, k)
+        with step("argmax"):
+            return self._argmax_reveal(scores, offsets, k)
+
+    def _scores(self, hists: tuple, k: int) -> tuple[list[int], MPCTensor]:
+        """(k, C + 1) split scores: invalid -1, valid gain + 1 (scaled), then 0 for "no split"."""
+        GL, HL, GR, HR, CNT = hists
+        p = self.params
+        nb, lam = p.n_bins, p.reg_lambda
         G = crypten.stack([crypten.cat(GL), crypten.cat(GR)])  # (2, C, k)
         H = crypten.stack([crypten.cat(HL), crypten.cat(HR)])
         C = G.size(1)
@@ -266,18 +333,30 @@ class SecretSharedGBDT(VerticalProtocol):
         for o, d in zip(offsets, self.widths_, strict=True):
             first[o + torch.arange(d) * (nb - 1)] = 1.0
         checks = crypten.cat([H - p.min_child_weight, (cnt + (first - 0.5)).unsqueeze(0)])  # (3, C, k)
-        ok = checks >= 0  # exact 0/1, precision 0
-        valid = ok[0] * ok[1] * ok[2]
         # gains: G^2/(H + lam) with x = (H + lam)/s in [lam/s, 1]
         x = (H + lam).div(self.scale_)
-        rr = _RangeReduced(x, self.k_bits_)
+        kb = self.k_bits_
+        tests = [checks.reshape(-1)]
+        if kb > 0:
+            tests.append(_RangeReduced.thresholds(x, kb).reshape(-1))
+        ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
+        ok = ge[: checks.nelement()].reshape(checks.size())
+        valid = ok[0] * ok[1] * ok[2]
+        rr = _RangeReduced(x, kb, ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None)
         a = G.div(self.scale_g_)
         t = (a * rr.y) * a
         gain = rr.times_factor(t)  # G^2/(H + lam) * s / s_g^2
         gain = gain[0] + gain[1]
         score = valid * (gain + 2.0) - 1.0  # invalid: -1; valid: >= 1 (gains are >= 0)
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
-        onehot = _argmax_first(crypten.cat([score, dummy]).t())  # (k, C + 1), exact 0/1
+        return offsets, crypten.cat([score, dummy]).t()
+
+    def _argmax_reveal(
+        self, scores: MPCTensor, offsets: list[int], k: int
+    ) -> tuple[np.ndarray, dict[int, tuple[int, int]], MPCTensor]:
+        nb = self.params.n_bins
+        C = scores.size(1) - 1
+        onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1
         # reveal to everyone only the owner party (or no split); to the owner its own candidate
         blocks = []
         for q, d in enumerate(self.widths_):
@@ -298,7 +377,82 @@ class SecretSharedGBDT(VerticalProtocol):
             if owners[j] == self.rank_:
                 c = int(torch.argmax(mine_plain[j]))
                 splits[j] = divmod(c, nb - 1)
-        return owners, splits
+        return owners, splits, onehot
+
+    @staticmethod
+    def _children_sums(cands: tuple, onehot: MPCTensor, k: int) -> tuple[MPCTensor, MPCTensor]:
+        """G and H of the 2k children of the k nodes, from their chosen candidates (children interleaved).
+
+        Why: the last level's leaves need no row-wise product; the chosen split's left/right
+        sums are already in the histograms. "No split" (the last one-hot column) sends every
+        row left: left = the node's total, right = 0.
+        """
+        GL, HL, GR, HR = (crypten.cat(c) for c in cands[:4])  # (C, k)
+        total_g, total_h = GL[0] + GR[0], HL[0] + HR[0]  # any candidate's two sides: the node total
+        zero = total_g * 0
+        sides = crypten.stack(
+            [
+                crypten.cat([GL, total_g.unsqueeze(0)]),
+                crypten.cat([HL, total_h.unsqueeze(0)]),
+                crypten.cat([GR, zero.unsqueeze(0)]),
+                crypten.cat([HR, zero.unsqueeze(0)]),
+            ]
+        )  # (4, C + 1, k)
+        picked = (sides * onehot.t().unsqueeze(0)).sum(1)  # (4, k)
+        G = crypten.stack([picked[0], picked[2]], dim=1).reshape(2 * k)
+        H = crypten.stack([picked[1], picked[3]], dim=1).reshape(2 * k)
+        return G, H
+
+    def _fit_tree(
+        self, margin: MPCTensor, ey: MPCTensor, bins: np.ndarray, step: StepLabel
+    ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]]]:
+        """One tree: the new margin, the shared leaf weights, the public owners and this party's splits.
+
+        Per level, only the left children's histograms are computed (one product of the
+        gradients with the left-child memberships, one opening for every party's bin matrix);
+        a right child's histogram is its parent's minus its sibling's.
+        """
+        n, depth = len(bins), self.params.max_depth
+        with step("gradients"):
+            prob = margin.sigmoid()
+            g = prob - ey
+            h = prob * (1 - prob)
+        GH = crypten.stack([g, h], dim=1).unsqueeze(2)  # (n, 2, 1)
+        M = crypten.cryptensor(torch.ones(n, 1), src=0, precision=0)  # root: every row
+        owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
+        splits_t: dict[int, tuple[int, int]] = {}
+        hists: list[MPCTensor] = []
+        left = M
+        for level in range(depth):
+            k = 2**level
+            with step("histograms"):
+                kl = max(1, k // 2)  # the root at level 0, else the left children
+                gm = (GH * left.unsqueeze(1)).reshape(n, 2 * kl)  # exact: 0/1 at precision 0
+                U = crypten.cat([gm, _upscale(left, _precision(gm))], dim=1)
+                lh = self._node_histograms(U, kl)
+                if level > 0:  # interleave (left, parent - left): children 2j, 2j + 1 of node j
+                    lh = [
+                        crypten.stack([a, b - a], dim=4).reshape(*a.size()[:3], k)
+                        for a, b in zip(lh, hists, strict=True)
+                    ]
+                hists = lh
+            cands = self._candidates(hists, k)
+            owners, splits, onehot = self._best_splits(cands, k, step)
+            first = k - 1
+            owners_t[first : first + k] = owners
+            cols = {}
+            for j, (f, b) in splits.items():
+                splits_t[first + j] = (f, b)
+                cols[j] = bins[:, f] <= b
+            with step("routing"):
+                ind = self._share_columns(cols, n, k, owners)
+                left = M * ind  # exact
+                M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
+        with step("leaves"):
+            G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
+            w = self._leaf_weights(G_leaf, H_leaf)
+            margin = margin + (M * w).sum(1)  # exact: M is 0/1 at precision 0
+        return margin, w, owners_t, splits_t
 
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
@@ -319,7 +473,7 @@ class SecretSharedGBDT(VerticalProtocol):
         self.rank_ = rank = comm.get_rank()
         self.n_parties_ = len(ctx.roles)
         self.roles_ = tuple(ctx.roles)  # rank order: run_info names parties by role
-        n, nb, depth = data.n_rows, p.n_bins, p.max_depth
+        n, nb = data.n_rows, p.n_bins
         with ctx.channel.phase("setup"):
             self.edges_ = quantile_bin_edges(data.X, nb)
             bins = apply_bins(data.X, self.edges_)
@@ -330,7 +484,8 @@ class SecretSharedGBDT(VerticalProtocol):
                 raise ValueError("every party needs at least one feature")
             B = _one_hot_bins(bins, nb)
             self.hist_ops_ = []
-            mats = []
+            self.mats_: list[FixedMaskMatrix] = []
+            mats = self.mats_
             for q, d_q in enumerate(self.widths_):
                 shape = (n, d_q * nb)
                 if self.mask == "fixed":
@@ -357,32 +512,13 @@ class SecretSharedGBDT(VerticalProtocol):
         ] = []  # per tree, per internal node (heap order): owner rank or NO_SPLIT
         self.splits_: list[dict[int, tuple[int, int]]] = []  # per tree: node -> (own feature, bin)
         leaf_w = []
+        step: StepLabel = ctx.channel.ledger.step
+        # every tree asks the dealer for the same list: one request per tree after the first
+        prefetch = DealerPrefetch()
         with ctx.channel.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as tick:
             for _ in range(p.n_trees):
-                prob = margin.sigmoid()
-                g = prob - ey
-                h = prob * (1 - prob)
-                GH = crypten.stack([g, h], dim=1).unsqueeze(2)  # (n, 2, 1)
-                M = crypten.cryptensor(torch.ones(n, 1), src=0, precision=0)  # root: every row
-                owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
-                splits_t: dict[int, tuple[int, int]] = {}
-                for level in range(depth):
-                    k = 2**level
-                    gm = (GH * M.unsqueeze(1)).reshape(n, 2 * k)  # exact: M is 0/1 at precision 0
-                    U = crypten.cat([gm, _upscale(M, _precision(gm))], dim=1)
-                    owners, splits = self._split_level(U, k)
-                    first = k - 1
-                    owners_t[first : first + k] = owners
-                    cols = {}
-                    for j, (f, b) in splits.items():
-                        splits_t[first + j] = (f, b)
-                        cols[j] = bins[:, f] <= b
-                    ind = self._share_columns(cols, n, k, owners)
-                    left = M * ind  # exact
-                    M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
-                gl = (GH * M.unsqueeze(1)).sum(0)  # (2, 2^depth)
-                w = self._leaf_weights(gl[0], gl[1])
-                margin = margin + (M * w).sum(1)  # exact: M is 0/1 at precision 0
+                with prefetch.block("tree"):
+                    margin, w, owners_t, splits_t = self._fit_tree(margin, ey, bins, step)
                 leaf_w.append(w)
                 self.owners_.append(owners_t)
                 self.splits_.append(splits_t)

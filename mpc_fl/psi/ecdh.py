@@ -189,13 +189,8 @@ def _swap(channel: Channel, peer: str, first: bool, payload: list[bytes] | None,
     return got
 
 
-def _swap_header(channel: Channel, peer: str, first: bool, header: dict) -> dict:
-    if first:
-        channel.send_json(peer, header)
-        got = channel.recv_json(peer)
-    else:
-        got = channel.recv_json(peer)
-        channel.send_json(peer, header)
+def _swap_header(channel: Channel, peer: str, header: dict) -> dict:
+    got = channel.exchange_json(peer, header)
     if not isinstance(got, dict) or got.get("protocol") != PROTOCOL:
         raise ValueError(f"peer {peer!r} does not speak {PROTOCOL}: header {got!r}")
     for field in ("n", "batch_size"):
@@ -229,7 +224,7 @@ def run_psi(
 
     with channel.phase(PHASE):
         header = {"protocol": PROTOCOL, "n": n, "batch_size": batch_size}
-        got = _swap_header(channel, peer, first, header)
+        got = _swap_header(channel, peer, header)
         n_peer, peer_bs = got["n"], got["batch_size"]
         n_steps = max(-(-n // batch_size), -(-n_peer // peer_bs))
 

@@ -75,6 +75,19 @@ class Channel(ABC):
     def recv_json(self, frm: str) -> Any:
         return json.loads(self.recv_bytes(frm).decode())
 
+    def exchange_json(self, peer: str, obj: Any) -> Any:
+        """Send ``obj`` to ``peer`` and return the peer's; the role that sorts first sends first.
+
+        Why the order: both sides call this symmetrically, and on a transport whose send blocks
+        until the peer receives, two parties that both sent first would deadlock.
+        """
+        if self.role < peer:
+            self.send_json(peer, obj)
+            return self.recv_json(peer)
+        got = self.recv_json(peer)
+        self.send_json(peer, obj)
+        return got
+
 
 class LocalChannel(Channel):
     """In-process channel over queues, for running all parties as threads in tests."""

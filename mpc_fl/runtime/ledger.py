@@ -50,12 +50,16 @@ class Ledger:
     party: str = ""
     phase_name: str = "setup"
     by_phase: dict[str, Traffic] = field(default_factory=dict)
+    #: The same traffic again, by ``"phase/step"`` for the blocks a protocol labels with :meth:`step`.
+    by_step: dict[str, Traffic] = field(default_factory=dict)
+    step_name: str | None = None
     _last_clock: float = field(default_factory=time.perf_counter)
 
     def flush(self) -> None:
-        """Book the time since the last flush to the current phase."""
+        """Book the time since the last flush to the current phase (and step)."""
         now = time.perf_counter()
-        self._current().wall_s += now - self._last_clock
+        for t in self._targets():
+            t.wall_s += now - self._last_clock
         self._last_clock = now
 
     @contextlib.contextmanager
@@ -69,26 +73,47 @@ class Ledger:
             self.flush()
             self.phase_name = previous
 
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Also book the block's traffic and time to ``"<phase>/<name>"`` (phase totals are unchanged).
+
+        Why a second label and not a nested phase: readers of ``by_phase`` keep their totals,
+        while a protocol can show where inside a phase its bytes and rounds go.
+        """
+        self.flush()
+        previous, self.step_name = self.step_name, name
+        try:
+            yield
+        finally:
+            self.flush()
+            self.step_name = previous
+
     def _current(self) -> Traffic:
         return self.by_phase.setdefault(self.phase_name, Traffic())
 
+    def _targets(self) -> list[Traffic]:
+        if self.step_name is None:
+            return [self._current()]
+        return [self._current(), self.by_step.setdefault(f"{self.phase_name}/{self.step_name}", Traffic())]
+
     def record_send(self, n_bytes: int, *, dealer: bool = False, rounds: int = 1) -> None:
-        t = self._current()
-        t.bytes_sent += n_bytes
-        t.messages_sent += 1
-        t.rounds += rounds
-        if dealer:
-            t.dealer_bytes += n_bytes
+        for t in self._targets():
+            t.bytes_sent += n_bytes
+            t.messages_sent += 1
+            t.rounds += rounds
+            if dealer:
+                t.dealer_bytes += n_bytes
 
     def record_recv(self, n_bytes: int, *, dealer: bool = False) -> None:
-        t = self._current()
-        t.bytes_recv += n_bytes
-        if dealer:
-            t.dealer_bytes += n_bytes
+        for t in self._targets():
+            t.bytes_recv += n_bytes
+            if dealer:
+                t.dealer_bytes += n_bytes
 
     def record_round(self) -> None:
         """A collective call (all-reduce, barrier...) counted once per party."""
-        self._current().rounds += 1
+        for t in self._targets():
+            t.rounds += 1
 
     def total(self) -> Traffic:
         out = Traffic()
@@ -101,6 +126,7 @@ class Ledger:
         return {
             "party": self.party,
             "by_phase": {k: asdict(v) for k, v in self.by_phase.items()},
+            "by_step": {k: asdict(v) for k, v in self.by_step.items()},
             "total": asdict(self.total()),
         }
 
@@ -108,10 +134,17 @@ class Ledger:
     def merge(ledgers: list[dict]) -> dict:
         """Sum several parties' ``to_dict()`` outputs into per-phase totals over all parties."""
         phases: dict[str, Traffic] = {}
+        steps: dict[str, Traffic] = {}
         for led in ledgers:
             for name, t in led["by_phase"].items():
                 phases.setdefault(name, Traffic()).add(Traffic(**t))
+            for name, t in led.get("by_step", {}).items():
+                steps.setdefault(name, Traffic()).add(Traffic(**t))
         total = Traffic()
         for t in phases.values():
             total.add(t)
-        return {"by_phase": {k: asdict(v) for k, v in phases.items()}, "total": asdict(total)}
+        return {
+            "by_phase": {k: asdict(v) for k, v in phases.items()},
+            "by_step": {k: asdict(v) for k, v in steps.items()},
+            "total": asdict(total),
+        }

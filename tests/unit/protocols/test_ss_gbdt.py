@@ -120,3 +120,31 @@ def test_three_parties_match_plaintext():
     plain = PlainGBDT(params).fit(X_tr, y_tr)
     np.testing.assert_allclose(res["bank"]["result"], plain.predict_proba(X_te), atol=2e-3)
     assert res["provider1"]["result"] is None and res["provider2"]["result"] is None
+
+
+def test_tournament_finds_the_first_maximum():
+    """The 4-way argmax on shares: first maximum on ties, any width (padding), one candidate."""
+    rows = [
+        [0.5, 2.0, 2.0, -1.0, 2.0],  # tie: the first 2.0 wins
+        [-1.0, -1.0, -1.0, -1.0, -1.0],  # all equal: the first
+        [0.0, 0.1, 0.2, 0.3, 3.25],  # the last
+    ]
+    wide = np.round(np.random.default_rng(3).normal(size=(2, 70)), 3)
+    wide[1, [17, 40]] = 5.0  # a tie across groups of four
+
+    def fn(session):  # noqa: ANN001, ANN202
+        import torch
+
+        from mpc_fl.crypto.secure_crypten import crypten
+        from mpc_fl.protocols.ss_gbdt import _argmax_first
+
+        out = []
+        for x in (rows, wide.tolist(), [[1.5], [0.0]]):
+            onehot = _argmax_first(crypten.cryptensor(torch.tensor(x), src=0))
+            out.append(onehot.get_plain_text().round().long().tolist())
+        return out
+
+    res = run_local(fn, timeout_s=120)["bank"]["result"]
+    for x, onehot in zip((rows, wide.tolist(), [[1.5], [0.0]]), res, strict=True):
+        expected = np.eye(len(x[0]), dtype=int)[np.argmax(np.array(x), axis=1)]  # numpy: first maximum
+        assert np.array_equal(np.array(onehot), expected)

@@ -23,6 +23,23 @@ def test_phases_are_exclusive_and_merge_sums_parties():
     assert merged["total"]["bytes_sent"] == 32
 
 
+def test_steps_label_traffic_without_changing_phase_totals():
+    led = Ledger(party="bank")
+    with led.phase("training"):
+        led.record_send(5)
+        with led.step("gains"):
+            led.record_send(3)
+            led.record_round()
+        with led.step("argmax"):
+            led.record_recv(4)
+    d = led.to_dict()
+    assert d["by_phase"]["training"]["bytes_sent"] == 8 and d["by_phase"]["training"]["rounds"] == 3
+    assert d["by_step"]["training/gains"]["bytes_sent"] == 3 and d["by_step"]["training/gains"]["rounds"] == 2
+    assert d["by_step"]["training/argmax"]["bytes_recv"] == 4
+    assert d["total"]["bytes_sent"] == 8  # steps are not counted twice
+    assert Ledger.merge([d, d])["by_step"]["training/gains"]["bytes_sent"] == 6
+
+
 def test_local_channel_counts_payloads_on_both_sides():
     chans = LocalChannel.create(("bank", "provider"))
     with chans["bank"].phase("training"):

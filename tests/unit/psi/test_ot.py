@@ -1,0 +1,118 @@
+"""OT-PSI (RR22, KKRT): correct intersection, same order on both sides, clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from mpc_fl.psi import _libpsi
+from mpc_fl.psi.ecdh import PSIResult
+from mpc_fl.psi.ot import run_ot_psi
+from mpc_fl.runtime.channel import LocalChannel
+
+ROLES = ("bank", "provider")
+
+
+def run_pair(ids_bank, ids_provider, *, protocol="rr22", protocol_provider=None, chans=None):
+    chans = chans or LocalChannel.create(ROLES)
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_ot_psi, chans["bank"], ids_bank, "provider", protocol=protocol)
+        fp = ex.submit(
+            run_ot_psi, chans["provider"], ids_provider, "bank", protocol=protocol_provider or protocol
+        )
+        return fb.result(timeout=120), fp.result(timeout=120)
+
+
+def check(ids_bank, ids_provider, rb: PSIResult, rp: PSIResult) -> None:
+    bank = [str(x) for x in ids_bank]
+    prov = [str(x) for x in ids_provider]
+    expected = set(bank) & set(prov)
+    got_b = [bank[i] for i in rb.indices]
+    got_p = [prov[i] for i in rp.indices]
+    assert set(got_b) == expected and len(got_b) == len(expected)
+    assert got_b == got_p  # same rows in the same order on both sides
+    assert (rb.n_self, rb.n_peer, rp.n_self, rp.n_peer) == (len(bank), len(prov), len(prov), len(bank))
+
+
+@pytest.mark.parametrize("protocol", ["rr22", "kkrt"])
+def test_half_overlap(protocol):
+    rng = np.random.default_rng(0)
+    bank = rng.permutation(np.arange(0, 3000))
+    prov = rng.permutation(np.arange(1500, 4500))
+    rb, rp = run_pair(bank, prov, protocol=protocol)
+    check(bank, prov, rb, rp)
+    assert len(rb.indices) == 1500
+
+
+def test_traffic_is_booked_under_alignment():
+    chans = LocalChannel.create(ROLES)
+    run_pair(np.arange(1000), np.arange(500, 1500), chans=chans)
+    for ch in chans.values():
+        assert ch.ledger.to_dict()["by_phase"]["alignment"]["bytes_sent"] > 10_000
+
+
+def test_unbalanced_sets_either_way():
+    rng = np.random.default_rng(1)
+    big = rng.choice(10**9, size=5000, replace=False)
+    small = np.concatenate([big[:150], rng.choice(10**9, size=50, replace=False) + 10**9])
+    for bank, prov in [(small, big), (big, small)]:
+        rb, rp = run_pair(bank, prov)
+        check(bank, prov, rb, rp)
+
+
+def test_any_id_text_survives():
+    bank = ["a,b", 'quote"d', "newline\nid", "ünï", "7", "plain"]
+    prov = ["7", "ünï", "a,b", "other", "newline\nid", 'quote"d']
+    rb, rp = run_pair(bank, prov)
+    check(bank, prov, rb, rp)
+
+
+def test_no_overlap_gives_empty_result():
+    rb, rp = run_pair(np.arange(100), np.arange(100) + 1000)
+    assert len(rb.indices) == len(rp.indices) == 0
+
+
+def test_duplicates_refused_before_any_traffic():
+    chans = LocalChannel.create(ROLES)
+    with pytest.raises(ValueError, match="duplicate id '3'"):
+        run_ot_psi(chans["bank"], [1, 2, 3, 3], "provider")
+    assert chans["bank"].ledger.total().bytes_sent == 0
+
+
+def test_protocol_mismatch_is_named():
+    with pytest.raises(ValueError, match="does not speak mpc_fl/psi/(rr22|kkrt)/v1"):
+        run_pair(np.arange(10), np.arange(10), protocol="rr22", protocol_provider="kkrt")
+
+
+def test_missing_library_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(_libpsi, "_loaded", None)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "spu" else real(name, *a)
+    )
+    with pytest.raises(_libpsi.LibPsiMissing, match=r"pip install --no-deps spu==0\.9\.5"):
+        run_ot_psi(LocalChannel.create(ROLES)["bank"], [1, 2], "provider")
+
+
+def test_larger_set_as_receiver_gives_the_same_output():
+    rng = np.random.default_rng(2)
+    big = rng.choice(10**9, size=2000, replace=False)
+    small = big[:300]
+    chans = LocalChannel.create(ROLES)
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_ot_psi, chans["bank"], small, "provider", receiver="larger")
+        fp = ex.submit(run_ot_psi, chans["provider"], big, "bank", receiver="larger")
+        check(small, big, fb.result(timeout=120), fp.result(timeout=120))
+
+
+def test_receiver_rule_mismatch_is_named():
+    chans = LocalChannel.create(ROLES)
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider", receiver="larger")
+        fp = ex.submit(run_ot_psi, chans["provider"], np.arange(10), "bank")
+        for f in (fb, fp):
+            with pytest.raises(ValueError, match="PSI receiver"):
+                f.result(timeout=60)

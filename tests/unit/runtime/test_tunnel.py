@@ -1,0 +1,66 @@
+"""Tunnel: a library's TCP connections reach the peer's loopback server only through the channel."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mpc_fl.runtime.channel import LocalChannel
+from mpc_fl.runtime.tunnel import _DATA, _FRAME, Tunnel, free_loopback_port
+
+ROLES = ("bank", "provider")
+
+
+def _echo_server() -> tuple[socket.socket, int]:
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data[::-1])
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def _close_both(a: Tunnel, b: Tunnel) -> None:
+    with ThreadPoolExecutor(2) as ex:
+        for f in [ex.submit(a.close), ex.submit(b.close)]:
+            f.result(timeout=30)
+
+
+def test_bytes_cross_only_the_channel_and_are_counted():
+    chans = LocalChannel.create(ROLES)
+    server, port = _echo_server()
+    a = Tunnel(chans["bank"], "provider", target_port=free_loopback_port()).__enter__()
+    b = Tunnel(chans["provider"], "bank", target_port=port).__enter__()
+    payload = bytes(range(256)) * 4000  # ~1 MB, many frames
+    with socket.create_connection(("127.0.0.1", a.port)) as c:
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while data := c.recv(65536):
+            got += data
+    _close_both(a, b)
+    server.close()
+    # the echo server reverses each chunk it reads; the total and the multiset survive
+    assert len(got) == len(payload) and sorted(got) == sorted(payload)
+    assert chans["bank"].ledger.total().bytes_sent >= len(payload)
+    assert chans["provider"].ledger.total().bytes_sent >= len(payload)
+
+
+def test_frame_for_an_unknown_stream_is_an_error():
+    chans = LocalChannel.create(ROLES)
+    a = Tunnel(chans["bank"], "provider", target_port=free_loopback_port()).__enter__()
+    chans["provider"].send_bytes("bank", _FRAME.pack(_DATA, 41) + b"forged")
+    chans["provider"].send_bytes("bank", _FRAME.pack(3, 0))  # END, so close() does not wait
+    with pytest.raises(ValueError, match="unknown stream 41"):
+        a.close()
