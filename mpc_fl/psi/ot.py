@@ -80,6 +80,7 @@ _lock = threading.Lock()
 _users = 0
 _saved: tuple[int, int, str | None] | None = None
 _scratch: str | None = None
+_atexit_registered = False
 
 
 def _cleanup_at_exit() -> None:
@@ -100,11 +101,13 @@ def _library_context() -> Iterator[Path]:
     streams and its Python-side logging options, and it puts scratch files in ``$TMPDIR``.
     Reference-counted, so parties running as threads of one process (tests) share one setting.
     """
-    global _users, _saved, _scratch
+    global _users, _saved, _scratch, _atexit_registered
     with _lock:
         if _scratch is None:
             _scratch = tempfile.mkdtemp(prefix="mpc_fl-libpsi-")  # 0700
-            atexit.register(_cleanup_at_exit)
+            if not _atexit_registered:
+                atexit.register(_cleanup_at_exit)
+                _atexit_registered = True
         if _users == 0:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -121,6 +124,10 @@ def _library_context() -> Iterator[Path]:
         with _lock:
             _users -= 1
             if _users == 0 and _saved is not None:
+                # nothing of the library runs now: drop its scratch files and our trace files
+                _remove_trace_files(Path(_scratch) / "library.log")
+                shutil.rmtree(_scratch, ignore_errors=True)
+                _scratch = None
                 out, err, tmpdir = _saved
                 os.dup2(out, 1)
                 os.dup2(err, 2)
@@ -160,7 +167,7 @@ def _run_library(
     libspu,
     libpsi,
     workdir: Path,
-    keys: list[str],
+    src: Path,
     ranks: list[str],
     me: int,
     receiver: int,
@@ -168,10 +175,6 @@ def _run_library(
     tunnel: Tunnel,
     brpc_port: int,
 ) -> None:
-    src = workdir / "ids.csv"
-    # The decoy is not hex, so it never equals an encoded id; the peer's decoy is independent.
-    decoy = [f"z{secrets.token_hex(16)}"] if CONCEAL_INPUT_DIGEST else []
-    src.write_text("k\n" + "\n".join(keys + decoy) + "\n")
     desc = libspu.link.Desc()
     desc.id = "mpc_fl-psi"
     for rank, role in enumerate(ranks):
@@ -194,6 +197,49 @@ def _run_library(
         lctx.barrier()  # neither side stops its link while the other still needs it
     finally:
         lctx.stop_link()
+
+
+def _run_with_tunnel(
+    channel: Channel,
+    peer: str,
+    libspu,  # noqa: ANN001
+    libpsi,  # noqa: ANN001
+    workdir: Path,
+    src: Path,
+    ranks: list[str],
+    me: int,
+    receiver_rank: int,
+    protocol: str,
+) -> list[str]:
+    """Run the library in a worker thread behind a tunnel; return the common encoded ids (sorted)."""
+    failure: list[BaseException] = []
+    done = threading.Event()
+    # The tunnel's listener holds its port first, so the library's port cannot be the same one.
+    with Tunnel(channel, peer, target_port=0) as tunnel:
+        tunnel.target_port = brpc_port = free_loopback_port()
+
+        def work() -> None:
+            try:
+                _run_library(
+                    libspu, libpsi, workdir, src, ranks, me, receiver_rank, protocol, tunnel, brpc_port
+                )
+            except BaseException as err:
+                failure.append(err)
+            finally:
+                done.set()
+
+        with _library_context() as log:
+            threading.Thread(target=work, daemon=True, name="ot-psi").start()
+            # The library blocks in C++; watch the tunnel so a lost peer fails now.
+            while not done.wait(0.2):
+                if tunnel.failed is not None:
+                    raise tunnel.failed
+            if failure:
+                tail = " | ".join(log.read_text().strip().splitlines()[-3:]) if log.exists() else ""
+                raise RuntimeError(
+                    f"OT-PSI ({protocol}) with {peer!r} failed: {failure[0]} [{tail}]"
+                ) from failure[0]
+    return [k.strip('"') for k in (workdir / "common.csv").read_text().split("\n")[1:] if k]
 
 
 def run_ot_psi(
@@ -220,63 +266,29 @@ def run_ot_psi(
     n = len(keys)
     ranks = sorted([channel.role, peer])
     me = ranks.index(channel.role)
-    with channel.phase(PHASE):
-        header = {
-            "protocol": _TAG.format(protocol),
-            "library": f"spu {SPU_VERSION}",
-            "receiver": receiver,
-            "n": n,
-        }
-        n_peer = _swap_header(channel, peer, header)["n"]
-        sizes = {channel.role: n, peer: n_peer}
-        sign = 1 if receiver == "smaller" else -1
-        receiver_rank = min(range(2), key=lambda r: (sign * sizes[ranks[r]], r))
-        brpc_port = free_loopback_port()
-        with tempfile.TemporaryDirectory(prefix="mpc_fl-psi-") as tmp:
-            workdir = Path(tmp)
-            os.chmod(workdir, 0o700)
-            failure: list[BaseException] = []
-            done = threading.Event()
-            with Tunnel(channel, peer, target_port=brpc_port) as tunnel:
-
-                def work() -> None:
-                    try:
-                        _run_library(
-                            libspu,
-                            libpsi,
-                            workdir,
-                            keys,
-                            ranks,
-                            me,
-                            receiver_rank,
-                            protocol,
-                            tunnel,
-                            brpc_port,
-                        )
-                    except BaseException as err:
-                        failure.append(err)
-                    finally:
-                        done.set()
-
-                log = None
-                try:
-                    with _library_context() as log:
-                        threading.Thread(target=work, daemon=True, name="ot-psi").start()
-                        # The library blocks in C++; watch the tunnel so a lost peer fails now.
-                        while not done.wait(0.2):
-                            if tunnel.failed is not None:
-                                raise tunnel.failed
-                finally:
-                    if log is not None:
-                        _remove_trace_files(log)
-                if failure:
-                    tail = log.read_text().strip().splitlines()[-3:] if log and log.exists() else []
-                    detail = " | ".join(tail)
-                    raise RuntimeError(
-                        f"OT-PSI ({protocol}) with {peer!r} failed: {failure[0]} [{detail}]"
-                    ) from failure[0]
-            common = (workdir / "common.csv").read_text().split("\n")[1:]
+    with tempfile.TemporaryDirectory(prefix="mpc_fl-psi-") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o700)
+        # The slow local work (writing the library's input) comes before the parties synchronise,
+        # so neither side's library waits long for the other's to start.
+        src = workdir / "ids.csv"
+        # The decoy is not hex, so it never equals an encoded id; the peer's decoy is independent.
+        decoy = [f"z{secrets.token_hex(16)}"] if CONCEAL_INPUT_DIGEST else []
+        src.write_text("k\n" + "\n".join(keys + decoy) + "\n")
+        with channel.phase(PHASE):
+            header = {
+                "protocol": _TAG.format(protocol),
+                "library": f"spu {SPU_VERSION}",
+                "receiver": receiver,
+                "n": n,
+            }
+            n_peer = _swap_header(channel, peer, header)["n"]
+            sizes = {channel.role: n, peer: n_peer}
+            sign = 1 if receiver == "smaller" else -1
+            receiver_rank = min(range(2), key=lambda r: (sign * sizes[ranks[r]], r))
+            common = _run_with_tunnel(
+                channel, peer, libspu, libpsi, workdir, src, ranks, me, receiver_rank, protocol
+            )
     index = {k: i for i, k in enumerate(keys)}
-    common = [k.strip('"') for k in common]
     rows = np.fromiter((index[k] for k in common if k in index), dtype=np.int64)
     return PSIResult(indices=rows, n_self=n, n_peer=n_peer)
