@@ -29,7 +29,7 @@ def _ids(role: str, n_bank: int, n_provider: int, n_common: int) -> np.ndarray:
     return rng.permutation(np.concatenate([common, own]))
 
 
-def _psi(method: str, n_bank: int, n_provider: int, n_common: int, receiver: str = "smaller"):
+def _psi(method: str, n_bank: int, n_provider: int, n_common: int, receiver: str | None = None):
     def fn(session):
         from mpc_fl.pipeline import _intersect
         from mpc_fl.psi.ot import run_ot_psi
@@ -37,7 +37,7 @@ def _psi(method: str, n_bank: int, n_provider: int, n_common: int, receiver: str
         ids = _ids(session.role, n_bank, n_provider, n_common)
         peer = "provider" if session.role == "bank" else "bank"
         start = time.perf_counter()
-        if receiver == "smaller":
+        if receiver is None:  # the --align path, with its defaults
             rows = _intersect(session.channel, ids, peer, method, False)
         else:
             rows = run_ot_psi(session.channel, ids, peer, protocol=method, receiver=receiver).indices

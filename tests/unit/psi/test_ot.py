@@ -97,21 +97,21 @@ def test_missing_library_says_how_to_install(monkeypatch):
         run_ot_psi(LocalChannel.create(ROLES)["bank"], [1, 2], "provider")
 
 
-def test_larger_set_as_receiver_gives_the_same_output():
+def test_smaller_set_as_receiver_gives_the_same_output():
     rng = np.random.default_rng(2)
     big = rng.choice(10**9, size=2000, replace=False)
     small = big[:300]
     chans = LocalChannel.create(ROLES)
     with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(run_ot_psi, chans["bank"], small, "provider", receiver="larger")
-        fp = ex.submit(run_ot_psi, chans["provider"], big, "bank", receiver="larger")
+        fb = ex.submit(run_ot_psi, chans["bank"], small, "provider", receiver="smaller")
+        fp = ex.submit(run_ot_psi, chans["provider"], big, "bank", receiver="smaller")
         check(small, big, fb.result(timeout=120), fp.result(timeout=120))
 
 
 def test_receiver_rule_mismatch_is_named():
     chans = LocalChannel.create(ROLES)
     with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider", receiver="larger")
+        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider", receiver="smaller")
         fp = ex.submit(run_ot_psi, chans["provider"], np.arange(10), "bank")
         for f in (fb, fp):
             with pytest.raises(ValueError, match="PSI receiver"):
