@@ -76,6 +76,9 @@ CONCEAL_INPUT_DIGEST = True
 RECV_TIMEOUT_MS = 600_000
 
 
+#: One library run per process at a time: two at once in one process crashed it (a test ran
+#: both parties as threads). Parties are separate processes, so this costs nothing.
+_one_run = threading.Lock()
 _lock = threading.Lock()
 _users = 0
 _saved: tuple[int, int, str | None] | None = None
@@ -262,6 +265,23 @@ def run_ot_psi(
     if receiver not in ("smaller", "larger"):
         raise ValueError(f"receiver must be 'smaller' or 'larger', got {receiver!r}")
     libspu, libpsi = load()  # fail before talking to the peer if the library is missing
+    if not _one_run.acquire(blocking=False):
+        raise RuntimeError("an OT-PSI is already running in this process; run parties as separate processes")
+    try:
+        return _run_ot_psi(channel, ids, peer, protocol, receiver, libspu, libpsi)
+    finally:
+        _one_run.release()
+
+
+def _run_ot_psi(
+    channel: Channel,
+    ids: Sequence | np.ndarray,
+    peer: str,
+    protocol: str,
+    receiver: str,
+    libspu,  # noqa: ANN001
+    libpsi,  # noqa: ANN001
+) -> PSIResult:
     raw = canonical_ids(ids)
     keys = [k.hex() for k in raw]
     n = len(keys)

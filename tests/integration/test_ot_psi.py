@@ -4,62 +4,59 @@ Claim (mpc_fl/psi/ot.py): a party learns only the peer's set size and the inters
 that depends on the peer's whole set and nothing secret (such as a hash of it) would break
 that: it confirms a guess of the entire customer list. The attacker runs several PSIs with the
 victim: the victim holding set A (three times) and set B (twice), all of the same size and id
-format, the attacker's own input fixed. Any random-looking 16-byte string the attacker received
-in every run on A and in no run on B is a fingerprint of A. The library sends exactly such a hash
+format, the attacker's own input fixed. Any random-looking value (a length-delimited field of the
+library's protobuf messages) the attacker received in every run on A and in no run on B is a
+fingerprint of A. The library sends exactly such a hash
 unless the decoy key is added, so the same attack run without the decoy must find it.
 """
 
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import mpc_fl.psi.ot as ot
-from mpc_fl.runtime.channel import LocalChannel
-
-ROLES = ("bank", "provider")
-WINDOW = 16
-_TEXT = re.compile(rb"[ -~]{4}")
-
-
-def run_pair(ids_bank, ids_provider, chans) -> None:
-    with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(ot.run_ot_psi, chans["bank"], ids_bank, "provider")
-        fp = ex.submit(ot.run_ot_psi, chans["provider"], ids_provider, "bank")
-        fb.result(timeout=120), fp.result(timeout=120)
+from mpc_fl.runtime.local import run_local
 
 
 def _received_by_provider(bank_ids: np.ndarray, provider_ids: np.ndarray) -> bytes:
-    chans = LocalChannel.create(ROLES)
-    got: list[bytes] = []
-    inner = chans["provider"]._recv
+    """Every byte the provider's process receives from the bank in one OT-PSI (parties as processes)."""
 
-    def spy(frm: str) -> bytes:
-        data = inner(frm)
-        got.append(data)
-        return data
+    def fn(session):  # noqa: ANN001, ANN202
+        got: list[bytes] = []
+        if session.role == "provider":
+            inner = session.channel._recv
 
-    chans["provider"]._recv = spy  # type: ignore[method-assign]
-    run_pair(bank_ids, provider_ids, chans)
-    return b"".join(got)
+            def spy(frm: str) -> bytes:
+                data = inner(frm)
+                got.append(data)
+                return data
+
+            session.channel._recv = spy
+        mine = bank_ids if session.role == "bank" else provider_ids
+        ot.run_ot_psi(session.channel, mine, "provider" if session.role == "bank" else "bank")
+        return b"".join(got)
+
+    return run_local(fn, uses_crypten=False, dealer=False, timeout_s=120)["provider"]["result"]
 
 
 def _high_entropy_windows(stream: bytes) -> set[bytes]:
-    """16-byte windows that look random: >= 14 distinct bytes, no 4 printable characters in a row.
+    """Random-looking byte strings the peer received as whole values: length-delimited fields.
 
-    Why the filter: the library's RPC framing (message names, padded counters, lengths) also
-    repeats by chance across runs; random bytes, such as a hash, do not. Most 16-byte windows
-    of a random 32-byte value pass the filter (random bytes: 15.5 distinct, 4 printable in a
-    row in about 1 window of 5).
+    The library's messages are protobuf, so every value it sends (a hash, a seed, a block of
+    OT or VOLE output) travels as ``tag | length | bytes``. We take every field of 16 to 64
+    bytes that looks random (at least 3/4 distinct bytes); a fingerprint of our set would be
+    one of them. Why not every window of the raw stream: RPC framing (counters, names) also
+    repeats across runs by chance, and whole values do not.
     """
     out = set()
-    for i in range(len(stream) - WINDOW + 1):
-        w = stream[i : i + WINDOW]
-        if len(set(w)) >= 14 and not _TEXT.search(w):
-            out.add(w)
+    for length in range(16, 65):
+        for m in re.finditer(rb"[\x0a\x12\x1a\x22\x2a\x32\x3a\x42]" + re.escape(bytes([length])), stream):
+            value = stream[m.end() : m.end() + length]
+            if len(value) == length and len(set(value)) >= 3 * length // 4:
+                out.add(value)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,18 +13,25 @@ from mpc_fl.psi import _libpsi
 from mpc_fl.psi.ecdh import PSIResult
 from mpc_fl.psi.ot import run_ot_psi
 from mpc_fl.runtime.channel import LocalChannel
+from mpc_fl.runtime.local import PartyFailed, run_local
 
 ROLES = ("bank", "provider")
 
 
-def run_pair(ids_bank, ids_provider, *, protocol="rr22", protocol_provider=None, chans=None):
-    chans = chans or LocalChannel.create(ROLES)
-    with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(run_ot_psi, chans["bank"], ids_bank, "provider", protocol=protocol)
-        fp = ex.submit(
-            run_ot_psi, chans["provider"], ids_provider, "bank", protocol=protocol_provider or protocol
-        )
-        return fb.result(timeout=120), fp.result(timeout=120)
+def run_pair(ids_bank, ids_provider, *, kw_bank=None, kw_provider=None, **kw) -> tuple:
+    """Both parties as separate processes over TLS links (the library must not run twice in one process)."""
+
+    def fn(session):  # noqa: ANN001, ANN202
+        from mpc_fl.psi.ot import run_ot_psi
+
+        bank = session.role == "bank"
+        mine, extra = (ids_bank, kw_bank) if bank else (ids_provider, kw_provider)
+        r = run_ot_psi(session.channel, mine, "provider" if bank else "bank", **{**kw, **(extra or {})})
+        return {"indices": r.indices, "n_self": r.n_self, "n_peer": r.n_peer}
+
+    out = run_local(fn, uses_crypten=False, dealer=False, timeout_s=120)
+    rb, rp = (PSIResult(**out[r]["result"]) for r in ROLES)
+    return rb, rp, out
 
 
 def check(ids_bank, ids_provider, rb: PSIResult, rp: PSIResult) -> None:
@@ -42,16 +50,15 @@ def test_half_overlap(protocol):
     rng = np.random.default_rng(0)
     bank = rng.permutation(np.arange(0, 3000))
     prov = rng.permutation(np.arange(1500, 4500))
-    rb, rp = run_pair(bank, prov, protocol=protocol)
+    rb, rp, _ = run_pair(bank, prov, protocol=protocol)
     check(bank, prov, rb, rp)
     assert len(rb.indices) == 1500
 
 
 def test_traffic_is_booked_under_alignment():
-    chans = LocalChannel.create(ROLES)
-    run_pair(np.arange(1000), np.arange(500, 1500), chans=chans)
-    for ch in chans.values():
-        assert ch.ledger.to_dict()["by_phase"]["alignment"]["bytes_sent"] > 10_000
+    _, _, out = run_pair(np.arange(1000), np.arange(500, 1500))
+    for role in ROLES:
+        assert out[role]["ledger"]["by_phase"]["alignment"]["bytes_sent"] > 10_000
 
 
 def test_unbalanced_sets_either_way():
@@ -59,19 +66,19 @@ def test_unbalanced_sets_either_way():
     big = rng.choice(10**9, size=5000, replace=False)
     small = np.concatenate([big[:150], rng.choice(10**9, size=50, replace=False) + 10**9])
     for bank, prov in [(small, big), (big, small)]:
-        rb, rp = run_pair(bank, prov)
+        rb, rp, _ = run_pair(bank, prov)
         check(bank, prov, rb, rp)
 
 
 def test_any_id_text_survives():
     bank = ["a,b", 'quote"d', "newline\nid", "ünï", "7", "plain"]
     prov = ["7", "ünï", "a,b", "other", "newline\nid", 'quote"d']
-    rb, rp = run_pair(bank, prov)
+    rb, rp, _ = run_pair(bank, prov)
     check(bank, prov, rb, rp)
 
 
 def test_no_overlap_gives_empty_result():
-    rb, rp = run_pair(np.arange(100), np.arange(100) + 1000)
+    rb, rp, _ = run_pair(np.arange(100), np.arange(100) + 1000)
     assert len(rb.indices) == len(rp.indices) == 0
 
 
@@ -83,8 +90,8 @@ def test_duplicates_refused_before_any_traffic():
 
 
 def test_protocol_mismatch_is_named():
-    with pytest.raises(ValueError, match="does not speak mpc_fl/psi/(rr22|kkrt)/v1"):
-        run_pair(np.arange(10), np.arange(10), protocol="rr22", protocol_provider="kkrt")
+    with pytest.raises(PartyFailed, match="does not speak mpc_fl/psi/(rr22|kkrt)/v1"):
+        run_pair(np.arange(10), np.arange(10), kw_bank={"protocol": "rr22"}, kw_provider={"protocol": "kkrt"})
 
 
 def test_missing_library_says_how_to_install(monkeypatch):
@@ -101,18 +108,23 @@ def test_smaller_set_as_receiver_gives_the_same_output():
     rng = np.random.default_rng(2)
     big = rng.choice(10**9, size=2000, replace=False)
     small = big[:300]
-    chans = LocalChannel.create(ROLES)
-    with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(run_ot_psi, chans["bank"], small, "provider", receiver="smaller")
-        fp = ex.submit(run_ot_psi, chans["provider"], big, "bank", receiver="smaller")
-        check(small, big, fb.result(timeout=120), fp.result(timeout=120))
+    rb, rp, _ = run_pair(small, big, receiver="smaller")
+    check(small, big, rb, rp)
 
 
 def test_receiver_rule_mismatch_is_named():
+    with pytest.raises(PartyFailed, match="PSI receiver"):
+        run_pair(np.arange(10), np.arange(10), kw_bank={"receiver": "smaller"})
+
+
+def test_one_run_per_process():
+    """A second OT-PSI in the same process is refused at once (the library crashed when it ran twice)."""
     chans = LocalChannel.create(ROLES)
-    with ThreadPoolExecutor(2) as ex:
-        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider", receiver="smaller")
-        fp = ex.submit(run_ot_psi, chans["provider"], np.arange(10), "bank")
-        for f in (fb, fp):
-            with pytest.raises(ValueError, match="PSI receiver"):
-                f.result(timeout=60)
+    with ThreadPoolExecutor(1) as ex:
+        first = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider")  # waits for the header
+        time.sleep(0.5)
+        with pytest.raises(RuntimeError, match="already running in this process"):
+            run_ot_psi(chans["provider"], np.arange(10), "bank")
+        chans["provider"].send_json("bank", {"protocol": "something else"})  # lets the first one fail
+        with pytest.raises(ValueError, match="does not speak"):
+            first.result(timeout=30)
