@@ -64,13 +64,17 @@ def _fingerprints(n_bank: int, n_provider: int) -> set[bytes]:
     base = 10**7  # every id has 8 digits, so the two sets differ in content only
     provider = np.arange(n_provider) + base
     set_a = np.concatenate([np.arange(n_bank // 2) + base, np.arange(n_bank - n_bank // 2) + base + 10**6])
-    set_b = np.concatenate([np.arange(n_bank // 2) + base, np.arange(n_bank - n_bank // 2) + base + 2 * 10**6])
+    set_b = np.concatenate(
+        [np.arange(n_bank // 2) + base, np.arange(n_bank - n_bank // 2) + base + 2 * 10**6]
+    )
     runs_a = [_high_entropy_windows(_received_by_provider(set_a, provider)) for _ in range(3)]
     runs_b = [_high_entropy_windows(_received_by_provider(set_b, provider)) for _ in range(2)]
     return set.intersection(*runs_a) - set.union(*runs_b)
 
 
-@pytest.mark.parametrize("n_bank,n_provider", [(1500, 1500), (3000, 1000)], ids=["bank-receives", "bank-sends"])
+@pytest.mark.parametrize(
+    "n_bank,n_provider", [(1500, 1500), (3000, 1000)], ids=["bank-receives", "bank-sends"]
+)
 def test_peer_finds_no_fingerprint_of_our_set(n_bank, n_provider):
     assert ot.CONCEAL_INPUT_DIGEST
     assert _fingerprints(n_bank, n_provider) == set()
