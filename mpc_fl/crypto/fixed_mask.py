@@ -74,6 +74,18 @@ class FixedMaskMatrix:
         else:
             c = generate_random_ring_element(c_size, generator=client.get_generator())
         f = comm.get().all_reduce(v._tensor.share - b)  # opens v - b: uniformly random
+        return self._result(op, f, b, c, rows, v)
+
+    def _result(
+        self,
+        op: str,
+        f: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        rows: torch.Tensor | None,
+        v: MPCTensor,
+    ) -> MPCTensor:
+        """This party's share of the product as a tensor at the vector ``v``'s scale."""
         scale_bits = v._tensor.encoder.scale.bit_length() - 1
         out = MPCTensor.from_shares(self.combine(op, f, b, c, rows), precision=scale_bits)
         if self.precision > 0:
@@ -126,14 +138,7 @@ class FixedMaskMatrix:
         else:
             cs = [generate_random_ring_element(size, generator=client.get_generator()) for size in c_sizes]
         f = comm.get().all_reduce(u._tensor.share - b)  # the one opening
-        scale_bits = u._tensor.encoder.scale.bit_length() - 1
-        out = []
-        for m, c in zip(mats, cs, strict=True):
-            r = MPCTensor.from_shares(m.combine("t_matmul", f, b, c, None), precision=scale_bits)
-            if m.precision > 0:
-                r._tensor.div_(2**m.precision)
-            out.append(r)
-        return out
+        return [m._result("t_matmul", f, b, c, None, u) for m, c in zip(mats, cs, strict=True)]
 
     def release(self) -> None:
         """Let the dealer drop its copy of the mask (collective)."""

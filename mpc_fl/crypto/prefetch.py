@@ -41,9 +41,20 @@ class PrefetchMismatch(RuntimeError):
     """A replayed block asked the dealer for something it did not ask the first time."""
 
 
-def _message(func_name: str, device: Any, args: tuple, kwargs: dict) -> str:
-    """A canonical text of one request (args hold sizes, op names and at most small tensors)."""
-    return repr((func_name, None if device is None else str(device), args, sorted(kwargs.items())))
+def _message(func_name: str, device: Any, args: tuple, kwargs: dict) -> dict:
+    """One request as the dealer receives it (CrypTen's ``ttp_request`` message)."""
+    return {
+        "function": func_name,
+        "device": None if device is None else str(device),
+        "args": args,
+        "kwargs": kwargs,
+    }
+
+
+def _key(message: dict) -> str:
+    """A canonical text of one request, to compare a replayed request with the recorded one
+    (args hold sizes, op names and at most small tensors, so ``repr`` is exact)."""
+    return repr((message["function"], message["device"], message["args"], sorted(message["kwargs"].items())))
 
 
 def _request(client: Any, func_name: str, device: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -62,10 +73,9 @@ class DealerPrefetch:
     """
 
     def __init__(self) -> None:
-        self._recorded: dict[str, list[tuple[str, dict, torch.Size]]] = {}
-        self._recording: list[tuple[str, dict, torch.Size]] | None = None
+        self._recorded: dict[str, list[tuple[dict, torch.Size]]] = {}
+        self._recording: list[tuple[dict, torch.Size]] | None = None
         self._queue: deque[tuple[str, torch.Tensor]] | None = None
-        self.batches = 0
 
     @contextmanager
     def block(self, name: str) -> Iterator[None]:
@@ -91,22 +101,22 @@ class DealerPrefetch:
         if leftover:
             raise PrefetchMismatch(f"block {name!r} used {leftover} fewer dealer requests than recorded")
 
-    def _fetch(self, recorded: list[tuple[str, dict, torch.Size]]) -> list[tuple[str, torch.Tensor]]:
+    def _fetch(self, recorded: list[tuple[dict, torch.Size]]) -> list[tuple[str, torch.Tensor]]:
         """One ``batch`` request for the whole list; split the flat reply by the recorded sizes."""
-        flat = _original_request(TTPClient.get(), "batch", None, [msg for _, msg, _ in recorded])
-        self.batches += 1
+        flat = _original_request(TTPClient.get(), "batch", None, [message for message, _ in recorded])
         out, start = [], 0
-        for key, _, size in recorded:
+        for message, size in recorded:
             n = size.numel()
-            out.append((key, flat[start : start + n].reshape(size)))
+            out.append((_key(message), flat[start : start + n].reshape(size)))
             start += n
         if start != flat.numel():
             raise PrefetchMismatch(f"dealer sent {flat.numel()} values for {start} requested")
         return out
 
     def _serve(self, client: Any, func_name: str, device: Any, args: tuple, kwargs: dict) -> torch.Tensor:
-        key = _message(func_name, device, args, kwargs)
+        message = _message(func_name, device, args, kwargs)
         if self._queue is not None:
+            key = _key(message)
             if not self._queue:
                 raise PrefetchMismatch(f"request {func_name} beyond the recorded list")
             expected, result = self._queue.popleft()
@@ -114,12 +124,6 @@ class DealerPrefetch:
                 raise PrefetchMismatch(f"request {key[:120]} where the recorded list has {expected[:120]}")
             return result
         result = _original_request(client, func_name, device, *args, **kwargs)
-        message = {
-            "function": func_name,
-            "device": None if device is None else str(device),
-            "args": args,
-            "kwargs": kwargs,
-        }
         assert self._recording is not None
-        self._recording.append((key, message, result.size()))
+        self._recording.append((message, result.size()))
         return result

@@ -1,7 +1,7 @@
 """OT-based private set intersection (RR22 or KKRT) from SecretFlow's PSI library.
 
-Why: ECDH-PSI costs two group exponentiations per id and per party (365 s for 1,000,000 ids
-per side on this machine). OT-extension PSI replaces them with symmetric-key work: RR22
+Why: ECDH-PSI costs two group exponentiations per id and per party (255 s for 1,000,000 ids
+per side on this machine, benchmarks/results/psi.json). OT-extension PSI replaces them with symmetric-key work: RR22
 (Raghuraman and Rindal, CCS 2022; VOLE + OKVS) and KKRT (Kolesnikov et al., CCS 2016; batched
 OPRF from OT extension) align a million ids per side in seconds. We do not write our own: the
 ``spu`` wheel ships SecretFlow's maintained implementation (``libpsi``), loaded by
@@ -38,10 +38,12 @@ peer confirm a guess of our entire customer list. So each party adds one decoy k
 secret random bits to its input (never an encoded id, so it never joins the intersection):
 the hash then depends on a value the peer cannot guess. The test
 ``tests/integration/test_ot_psi.py`` plays a peer that records everything it receives and
-looks for any byte string that repeats across runs on the same input set and never occurs
-on another set: it finds the hash without the decoy and nothing with it. Not covered: malicious parties (RR22 has a malicious variant;
-the library's is not exposed here), and a party choosing its input set to probe for a
-customer, which no PSI prevents.
+looks for any random-looking value of the library's messages that repeats across runs on the
+same input set and never occurs on another set: it finds the hash without the decoy and
+nothing with it.
+
+Not covered: malicious parties (RR22 has a malicious variant; the library's is not exposed
+here), and a party choosing its input set to probe for a customer, which no PSI prevents.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ import atexit
 import os
 import re
 import secrets
-import shutil
 import sys
 import tempfile
 import threading
@@ -63,7 +64,8 @@ import numpy as np
 from mpc_fl.psi._libpsi import SPU_VERSION, load
 from mpc_fl.psi.ecdh import PSIResult, canonical_ids
 from mpc_fl.runtime.channel import Channel
-from mpc_fl.runtime.tunnel import Tunnel, free_loopback_port
+from mpc_fl.runtime.federation import free_port
+from mpc_fl.runtime.tunnel import Tunnel
 
 __all__ = ["OT_PROTOCOLS", "run_ot_psi"]
 
@@ -79,68 +81,54 @@ RECV_TIMEOUT_MS = 600_000
 #: One library run per process at a time: two at once in one process crashed it (a test ran
 #: both parties as threads). Parties are separate processes, so this costs nothing.
 _one_run = threading.Lock()
-_lock = threading.Lock()
-_users = 0
-_saved: tuple[int, int, str | None] | None = None
-_scratch: str | None = None
-_atexit_registered = False
+_exit_silenced = False
 
 
-def _cleanup_at_exit() -> None:
-    """The library logs from static destructors at exit and keeps scratch files till then."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    if _scratch is not None:
-        _remove_trace_files(Path(_scratch) / "library.log")
-        shutil.rmtree(_scratch, ignore_errors=True)
+def _silence_library_at_exit() -> None:
+    """The library logs from static destructors at process exit; send fds 1 and 2 to /dev/null then."""
+    global _exit_silenced
+    if not _exit_silenced:
+
+        def silence() -> None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+
+        atexit.register(silence)
+        _exit_silenced = True
 
 
 @contextmanager
-def _library_context() -> Iterator[Path]:
-    """While the library runs: its console logging goes to a log file, its scratch files to a private dir.
+def _library_output(workdir: Path) -> Iterator[Path]:
+    """While the library runs: its console logging goes to a log in ``workdir``, its scratch files there too.
 
     Why at the fd and environment level: the library's loggers are C++ and ignore Python's
     streams and its Python-side logging options, and it puts scratch files in ``$TMPDIR``.
-    Reference-counted, so parties running as threads of one process (tests) share one setting.
+    ``workdir`` is private (0700) and removed after the run, scratch files included.
     """
-    global _users, _saved, _scratch, _atexit_registered
-    with _lock:
-        if _scratch is None:
-            _scratch = tempfile.mkdtemp(prefix="mpc_fl-libpsi-")  # 0700
-            if not _atexit_registered:
-                atexit.register(_cleanup_at_exit)
-                _atexit_registered = True
-        if _users == 0:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _saved = (os.dup(1), os.dup(2), os.environ.get("TMPDIR"))
-            fd = os.open(Path(_scratch) / "library.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
-            os.environ["TMPDIR"] = _scratch
-        _users += 1
+    log, scratch = workdir / "library.log", workdir / "scratch"
+    scratch.mkdir(mode=0o700)
+    _silence_library_at_exit()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err, tmpdir = os.dup(1), os.dup(2), os.environ.get("TMPDIR")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ["TMPDIR"] = str(scratch)
     try:
-        yield Path(_scratch) / "library.log"
+        yield log
     finally:
-        with _lock:
-            _users -= 1
-            if _users == 0 and _saved is not None:
-                # nothing of the library runs now: drop its scratch files and our trace files
-                _remove_trace_files(Path(_scratch) / "library.log")
-                shutil.rmtree(_scratch, ignore_errors=True)
-                _scratch = None
-                out, err, tmpdir = _saved
-                os.dup2(out, 1)
-                os.dup2(err, 2)
-                os.close(out)
-                os.close(err)
-                if tmpdir is None:
-                    os.environ.pop("TMPDIR", None)
-                else:
-                    os.environ["TMPDIR"] = tmpdir
-                _saved = None
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        if tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = tmpdir
+        _remove_trace_files(log)
 
 
 def _remove_trace_files(log: Path) -> None:
@@ -217,9 +205,8 @@ def _run_with_tunnel(
     """Run the library in a worker thread behind a tunnel; return the common encoded ids (sorted)."""
     failure: list[BaseException] = []
     done = threading.Event()
-    # The tunnel's listener holds its port first, so the library's port cannot be the same one.
-    with Tunnel(channel, peer, target_port=0) as tunnel:
-        tunnel.target_port = brpc_port = free_loopback_port()
+    brpc_port = free_port()  # below the ephemeral range, where no tunnel or dial can take it
+    with Tunnel(channel, peer, target_port=brpc_port) as tunnel:
 
         def work() -> None:
             try:
@@ -231,7 +218,7 @@ def _run_with_tunnel(
             finally:
                 done.set()
 
-        with _library_context() as log:
+        with _library_output(workdir) as log:
             threading.Thread(target=work, daemon=True, name="ot-psi").start()
             # The library blocks in C++; watch the tunnel so a lost peer fails now.
             while not done.wait(0.2):

@@ -63,30 +63,27 @@ class Ledger:
         self._last_clock = now
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Attribute all traffic and time inside the block to phase ``name`` (exclusive of nested phases)."""
+    def _label(self, attr: str, name: str | None) -> Iterator[None]:
         self.flush()
-        previous, self.phase_name = self.phase_name, name
+        previous = getattr(self, attr)
+        setattr(self, attr, name)
         try:
             yield
         finally:
             self.flush()
-            self.phase_name = previous
+            setattr(self, attr, previous)
 
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def phase(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Attribute all traffic and time inside the block to phase ``name`` (exclusive of nested phases)."""
+        return self._label("phase_name", name)
+
+    def step(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Also book the block's traffic and time to ``"<phase>/<name>"`` (phase totals are unchanged).
 
         Why a second label and not a nested phase: readers of ``by_phase`` keep their totals,
         while a protocol can show where inside a phase its bytes and rounds go.
         """
-        self.flush()
-        previous, self.step_name = self.step_name, name
-        try:
-            yield
-        finally:
-            self.flush()
-            self.step_name = previous
+        return self._label("step_name", name)
 
     def _current(self) -> Traffic:
         return self.by_phase.setdefault(self.phase_name, Traffic())

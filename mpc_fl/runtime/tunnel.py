@@ -27,19 +27,12 @@ from functools import partial
 
 from mpc_fl.runtime.channel import Channel
 
-__all__ = ["Tunnel", "free_loopback_port"]
+__all__ = ["Tunnel"]
 
 _OPEN, _DATA, _EOF, _END = range(4)
 _FRAME = struct.Struct("<BI")
 _READ = 1 << 16
 _CONNECT_TIMEOUT_S = 60.0
-
-
-def free_loopback_port() -> int:
-    """A loopback TCP port that is free now (the kernel's choice)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Tunnel:

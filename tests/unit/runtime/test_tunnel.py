@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mpc_fl.runtime.channel import LocalChannel
-from mpc_fl.runtime.tunnel import _DATA, _FRAME, Tunnel, free_loopback_port
+from mpc_fl.runtime.federation import free_port
+from mpc_fl.runtime.tunnel import _DATA, _FRAME, Tunnel
 
 ROLES = ("bank", "provider")
 
@@ -40,7 +41,7 @@ def _close_both(a: Tunnel, b: Tunnel) -> None:
 def test_bytes_cross_only_the_channel_and_are_counted():
     chans = LocalChannel.create(ROLES)
     server, port = _echo_server()
-    a = Tunnel(chans["bank"], "provider", target_port=free_loopback_port()).__enter__()
+    a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
     b = Tunnel(chans["provider"], "bank", target_port=port).__enter__()
     payload = bytes(range(256)) * 4000  # ~1 MB, many frames
     with socket.create_connection(("127.0.0.1", a.port)) as c:
@@ -59,7 +60,7 @@ def test_bytes_cross_only_the_channel_and_are_counted():
 
 def test_frame_for_an_unknown_stream_is_an_error():
     chans = LocalChannel.create(ROLES)
-    a = Tunnel(chans["bank"], "provider", target_port=free_loopback_port()).__enter__()
+    a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
     chans["provider"].send_bytes("bank", _FRAME.pack(_DATA, 41) + b"forged")
     chans["provider"].send_bytes("bank", _FRAME.pack(3, 0))  # END, so close() does not wait
     with pytest.raises(ValueError, match="unknown stream 41"):
