@@ -10,7 +10,7 @@ import subprocess
 from mpc_fl.config import REPO_ROOT
 
 PACKAGES = (
-    "mpc_fl", "torch", "crypten", "numpy", "sf-heu", "pynacl", "cryptography", "scikit-learn", "xgboost-cpu",
+    "mpc_fl", "torch", "crypten", "numpy", "sf-heu", "pynacl", "cryptography", "scikit-learn", "xgboost-cpu", "spu",
 )  # fmt: skip
 
 

@@ -1,12 +1,14 @@
-"""The dealer learns the sizes and the public batch schedule, nothing about the data: playing the
-dealer, with every message it receives, two SS-LR runs on different features and labels of the
-same shapes look byte for byte the same, while two runs with different batch sizes do not."""
+"""The dealer learns the sizes and the public schedule, nothing about the data: playing the
+dealer, with every message it receives, two runs on different features and labels of the same
+shapes look byte for byte the same, while two runs with another public setting do not. SS-LR
+(its online engine's plans) and SS-GBDT (CrypTen's requests, then one batch per tree)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mpc_fl.models.lr import LRParams
 from mpc_fl.protocols.base import LocalData
@@ -16,11 +18,23 @@ from mpc_fl.runtime.mesh import Mesh
 _RECV = Mesh.recv  # the real one, whatever an earlier call patched in
 
 
-def _dealer_view(monkeypatch, tmp_path: Path, seed: int, batch_size: int = 50) -> list[bytes]:  # noqa: ANN001
-    """Every payload the dealer receives in one default SS-LR run (the forked dealer inherits the patch)."""
-    from mpc_fl.protocols.ss_lr import SecretSharedLR
+def _protocol(name: str, setting: int):  # noqa: ANN202
+    """The protocol under test; ``setting`` is a public choice (LR batch size, GBDT bins) the dealer may see."""
+    if name == "ss_lr":
+        from mpc_fl.protocols.ss_lr import SecretSharedLR
 
-    log = tmp_path / f"dealer-{seed}-{batch_size}.bin"
+        return SecretSharedLR(LRParams(n_epochs=2, batch_size=setting, min_iterations=0))
+    from mpc_fl.models.gbdt import GBDTParams
+    from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
+
+    return SecretSharedGBDT(GBDTParams(n_trees=3, max_depth=2, n_bins=setting))  # trees 2 and 3: batches
+
+
+def _dealer_view(
+    monkeypatch, tmp_path: Path, seed: int, name: str = "ss_lr", setting: int = 50
+) -> list[bytes]:  # noqa: ANN001
+    """Every payload the dealer receives in one run (the forked dealer inherits the patch)."""
+    log = tmp_path / f"dealer-{name}-{seed}-{setting}.bin"
 
     def recording_recv(self, peer, channel, timeout_s=None):  # noqa: ANN001, ANN202
         data = _RECV(self, peer, channel, timeout_s)
@@ -33,11 +47,10 @@ def _dealer_view(monkeypatch, tmp_path: Path, seed: int, batch_size: int = 50) -
     gen = np.random.default_rng(seed)
     Xb, Xp = gen.normal(size=(300, 3)), gen.normal(size=(300, 4))
     y = (gen.random(300) < 0.4).astype(np.int64)
-    params = LRParams(n_epochs=2, batch_size=batch_size, min_iterations=0)
 
     def fn(session):  # noqa: ANN001, ANN202
         X = Xb if session.role == "bank" else Xp
-        SecretSharedLR(params).fit(session, LocalData(X, y if session.role == "bank" else None))
+        _protocol(name, setting).fit(session, LocalData(X, y if session.role == "bank" else None))
 
     run_local(fn)
     raw, out = log.read_bytes(), []
@@ -48,10 +61,11 @@ def _dealer_view(monkeypatch, tmp_path: Path, seed: int, batch_size: int = 50) -
     return out
 
 
-def test_the_dealer_sees_the_same_messages_whatever_the_data(monkeypatch, tmp_path):
-    first = _dealer_view(monkeypatch, tmp_path, seed=1)
-    second = _dealer_view(monkeypatch, tmp_path, seed=2)
+@pytest.mark.parametrize(("name", "setting", "other"), [("ss_lr", 50, 60), ("ss_gbdt", 8, 6)])
+def test_the_dealer_sees_the_same_messages_whatever_the_data(monkeypatch, tmp_path, name, setting, other):
+    first = _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=setting)
+    second = _dealer_view(monkeypatch, tmp_path, seed=2, name=name, setting=setting)
     assert len(first) > 0
     assert first == second
-    # positive control: what the dealer does learn (the public schedule's shape) shows up in its view
-    assert _dealer_view(monkeypatch, tmp_path, seed=1, batch_size=60) != first
+    # positive control: what the dealer does learn (the public settings' shapes) shows up in its view
+    assert _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=other) != first

@@ -47,15 +47,18 @@ def _high_entropy_windows(stream: bytes) -> set[bytes]:
 
     The library's messages are protobuf, so every value it sends (a hash, a seed, a block of
     OT or VOLE output) travels as ``tag | length | bytes``. We take every field of 16 to 64
-    bytes that looks random (at least 3/4 distinct bytes); a fingerprint of our set would be
-    one of them. Why not every window of the raw stream: RPC framing (counters, names) also
-    repeats across runs by chance, and whole values do not.
+    bytes that looks random (at least 3/4 distinct bytes, at most 3/4 printable); a
+    fingerprint of our set would be one of them. Why not every window of the raw stream: RPC
+    framing (counters, names) also repeats across runs by chance, and whole values do not; and
+    why the printable bound: a tag-like byte inside the library's message names (e.g.
+    ``mpc_fl-psi-read:P2P-...``) can frame a piece of that text, whose counter varies by run.
     """
     out = set()
     for length in range(16, 65):
         for m in re.finditer(rb"[\x0a\x12\x1a\x22\x2a\x32\x3a\x42]" + re.escape(bytes([length])), stream):
             value = stream[m.end() : m.end() + length]
-            if len(value) == length and len(set(value)) >= 3 * length // 4:
+            text = sum(32 <= c < 127 for c in value)  # random bytes: 37% printable
+            if len(value) == length and len(set(value)) >= 3 * length // 4 and text <= 3 * length // 4:
                 out.add(value)
     return out
 
