@@ -63,9 +63,11 @@ class FixedMaskMatrix:
             client.ttp_request("fixed_mask_setup", None, self.key, owner, self.shape)
         self.E = comm.get().broadcast(E.contiguous(), owner)  # the one-time opening of M - A
 
-    def _product(self, v: MPCTensor, op: str, rows: torch.Tensor | None) -> MPCTensor:
+    def _correlation(
+        self, op: str, size_b: tuple[int, ...], rows: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This party's ``[b]`` and ``[c] = [A b]`` (or ``[A^T b]``) for one product, from the dealer."""
         client = TTPClient.get()
-        size_b = tuple(v.size())
         b = generate_random_ring_element(size_b, generator=client.get_generator())
         n_out = len(rows) if rows is not None else self.shape[0]
         c_size = (self.shape[1] if op == "t_matmul" else n_out, *size_b[1:])
@@ -73,8 +75,30 @@ class FixedMaskMatrix:
             c = client.ttp_request("fixed_mask_triple", None, self.key, op, size_b, rows)
         else:
             c = generate_random_ring_element(c_size, generator=client.get_generator())
+        return b, c
+
+    def _product(self, v: MPCTensor, op: str, rows: torch.Tensor | None) -> MPCTensor:
+        b, c = self._correlation(op, tuple(v.size()), rows)
         f = comm.get().all_reduce(v._tensor.share - b)  # opens v - b: uniformly random
         return self._result(op, f, b, c, rows, v)
+
+    @staticmethod
+    def matmul_many(mats: list[FixedMaskMatrix], vs: list[MPCTensor]) -> list[MPCTensor]:
+        """``[M_q v_q]`` for several fixed matrices and their own vectors, opened in one round.
+
+        Why: the oblivious GBDT routes rows with every party's bin matrix at once; each
+        ``v_q - b_q`` is a one-time pad of its own, so sending them together changes only the
+        round count.
+        """
+        pairs = [m._correlation("matmul", tuple(v.size()), None) for m, v in zip(mats, vs, strict=True)]
+        masked = torch.cat([(v._tensor.share - b).reshape(-1) for v, (b, _) in zip(vs, pairs, strict=True)])
+        f = comm.get().all_reduce(masked)
+        out, start = [], 0
+        for m, v, (b, c) in zip(mats, vs, pairs, strict=True):
+            part = f[start : start + b.numel()].reshape(b.shape)
+            out.append(m._result("matmul", part, b, c, None, v))
+            start += b.numel()
+        return out
 
     def _result(
         self,

@@ -96,9 +96,10 @@ from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 MASKS = ("fixed", "generic")
 #: ``ledger.step``: labels a block's traffic (histograms, gains, argmax, routing, leaves).
 StepLabel = Callable[[str], AbstractContextManager]
-#: Newton iterations for 1/x on [1/16, 1] from the constant start 2/(1+1/16): the error
-#: contracts from 0.88 to below 2^-20 in 7 squarings.
-NR_ITERS = 7
+#: Iterations for 1/x on [1/16, 1] after a local Newton step from the constant 2/(1+1/16)
+#: (relative error e <= 0.78): each ``y <- y (1 + e)(1 + e^2)`` takes e to e^4 in three
+#: rounds (Newton squares it in two), so three reach 0.78^64 ~ 1.2e-7, as six Newton steps did.
+QUARTIC_ITERS = 3
 _NR_START = 2.0 / (1.0 + 1.0 / 16.0)
 #: Score of padding in the argmax tournament: below invalid candidates (-1).
 _PAD = -4.0
@@ -126,6 +127,33 @@ def _upscale(x: MPCTensor, bits: int) -> MPCTensor:
     return _on_shares(x, lambda s: s * (1 << bits), precision=bits)
 
 
+def _raw(x: MPCTensor) -> MPCTensor:
+    """``x`` as the integers that encode it (precision 0): same shares, no communication."""
+    return MPCTensor.from_shares(x._tensor.share, precision=0)
+
+
+def _exact_products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
+    """``a * b`` for several pairs of any shapes in one Beaver round (flattened, concatenated).
+
+    Why: independent products cost one round together instead of one each. Each pair has an
+    operand at precision 0 (a bit, a count), so the product of the encoding integers is the
+    encoded product, exact with no truncation, at the other operand's precision.
+    """
+    for a, b in pairs:
+        if a.size() != b.size() or min(_precision(a), _precision(b)) != 0:
+            raise ValueError("exact products need equal shapes and one operand at precision 0")
+    flat_a = crypten.cat([_raw(a).reshape(-1) for a, _ in pairs])
+    flat_b = crypten.cat([_raw(b).reshape(-1) for _, b in pairs])
+    prod = flat_a * flat_b
+    out, start = [], 0
+    for a, b in pairs:
+        n = a.nelement()
+        part = prod[start : start + n].reshape(a.size())
+        out.append(MPCTensor.from_shares(part._tensor.share, precision=_precision(a) + _precision(b)))
+        start += n
+    return out
+
+
 class _RangeReduced:
     """``1/x`` for shared ``x`` in ``[16^-K, ~1]`` as ``factor * y`` with ``y = 1/x'`` in ``[1, 16]``.
 
@@ -144,8 +172,18 @@ class _RangeReduced:
         thr = torch.tensor([16.0**-j for j in range(1, k + 1)]).view(k, *([1] * x.dim()))
         return crypten.stack([x] * k) - thr
 
-    def __init__(self, x: MPCTensor, k: int, ge: MPCTensor | None = None):
-        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already."""
+    def __init__(
+        self,
+        x: MPCTensor,
+        k: int,
+        ge: MPCTensor | None = None,
+        square: MPCTensor | None = None,
+        ride: list[tuple[MPCTensor, MPCTensor]] = (),
+    ):
+        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already; ``square``: a tensor
+        shaped like ``x`` whose square rides along in the first Newton product (``self.squared``);
+        ``ride``: exact products (:func:`_exact_products`) to do in the range reduction's round
+        (``self.ridden``)."""
         self.k = k
         if k > 0:
             stacked = crypten.stack([x] * k)
@@ -153,25 +191,37 @@ class _RangeReduced:
                 ge = self.thresholds(x, k) >= 0
             self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
             xs = x
-            cx = self.c * stacked  # exact: bit times value
+            cx, *self.ridden = _exact_products([(self.c, stacked), *ride])  # bit times value
             for j in range(k):
                 xs = xs + _int_mul(cx[j], 15 * 16**j)
         else:
             xs = x
+            self.ridden = _exact_products(list(ride)) if ride else []
         y = xs * (-_NR_START * _NR_START) + 2 * _NR_START  # first Newton step from the constant
-        for _ in range(NR_ITERS - 1):
-            y = y * (2 - xs * y)
+        self.squared = None
+        for i in range(QUARTIC_ITERS):
+            if i == 0 and square is not None:  # the caller's square in the same round
+                both = crypten.stack([xs, square]) * crypten.stack([y, square])
+                xy, self.squared = both[0], both[1]
+            else:
+                xy = xs * y
+            e = 1 - xy
+            pair = crypten.stack([e, y]) * crypten.stack([e, 1 + e])  # e^2 and y (1 + e), one round
+            y = pair[1] * (1 + pair[0])
         self.y = y
 
-    def times_factor(self, v: MPCTensor) -> MPCTensor:
-        """``v * factor`` (``v`` broadcastable to ``x``): exact apart from ``v``'s own error."""
+    def times_factor(
+        self, v: MPCTensor, ride: list[tuple[MPCTensor, MPCTensor]] = ()
+    ) -> tuple[MPCTensor, list[MPCTensor]]:
+        """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error; and the
+        ``ride`` products, done in the same round."""
         if self.k == 0:
-            return v
-        cv = self.c * crypten.stack([v] * self.k)
+            return v, (_exact_products(list(ride)) if ride else [])
+        cv, *ridden = _exact_products([(self.c, crypten.stack([v] * self.k)), *ride])
         out = v
         for j in range(self.k):
             out = out + _int_mul(cv[j], 15 * 16**j)
-        return out
+        return out, ridden
 
 
 #: Candidates compared per tournament round: 4 takes half the rounds of 2 for twice the comparisons.
@@ -188,17 +238,25 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
     ``x_i > x_j`` for every earlier j and ``x_i >= x_j`` for every later j, so ties break like
     :func:`mpc_fl.models.gbdt.best_split` (first in row-major order). The winner carries its
     position as a one-hot over its group's members (selected in the same product as its
-    value), so no pass back down the tree is needed. Per round: one comparison, two products
-    for the win bits (a product of three), one product to select. Values must exceed ``_PAD``.
-    The one-hot comes out at the values' precision (0/1 values).
+    value), so no pass back down the tree is needed. Per round: one comparison, then two
+    product rounds: the first two win-bit factors together with the third factor times the
+    values, then their product (the selection). Values must exceed ``_PAD``.
+
+    The tournament runs on the encoded integers (precision 0): every product is a bit times
+    an integer, so nothing is truncated and the one-hot comes out as exact 0/1 integers, ready
+    to select columns of other precision-0 tensors (the oblivious routing) without rounding.
     """
     k, N = x.size()
+    scale = 1 << _precision(x)
+    raw = MPCTensor.from_shares(x._tensor.share, precision=0)  # x * scale as integers: same order
     rounds = max(1, math.ceil(math.log(N, TOURNAMENT_WIDTH) - 1e-9)) if N > 1 else 0
     width = TOURNAMENT_WIDTH**rounds
     if width > N:
-        x = crypten.cat([x, crypten.cryptensor(torch.full((k, width - N), _PAD))], dim=1)
+        raw = crypten.cat(
+            [raw, crypten.cryptensor(torch.full((k, width - N), _PAD * scale), precision=0)], dim=1
+        )
     # T[..., 0] is the value, T[..., 1:] the one-hot of its position within its subtree
-    T = crypten.cat([x.unsqueeze(2), crypten.cryptensor(torch.ones(k, width, 1))], dim=2)
+    T = crypten.cat([raw.unsqueeze(2), crypten.cryptensor(torch.ones(k, width, 1), precision=0)], dim=2)
     for _ in range(rounds):
         groups = T.size(1) // TOURNAMENT_WIDTH
         T = T.reshape(k, groups, TOURNAMENT_WIDTH, T.size(2))
@@ -206,12 +264,17 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
         diffs = crypten.stack([v[:, :, i] - v[:, :, j] for i, j in _PAIRS])  # (6, k, groups)
         ge = diffs >= 0  # exact 0/1, precision 0
         c = {pair: ge[n] for n, pair in enumerate(_PAIRS)}
-        # win bit of candidate i: product of three bits, as two products of pairs
+        # win bit of candidate i: product of three bits
         first = crypten.stack([c[0, 1], 1 - c[0, 1], 1 - c[0, 2], 1 - c[0, 3]])
         second = crypten.stack([c[0, 2], c[1, 2], 1 - c[1, 2], 1 - c[1, 3]])
         third = crypten.stack([c[0, 3], c[1, 3], c[2, 3], 1 - c[2, 3]])
-        win = (first * second) * third  # (4, k, groups), exactly one 1 per group
-        picked = win.permute(1, 2, 0).unsqueeze(3) * T  # exact: bit times value
+        # win bit of i times its values: (first * second) * (third * T), two rounds, exact
+        size = T.size()
+        third = _on_shares(
+            third.permute(1, 2, 0).unsqueeze(3), lambda s, size=size: s.expand(*size).contiguous()
+        )
+        both, third_t = _exact_products([(first, second), (third, T)])
+        picked = both.permute(1, 2, 0).unsqueeze(3) * third_t  # exactly one winner per group
         value = picked[:, :, :, 0].sum(2, keepdim=True)
         T = crypten.cat([value, picked[:, :, :, 1:].reshape(k, groups, -1)], dim=2)
     return T[:, 0, 1 : N + 1]
@@ -239,11 +302,26 @@ class SecretSharedGBDT(VerticalProtocol):
         "dealer": "request sizes only",
     }
 
-    def __init__(self, params: GBDTParams = GBDTParams(), *, mask: str = "fixed"):  # noqa: B008 (frozen)
-        self.params, self.mask = params, mask
+    #: What each party learns in the oblivious mode (``oblivious=True``).
+    OBLIVIOUS_LEAKAGE: ClassVar[dict[str, str]] = {
+        "bank": "test scores only (no split owner, feature, bin, node membership or path)",
+        "provider": "nothing beyond the public sizes",
+        "dealer": "request sizes only",
+    }
+
+    def __init__(
+        self,
+        params: GBDTParams = GBDTParams(),  # noqa: B008 (frozen)
+        *,
+        mask: str = "fixed",
+        oblivious: bool = False,
+    ):
+        self.params, self.mask, self.oblivious = params, mask, bool(oblivious)
+        if self.oblivious:
+            self.leakage = self.OBLIVIOUS_LEAKAGE
 
     def params_dict(self) -> dict:
-        return {**self.params.to_dict(), "mask": self.mask}
+        return {**self.params.to_dict(), "mask": self.mask, "oblivious": self.oblivious}
 
     def run_info(self) -> dict:
         """Per party (by role), how many nodes' training rows it can reconstruct: the measured leakage.
@@ -253,6 +331,16 @@ class SecretSharedGBDT(VerticalProtocol):
         """
         if not hasattr(self, "owners_"):
             return {}
+        if self.oblivious:  # no owner, split or membership is ever opened: nothing to reconstruct
+            n_internal = 2**self.params.max_depth - 1
+            nothing = {
+                "internal": 0,
+                "internal_total": self.params.n_trees * (n_internal - 1),
+                "leaves": 0,
+                "leaves_total": self.params.n_trees * (n_internal + 1),
+                "empty": 0,
+            }
+            return {"oblivious": True, "reconstructable_nodes": dict.fromkeys(self.roles_, nothing)}
         return {
             "reconstructable_nodes": {
                 role: reconstructable_summary(self.owners_, rank) for rank, role in enumerate(self.roles_)
@@ -308,14 +396,62 @@ class SecretSharedGBDT(VerticalProtocol):
             CNT.append(hist[:, : nb - 1, 2].reshape(d_q, nb - 1, k))
         return GL, HL, GR, HR, CNT
 
-    def _best_splits(
-        self, cands: tuple, k: int, step: StepLabel
-    ) -> tuple[np.ndarray, dict[int, tuple[int, int]], MPCTensor]:
-        """Public owners, this party's own (feature, bin) per node, and the shared (k, C + 1) one-hot."""
-        with step("gains"):
-            offsets, scores = self._scores(cands, k)
-        with step("argmax"):
-            return self._argmax_reveal(scores, offsets, k)
+    def _route(self, onehot: MPCTensor, offsets: list[int]) -> tuple[MPCTensor, list[MPCTensor]]:
+        """Oblivious routing: the (n, k) 0/1 left-indicators of the chosen splits, nothing opened.
+
+        Candidate (f, b) sends row i left iff ``bin[i, f] <= b``, i.e. iff the one-hot bin row of
+        ``B`` meets the bins ``<= b``. So the k shared one-hot columns become, per party, the
+        (d_q*n_bins, k) shared vector ``v_q[f, b'] = sum_{b >= b'} onehot[f, b]`` (a local,
+        exact suffix sum), and ``[ind] = sum_q B_q [v_q] + [no split]`` needs only the fixed-mask
+        products of every party's bin matrix (one opening of the masked ``v_q``, all parties at
+        once). Returns the indicators and the routing vectors (the saved model scores with them).
+        """
+        nb = self.params.n_bins
+        oh = onehot.t()  # (C + 1, k), exact 0/1 at precision 0
+        C = oh.size(0) - 1
+
+        def suffix_sums(s: torch.Tensor, d: int) -> torch.Tensor:
+            t = s.reshape(d, nb - 1, -1).flip(1).cumsum(1).flip(1)
+            return torch.cat([t, torch.zeros_like(t[:, :1])], dim=1).reshape(d * nb, -1)
+
+        vs = [
+            _on_shares(oh[o : o + d * (nb - 1)], lambda s, d=d: suffix_sums(s, d))
+            for o, d in zip(offsets, self.widths_, strict=True)
+        ]
+        vs.append(oh[C:])  # (1, k): "no valid split" sends every row left
+        parts = FixedMaskMatrix.matmul_many(self.mats_, vs[:-1])
+        ind = parts[0]
+        for part in parts[1:]:
+            ind = ind + part
+        return ind + vs[-1], vs
+
+    def _reveal_splits(
+        self, onehot: MPCTensor, offsets: list[int], k: int
+    ) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+        """Default mode: everyone learns each node's owner party (or no split), the owner its own split."""
+        nb = self.params.n_bins
+        C = onehot.size(1) - 1
+        # reveal to everyone only the owner party (or no split); to the owner its own candidate
+        blocks = []
+        for q, d in enumerate(self.widths_):
+            blocks.append(onehot[:, offsets[q] : offsets[q] + d * (nb - 1)])
+        owner_bits = crypten.stack([b.sum(1) for b in blocks] + [onehot[:, C]], dim=1)  # (k, P + 1)
+        owner_bits = owner_bits.get_plain_text().round().long()
+        owners = np.full(k, NO_SPLIT, dtype=np.int64)
+        for j in range(k):
+            w = int(torch.argmax(owner_bits[j]))
+            owners[j] = w if w < self.n_parties_ else NO_SPLIT
+        mine_plain = None
+        for q, b in enumerate(blocks):
+            plain = b.get_plain_text(dst=q)
+            if q == self.rank_:
+                mine_plain = plain
+        splits: dict[int, tuple[int, int]] = {}
+        for j in range(k):
+            if owners[j] == self.rank_:
+                c = int(torch.argmax(mine_plain[j]))
+                splits[j] = divmod(c, nb - 1)
+        return owners, splits
 
     def _scores(self, hists: tuple, k: int) -> tuple[list[int], MPCTensor]:
         """(k, C + 1) split scores: invalid -1, valid gain + 1 (scaled), then 0 for "no split"."""
@@ -341,43 +477,21 @@ class SecretSharedGBDT(VerticalProtocol):
             tests.append(_RangeReduced.thresholds(x, kb).reshape(-1))
         ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
         ok = ge[: checks.nelement()].reshape(checks.size())
-        valid = ok[0] * ok[1] * ok[2]
-        rr = _RangeReduced(x, kb, ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None)
         a = G.div(self.scale_g_)
-        t = (a * rr.y) * a
-        gain = rr.times_factor(t)  # G^2/(H + lam) * s / s_g^2
+        # valid = ok0 * ok1 * ok2 rides along in the range reduction's two bit-times-value rounds
+        rr = _RangeReduced(
+            x,
+            kb,
+            ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None,
+            square=a,
+            ride=[(ok[0], ok[1])],
+        )
+        t = rr.squared * rr.y
+        gain, (valid,) = rr.times_factor(t, ride=[(rr.ridden[0], ok[2])])  # G^2/(H + lam) * s / s_g^2
         gain = gain[0] + gain[1]
         score = valid * (gain + 2.0) - 1.0  # invalid: -1; valid: >= 1 (gains are >= 0)
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
         return offsets, crypten.cat([score, dummy]).t()
-
-    def _argmax_reveal(
-        self, scores: MPCTensor, offsets: list[int], k: int
-    ) -> tuple[np.ndarray, dict[int, tuple[int, int]], MPCTensor]:
-        nb = self.params.n_bins
-        C = scores.size(1) - 1
-        onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1
-        # reveal to everyone only the owner party (or no split); to the owner its own candidate
-        blocks = []
-        for q, d in enumerate(self.widths_):
-            blocks.append(onehot[:, offsets[q] : offsets[q] + d * (nb - 1)])
-        owner_bits = crypten.stack([b.sum(1) for b in blocks] + [onehot[:, C]], dim=1)  # (k, P + 1)
-        owner_bits = owner_bits.get_plain_text().round().long()
-        owners = np.full(k, NO_SPLIT, dtype=np.int64)
-        for j in range(k):
-            w = int(torch.argmax(owner_bits[j]))
-            owners[j] = w if w < self.n_parties_ else NO_SPLIT
-        mine_plain = None
-        for q, b in enumerate(blocks):
-            plain = b.get_plain_text(dst=q)
-            if q == self.rank_:
-                mine_plain = plain
-        splits: dict[int, tuple[int, int]] = {}
-        for j in range(k):
-            if owners[j] == self.rank_:
-                c = int(torch.argmax(mine_plain[j]))
-                splits[j] = divmod(c, nb - 1)
-        return owners, splits, onehot
 
     @staticmethod
     def _children_sums(cands: tuple, onehot: MPCTensor, k: int) -> tuple[MPCTensor, MPCTensor]:
@@ -405,8 +519,9 @@ class SecretSharedGBDT(VerticalProtocol):
 
     def _fit_tree(
         self, margin: MPCTensor, ey: MPCTensor, bins: np.ndarray, step: StepLabel
-    ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]]]:
-        """One tree: the new margin, the shared leaf weights, the public owners and this party's splits.
+    ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]], list[MPCTensor]]:
+        """One tree: the new margin, the shared leaf weights, the public owners and this party's splits,
+        and (oblivious mode) the shared routing vectors of its nodes, per party plus "no split".
 
         Per level, only the left children's histograms are computed (one product of the
         gradients with the left-child memberships, one opening for every party's bin matrix);
@@ -422,6 +537,7 @@ class SecretSharedGBDT(VerticalProtocol):
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         splits_t: dict[int, tuple[int, int]] = {}
         hists: list[MPCTensor] = []
+        routes: list[list[MPCTensor]] = []  # oblivious mode: per level, per party (+ no split)
         left = M
         for level in range(depth):
             k = 2**level
@@ -437,29 +553,39 @@ class SecretSharedGBDT(VerticalProtocol):
                     ]
                 hists = lh
             cands = self._candidates(hists, k)
-            owners, splits, onehot = self._best_splits(cands, k, step)
-            first = k - 1
-            owners_t[first : first + k] = owners
-            cols = {}
-            for j, (f, b) in splits.items():
-                splits_t[first + j] = (f, b)
-                cols[j] = bins[:, f] <= b
+            with step("gains"):
+                offsets, scores = self._scores(cands, k)
+            with step("argmax"):
+                onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
+                if not self.oblivious:
+                    owners, splits = self._reveal_splits(onehot, offsets, k)
             with step("routing"):
-                ind = self._share_columns(cols, n, k, owners)
+                if self.oblivious:
+                    ind, vs = self._route(onehot, offsets)
+                    routes.append(vs)
+                else:
+                    first = k - 1
+                    owners_t[first : first + k] = owners
+                    cols = {}
+                    for j, (f, b) in splits.items():
+                        splits_t[first + j] = (f, b)
+                        cols[j] = bins[:, f] <= b
+                    ind = self._share_columns(cols, n, k, owners)
                 left = M * ind  # exact
                 M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
         with step("leaves"):
             G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
             w = self._leaf_weights(G_leaf, H_leaf)
             margin = margin + (M * w).sum(1)  # exact: M is 0/1 at precision 0
-        return margin, w, owners_t, splits_t
+        route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)] if routes else []
+        return margin, w, owners_t, splits_t, route_t
 
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
         x = (H + self.params.reg_lambda).div(self.scale_)
         rr = _RangeReduced(x, self.k_bits_)
         q = (G * rr.y) * (-self.params.learning_rate)
-        return rr.times_factor(q).div(self.scale_)
+        return rr.times_factor(q)[0].div(self.scale_)
 
     # ------------------------------------------------------------------ protocol
     def fit(self, ctx: Context, data: LocalData) -> None:
@@ -467,6 +593,8 @@ class SecretSharedGBDT(VerticalProtocol):
         p.validate()
         if self.mask not in MASKS:
             raise ValueError(f"unknown mask {self.mask!r}; choose from {MASKS}")
+        if self.oblivious and self.mask != "fixed":
+            raise ValueError("oblivious=true routes rows with the fixed-mask bin matrices: use mask='fixed'")
         if p.reg_lambda <= 0:
             raise ValueError("ss_gbdt needs reg_lambda > 0 (empty leaves would divide by zero)")
         comm = crypten.communicator.get()
@@ -511,19 +639,24 @@ class SecretSharedGBDT(VerticalProtocol):
             np.ndarray
         ] = []  # per tree, per internal node (heap order): owner rank or NO_SPLIT
         self.splits_: list[dict[int, tuple[int, int]]] = []  # per tree: node -> (own feature, bin)
-        leaf_w = []
+        leaf_w, routes = [], []
         step: StepLabel = ctx.channel.ledger.step
         # every tree asks the dealer for the same list: one request per tree after the first
         prefetch = DealerPrefetch()
         with ctx.channel.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as tick:
             for _ in range(p.n_trees):
                 with prefetch.block("tree"):
-                    margin, w, owners_t, splits_t = self._fit_tree(margin, ey, bins, step)
+                    margin, w, owners_t, splits_t, route_t = self._fit_tree(margin, ey, bins, step)
                 leaf_w.append(w)
-                self.owners_.append(owners_t)
-                self.splits_.append(splits_t)
+                if self.oblivious:
+                    routes.append(route_t)
+                else:
+                    self.owners_.append(owners_t)
+                    self.splits_.append(splits_t)
                 tick()
         self.leaf_w_ = crypten.stack(leaf_w)  # (n_trees, 2^depth), secret-shared
+        # oblivious mode: per party (and "no split"), (d_q*n_bins or 1, n_trees*(2^depth - 1)) shares
+        self.routes_ = [crypten.cat(list(r), dim=1) for r in zip(*routes, strict=True)] if routes else []
         for m in mats:
             m.release()
 
@@ -540,6 +673,9 @@ class SecretSharedGBDT(VerticalProtocol):
         n, width = data.n_rows, p.n_trees * 2**p.max_depth
         with ctx.channel.phase("scoring"):
             self._restore()
+            if self.oblivious:
+                z = self._oblivious_margins(data).get_plain_text(dst=0)
+                return None if self.rank_ != 0 else z.double().numpy().ravel() + self.base_
             reach = None
             for q in range(self.n_parties_):
                 mine = self._own_leaf_marks(data.X) if q == self.rank_ else torch.zeros(n, width)
@@ -551,6 +687,42 @@ class SecretSharedGBDT(VerticalProtocol):
         if self.rank_ != 0:
             return None
         return z.double().numpy().ravel() + self.base_
+
+    def _oblivious_margins(self, data: LocalData) -> MPCTensor:
+        """Shared margins of the test rows without revealing any split or path.
+
+        Each party's test-row bin matrix is opened once under a fixed mask; the saved routing
+        vectors give every node's left-indicator of every row in one product round, and the
+        leaf a row reaches is the product of the indicators on its path (one round per level).
+        """
+        p = self.params
+        n, nb, depth = data.n_rows, p.n_bins, p.max_depth
+        n_nodes = 2**depth - 1
+        bins = apply_bins(data.X, self.edges_)
+        mats = [
+            FixedMaskMatrix(
+                _one_hot_bins(bins, nb) if q == self.rank_ else None,
+                owner=q,
+                shape=(n, d_q * nb),
+                precision=0,
+            )
+            for q, d_q in enumerate(self.widths_)
+        ]
+        parts = FixedMaskMatrix.matmul_many(mats, self.routes_[:-1])
+        for m in mats:
+            m.release()
+        ind = parts[0]
+        for part in parts[1:]:
+            ind = ind + part
+        ind = (ind + self.routes_[-1]).reshape(n, p.n_trees, n_nodes)  # exact 0/1, precision 0
+        reach = None
+        for level in range(depth):
+            k = 2**level
+            go_left = ind[:, :, k - 1 : 2 * k - 1]
+            left = go_left if reach is None else reach * go_left  # exact
+            right = (1 - go_left) if reach is None else reach - left
+            reach = crypten.stack([left, right], dim=3).reshape(n, p.n_trees, 2 * k)
+        return (reach.reshape(n, -1) * self.leaf_w_.reshape(-1)).sum(1)  # exact: 0/1 times weights
 
     def _own_leaf_marks(self, X: np.ndarray) -> torch.Tensor:
         """(rows, trees x leaves) 0/1: the leaves this party's own splits (and, at the bank, the public
@@ -587,9 +759,13 @@ class SecretSharedGBDT(VerticalProtocol):
             "splits": [{str(k): list(v) for k, v in s.items()} for s in self.splits_],
             "base": self.base_,
             "precision": _precision(self.leaf_w_),
+            "oblivious": self.oblivious,
+            "n_routes": len(self.routes_),
         }
         arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
         arrays["leaf_w_share"] = self.leaf_w_._tensor.share.numpy().copy()
+        for j, r in enumerate(self.routes_):  # oblivious mode: shares of the routing vectors
+            arrays[f"route_share_{j}"] = r._tensor.share.numpy().copy()
         return meta, arrays
 
     def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -599,11 +775,16 @@ class SecretSharedGBDT(VerticalProtocol):
         self.splits_ = [{int(k): (int(f), int(b)) for k, (f, b) in s.items()} for s in meta["splits"]]
         self.base_ = meta["base"]
         self.edges_ = [arrays[f"edges_{j}"] for j in range(self.widths_[self.rank_])]
-        self._saved = (int(meta["precision"]), arrays["leaf_w_share"])
+        self.oblivious = bool(meta.get("oblivious", False))
+        if self.oblivious:
+            self.leakage = self.OBLIVIOUS_LEAKAGE
+        routes = [arrays[f"route_share_{j}"] for j in range(int(meta.get("n_routes", 0)))]
+        self._saved = (int(meta["precision"]), arrays["leaf_w_share"], routes)
 
     def _restore(self) -> None:
-        """Saved leaf-weight shares back into a CrypTen tensor (once the party has joined)."""
+        """Saved shares (leaf weights, oblivious routing vectors) back into CrypTen tensors."""
         saved = getattr(self, "_saved", None)
         if saved is not None:
             self.leaf_w_ = MPCTensor.from_shares(torch.from_numpy(saved[1].copy()), precision=saved[0])
+            self.routes_ = [MPCTensor.from_shares(torch.from_numpy(r.copy()), precision=0) for r in saved[2]]
             self._saved = None

@@ -92,7 +92,11 @@ def test_breast_same_trees_and_auc(breast):
 
 @pytest.mark.parametrize(
     ("kwargs", "params"),
-    [({"mask": "bogus"}, GBDTParams()), ({}, GBDTParams(reg_lambda=0.0))],
+    [
+        ({"mask": "bogus"}, GBDTParams()),
+        ({}, GBDTParams(reg_lambda=0.0)),
+        ({"mask": "generic", "oblivious": True}, GBDTParams()),
+    ],
 )
 def test_rejects_bad_settings_before_any_traffic(kwargs, params):  # noqa: ANN001
     proto = SecretSharedGBDT(params, **kwargs)
@@ -148,3 +152,53 @@ def test_tournament_finds_the_first_maximum():
     for x, onehot in zip((rows, wide.tolist(), [[1.5], [0.0]]), res, strict=True):
         expected = np.eye(len(x[0]), dtype=int)[np.argmax(np.array(x), axis=1)]  # numpy: first maximum
         assert np.array_equal(np.array(onehot), expected)
+
+
+def _decode_routes(routes: list[np.ndarray], widths: list[int], n_bins: int, n_trees: int) -> list:
+    """Joint (feature, bin) per node from opened routing vectors (the test opens them; no party does)."""
+    n_nodes = routes[-1].shape[1] // n_trees
+    trees = []
+    for t in range(n_trees):
+        nodes = []
+        for j in range(t * n_nodes, (t + 1) * n_nodes):
+            if routes[-1][0, j] == 1:
+                nodes.append((NO_SPLIT, NO_SPLIT))
+                continue
+            found = []
+            for q, d in enumerate(widths):
+                v = routes[q][:, j].reshape(d, n_bins)
+                for f in np.flatnonzero(v[:, 0]):
+                    found.append((sum(widths[:q]) + int(f), int(v[f].sum()) - 1))
+            assert len(found) == 1, found  # exactly one split per node
+            nodes.append(found[0])
+        trees.append(nodes)
+    return trees
+
+
+def test_oblivious_mode_matches_plaintext_and_reveals_no_split():
+    X_tr, y_tr, X_te, _ = _synthetic()
+    params = GBDTParams(n_trees=2, max_depth=3, n_bins=16)
+
+    def fn(session):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if session.role == "bank" else slice(3, 6)
+        proto = SecretSharedGBDT(params, oblivious=True)
+        proto.fit(session, LocalData(X_tr[:, cols], y_tr if session.role == "bank" else None))
+        p = proto.predict_proba(session, LocalData(X_te[:, cols]))
+        routes = [r.get_plain_text().round().long().numpy() for r in proto.routes_]  # opened by the test
+        return {
+            "p": p,
+            "owners": proto.owners_,
+            "splits": proto.splits_,
+            "routes": routes,
+            "info": proto.run_info(),
+        }
+
+    res = run_local(fn, timeout_s=600)
+    bank, prov = res["bank"]["result"], res["provider"]["result"]
+    assert bank["owners"] == [] and bank["splits"] == [] and prov["owners"] == [] and prov["splits"] == []
+    assert prov["p"] is None
+    assert bank["info"]["oblivious"] and bank["info"]["reconstructable_nodes"]["provider"]["internal"] == 0
+    plain = PlainGBDT(params).fit(X_tr, y_tr)
+    expected = [list(zip(t.feature.tolist(), t.bin.tolist(), strict=True)) for t in plain.trees_]
+    assert _decode_routes(bank["routes"], [3, 3], 16, 2) == expected
+    np.testing.assert_allclose(bank["p"], plain.predict_proba(X_te), atol=2e-3)
