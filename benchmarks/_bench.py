@@ -22,6 +22,7 @@ PROTOCOLS: dict[str, tuple[str, str, dict]] = {
     "paillier_lr_2048": ("paillier_lr", "lr", {"key_bits": 2048}),
     "plain_gbdt": ("plain_gbdt", "gbdt", {}),
     "ss_gbdt": ("ss_gbdt", "gbdt", {"mask": "fixed"}),
+    "ss_gbdt_oblivious": ("ss_gbdt", "gbdt", {"mask": "fixed", "oblivious": True}),
     "secureboost_2048": ("secureboost", "gbdt", {"key_bits": 2048}),
 }
 

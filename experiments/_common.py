@@ -20,6 +20,7 @@ LABELS = {
     "paillier_lr_2048": "Paillier LR 2048",
     "plain_gbdt": "Plaintext GBDT",
     "ss_gbdt": "SS-GBDT (CrypTen)",
+    "ss_gbdt_oblivious": "SS-GBDT oblivious",
     "secureboost_2048": "SecureBoost 2048",
 }
 COLORS = {"plain": "#7f7f7f", "ss": "#1f77b4", "paillier": "#d62728", "secureboost": "#d62728"}

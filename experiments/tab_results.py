@@ -63,39 +63,58 @@ SIGMOIDS = ("poly", "exact", "hard", "taylor1")
 GBDT_STEPS = ("gradients", "histograms", "gains", "argmax", "routing", "leaves")
 
 
-def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
-    """Where SS-GBDT's training bytes and rounds go, per tree (default_credit), from the ledger's step labels."""
-    e = next(
-        (e for e in entries if e.get("case") == "ss_gbdt" and e.get("dataset") == "default_credit"), None
-    )
-    if e is None or "by_step" not in e["parties"]["bank"]["ledger"]:
-        return []
+GBDT_MODES = {"ss_gbdt": "default", "ss_gbdt_oblivious": "oblivious"}
+
+
+def _step_costs(e: dict) -> dict[str, tuple[float, float, float, float]]:
+    """Per step and in total, per tree: MB sent by all parties, bank rounds, platform rounds, bank s."""
     n_trees = units(e)[0]
     ledgers = {r: p["ledger"] for r, p in e["parties"].items()}
-    out = [
-        "| step (per tree) | MB sent, all parties | bank rounds | platform rounds | bank s |",
-        "|---|---:|---:|---:|---:|",
-    ]
     steps = {r: led["by_step"] for r, led in ledgers.items()}
+    out = {}
     for name in (*GBDT_STEPS, "total"):
         if name == "total":
-            sent = sum(led["by_phase"]["training"]["bytes_sent"] for led in ledgers.values())
-            rb = ledgers["bank"]["by_phase"]["training"]["rounds"]
-            rp = ledgers["provider"]["by_phase"]["training"]["rounds"]
-            secs = ledgers["bank"]["by_phase"]["training"]["wall_s"]
+            cost = {r: led["by_phase"]["training"] for r, led in ledgers.items()}
         else:
-            key = f"training/{name}"
-            sent = sum(st.get(key, {}).get("bytes_sent", 0) for st in steps.values())
-            rb = steps["bank"].get(key, {}).get("rounds", 0)
-            rp = steps["provider"].get(key, {}).get("rounds", 0)
-            secs = steps["bank"].get(key, {}).get("wall_s", 0.0)
-        label = "training (all steps, and the dealer requests)" if name == "total" else name
-        out.append(
-            f"| {label} | {_mb(sent / n_trees)} | {rb / n_trees:,.0f} | {rp / n_trees:,.0f} | {secs / n_trees:.2f} |"
+            cost = {r: st.get(f"training/{name}", {}) for r, st in steps.items()}
+        sent = sum(c.get("bytes_sent", 0) for c in cost.values())
+        out[name] = (
+            sent / n_trees,
+            cost["bank"].get("rounds", 0) / n_trees,
+            cost["provider"].get("rounds", 0) / n_trees,
+            cost["bank"].get("wall_s", 0.0) / n_trees,
         )
-        numbers[f"gbdt_steps.{name}.mb"] = round(sent / n_trees / 1e6, 1)
-        numbers[f"gbdt_steps.{name}.bank_rounds"] = round(rb / n_trees)
-        numbers[f"gbdt_steps.{name}.platform_rounds"] = round(rp / n_trees)
+    return out
+
+
+def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Where SS-GBDT's training bytes and rounds go, per tree (default_credit), default and oblivious mode."""
+    found = {
+        case: e
+        for case in GBDT_MODES
+        for e in entries
+        if e.get("case") == case
+        and e.get("dataset") == "default_credit"
+        and "by_step" in e["parties"]["bank"]["ledger"]
+    }
+    if not found:
+        return []
+    costs = {case: _step_costs(e) for case, e in found.items()}
+    head = "| step (per tree) |" + "".join(
+        f" {GBDT_MODES[c]}: MB sent, all parties | bank rounds | platform rounds | bank s |" for c in costs
+    )
+    out = [head, "|---|" + "---:|---:|---:|---:|" * len(costs)]
+    for name in (*GBDT_STEPS, "total"):
+        label = "training (all steps, and the dealer requests)" if name == "total" else name
+        cells = ""
+        for case, cost in costs.items():
+            mb, rb, rp, secs = cost[name]
+            cells += f" {_mb(mb)} | {rb:,.0f} | {rp:,.0f} | {secs:.2f} |"
+            key = "gbdt_steps" if case == "ss_gbdt" else "gbdt_steps_oblivious"
+            numbers[f"{key}.{name}.mb"] = round(mb / 1e6, 1)
+            numbers[f"{key}.{name}.bank_rounds"] = round(rb)
+            numbers[f"{key}.{name}.platform_rounds"] = round(rp)
+        out.append(f"| {label} |{cells}")
     return out + [""]
 
 

@@ -4,8 +4,9 @@ Why: every CrypTen comparison (``<``, ``>=``, ``relu``, ``sign``, ``abs``, ``max
 ``MPCTensor._ltz``, which turns the whole 64-bit value into binary shares with a full
 Kogge-Stone adder (13 word-ANDs: 832 AND bits per element, one dealer request per AND level)
 and converts the sign bit back. With two computing parties the sign of ``x0 + x1`` needs only
-the carry out of the low 63 bits: :meth:`mpc_fl.crypto.online.TwoParty.msb`, 189 AND bits and
-eight rounds, with all its triples in one dealer request. :func:`install` routes ``_ltz``
+the carry out of the low 63 bits: :meth:`mpc_fl.crypto.online.TwoParty.msb`, 283 bits sent per
+element and party in six rounds (CrypTen: 832 AND bits, eight rounds), with all its correlations
+in one dealer request. :func:`install` routes ``_ltz``
 there, so every protocol that compares (SS-GBDT's argmax, validity tests and range reduction;
 SS-LR's CrypTen sigmoids) uses it. Three or more computing parties, or CrypTen's TFP (debug
 only), keep CrypTen's circuit. The result is exact for every ring value, like CrypTen's.

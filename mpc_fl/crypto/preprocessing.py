@@ -17,6 +17,11 @@ Items (n elements each; rings values in Z_2^64, bits packed eight to a byte):
   ``c = A[rows] b``;
 * ``tmatvec``: ``b`` (one per selected row) and ``c = A[rows]^T b``;
 * ``and``: a bit triple ``a, b, c = a & b`` as XOR shares;
+* ``cross_and`` (two parties): party 0's mask ``a``, party 1's mask ``b`` (each knows only its
+  own, drawn from its own stream) and XOR shares of ``a & b``;
+* ``and_b2a``: a bit triple's masks ``a, b`` and a bit ``r`` as XOR shares, and, as arithmetic
+  shares, ``D[e, f] = r ^ (a & b) ^ (e & b) ^ (f & a)`` for the four values of public bits
+  ``e, f`` (4n ring elements, ``D[2e + f]``): an AND whose result leaves as an arithmetic bit;
 * ``b2a``: a random bit ``r`` both as XOR shares and as arithmetic shares.
 
 The dealer learns the plan (sizes and the public row schedule), nothing else.
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("mul", "matvec", "tmatvec", "and", "b2a")
+KINDS = ("mul", "matvec", "tmatvec", "and", "cross_and", "and_b2a", "b2a")
 
 
 @dataclass
@@ -87,6 +92,12 @@ def item_sizes(item: tuple, plan: Plan, mask_shapes: dict[str, tuple[int, int]])
     if kind == "and":
         n = int(item[1])
         return [("bits", n), ("bits", n), ("bits", n)]
+    if kind == "cross_and":  # one mask per party (its own), then the shares of a & b
+        n = int(item[1])
+        return [("bits", n), ("bits", n)]
+    if kind == "and_b2a":
+        n = int(item[1])
+        return [("bits", n), ("bits", n), ("bits", n), ("ring", 4 * n)]
     if kind == "b2a":
         n = int(item[1])
         return [("bits", n), ("ring", n)]
@@ -167,9 +178,15 @@ def dealer_corrections(
     for item in plan.items:
         kind = item[0]
         draws = item_sizes(item, plan, shapes)
+        w_last, n_last = draws[-1]
+        if kind == "cross_and":  # not shared: party 0's own mask a, party 1's own mask b
+            if len(streams) != 2:
+                raise ValueError("cross ANDs need exactly two computing parties")
+            a, b = (_bits_from(s, n_last) for s in streams)
+            out += np.packbits((a & b) ^ bits_total(n_last, streams[1:]), bitorder="little").tobytes()
+            continue
         # every stream draws every value but the last; only parties 1..n-1 draw the last one
         firsts = [ring_total(n, streams) if w == "ring" else bits_total(n, streams) for w, n in draws[:-1]]
-        w_last, n_last = draws[-1]
         if kind == "mul":
             true = firsts[0] * firsts[1]
         elif kind == "matvec":
@@ -180,6 +197,10 @@ def dealer_corrections(
             true = A.t().matmul(firsts[0])
         elif kind == "and":
             true = firsts[0] & firsts[1]
+        elif kind == "and_b2a":
+            a, b, r = firsts
+            d = [r ^ (a & b) ^ (e & b) ^ (f & a) for e in (False, True) for f in (False, True)]
+            true = torch.from_numpy(np.concatenate(d).astype(np.int64))
         else:  # b2a: the same bit as an arithmetic value
             true = torch.from_numpy(firsts[0].astype(np.int64))
         if w_last == "ring":

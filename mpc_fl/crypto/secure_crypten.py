@@ -147,7 +147,18 @@ def installed() -> bool:
     return _rng.generate_random_ring_element is generate_random_ring_element
 
 
+def _drop_validation_hook() -> None:
+    """Use CrypTensor's plain attribute lookup: CrypTen wraps it to check ``cfg.debug.validation_mode``
+    on *every* attribute access (an omegaconf lookup, ~8% of SS-GBDT's compute, py-spy); mpc_fl
+    never runs CrypTen's validation mode, so the check can only cost time."""
+    from crypten.cryptensor import CrypTensor
+
+    hooked = CrypTensor.__dict__["__getattribute__"]
+    CrypTensor.__getattribute__ = getattr(hooked, "__wrapped__", hooked)
+
+
 install()
+_drop_validation_hook()
 
 # isort: split
 

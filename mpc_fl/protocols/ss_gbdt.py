@@ -132,24 +132,35 @@ def _raw(x: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(x._tensor.share, precision=0)
 
 
-def _exact_products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
+#: products riding along in a computation's product rounds: given what rode before, the pairs of the next
+Ride = Callable[[list[MPCTensor]], list[tuple[MPCTensor, MPCTensor]]]
+
+
+def _products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
     """``a * b`` for several pairs of any shapes in one Beaver round (flattened, concatenated).
 
-    Why: independent products cost one round together instead of one each. Each pair has an
-    operand at precision 0 (a bit, a count), so the product of the encoding integers is the
-    encoded product, exact with no truncation, at the other operand's precision.
+    Why: independent products cost one round together instead of one each. The encoding
+    integers are multiplied; a pair with an operand at precision 0 (a bit, a count) is then
+    exact, with no truncation, at the other operand's precision; a pair of two fixed-point
+    values is truncated like CrypTen's product (two-party local truncation).
     """
     for a, b in pairs:
-        if a.size() != b.size() or min(_precision(a), _precision(b)) != 0:
-            raise ValueError("exact products need equal shapes and one operand at precision 0")
+        if a.size() != b.size():
+            raise ValueError(f"products need equal shapes, got {tuple(a.size())} and {tuple(b.size())}")
     flat_a = crypten.cat([_raw(a).reshape(-1) for a, _ in pairs])
     flat_b = crypten.cat([_raw(b).reshape(-1) for _, b in pairs])
     prod = flat_a * flat_b
     out, start = [], 0
     for a, b in pairs:
         n = a.nelement()
-        part = prod[start : start + n].reshape(a.size())
-        out.append(MPCTensor.from_shares(part._tensor.share, precision=_precision(a) + _precision(b)))
+        share = prod._tensor.share[start : start + n].reshape(a.size())
+        pa, pb = _precision(a), _precision(b)
+        if min(pa, pb) == 0:
+            out.append(MPCTensor.from_shares(share, precision=pa + pb))
+        else:
+            part = MPCTensor.from_shares(share, precision=pa)
+            part._tensor.div_(2**pb)  # CrypTen's truncation, as in its own products
+            out.append(part)
         start += n
     return out
 
@@ -158,9 +169,9 @@ class _RangeReduced:
     """``1/x`` for shared ``x`` in ``[16^-K, ~1]`` as ``factor * y`` with ``y = 1/x'`` in ``[1, 16]``.
 
     ``c_j = [x < 16^-j]`` (exact 0/1 integers) give ``factor = 1 + sum_j 15*16^(j-1) c_j``
-    (a power of 16); ``x' = x * factor`` lies in ``[1/16, 1]`` where Newton converges fast and
-    every product stays below 16 in magnitude. Multiplying a result by ``factor`` afterwards
-    uses only bit-times-value products (no truncation) and integer scaling.
+    (a power of 16); ``x' = x * factor`` lies in ``[1/16, 1]`` where the iterations converge
+    fast and every product stays below 16 in magnitude. Multiplying a result by ``factor``
+    afterwards uses only bit-times-value products (no truncation) and integer scaling.
     """
 
     @staticmethod
@@ -177,38 +188,54 @@ class _RangeReduced:
         x: MPCTensor,
         k: int,
         ge: MPCTensor | None = None,
-        square: MPCTensor | None = None,
-        ride: list[tuple[MPCTensor, MPCTensor]] = (),
+        times: MPCTensor | None = None,
+        square: bool = False,
+        ride: list[Ride] = (),
     ):
-        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already; ``square``: a tensor
-        shaped like ``x`` whose square rides along in the first Newton product (``self.squared``);
-        ``ride``: exact products (:func:`_exact_products`) to do in the range reduction's round
-        (``self.ridden``)."""
-        self.k = k
+        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already.
+
+        ``times`` (shaped like ``x``): the result is ``times/x'`` (``times^2/x'`` with ``square``)
+        in ``self.scaled``, its products folded into the iterations' rounds (none of its own);
+        without it, ``self.y = 1/x'``. ``ride``: the caller's products for this computation's
+        first product rounds, one list per round (results in ``self.ridden``, in order).
+        """
+        self.k, self.ridden = k, []
+        rides = list(ride)
+
+        def round_(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
+            extra = rides.pop(0)(self.ridden) if rides else []
+            out = _products([*pairs, *extra])
+            self.ridden.extend(out[len(pairs) :])
+            return out[: len(pairs)]
+
         if k > 0:
             stacked = crypten.stack([x] * k)
             if ge is None:
                 ge = self.thresholds(x, k) >= 0
             self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
+            (cx,) = round_([(self.c, stacked)])  # bit times value: exact
             xs = x
-            cx, *self.ridden = _exact_products([(self.c, stacked), *ride])  # bit times value
             for j in range(k):
                 xs = xs + _int_mul(cx[j], 15 * 16**j)
         else:
             xs = x
-            self.ridden = _exact_products(list(ride)) if ride else []
         y = xs * (-_NR_START * _NR_START) + 2 * _NR_START  # first Newton step from the constant
-        self.squared = None
+        w = times
         for i in range(QUARTIC_ITERS):
-            if i == 0 and square is not None:  # the caller's square in the same round
-                both = crypten.stack([xs, square]) * crypten.stack([y, square])
-                xy, self.squared = both[0], both[1]
-            else:
-                xy = xs * y
-            e = 1 - xy
-            pair = crypten.stack([e, y]) * crypten.stack([e, 1 + e])  # e^2 and y (1 + e), one round
-            y = pair[1] * (1 + pair[0])
-        self.y = y
+            last = i == QUARTIC_ITERS - 1
+            pairs = [(xs, y)]
+            if i == 0 and square:
+                pairs.append((w, w))
+            if last and w is not None:
+                pairs.append((w, y))  # (squared by now: QUARTIC_ITERS > 1)
+            out = round_(pairs)
+            if i == 0 and square:
+                w = out[1]
+            e = 1 - out[0]
+            carry = out[-1] if last and w is not None else y
+            e2, yc = round_([(e, e), (carry, 1 + e)])  # e^2 and y (1 + e)
+            (y,) = round_([(yc, 1 + e2)])  # y (1 + e)(1 + e^2): error e^4
+        self.y, self.scaled = (y, None) if w is None else (None, y)
 
     def times_factor(
         self, v: MPCTensor, ride: list[tuple[MPCTensor, MPCTensor]] = ()
@@ -216,8 +243,8 @@ class _RangeReduced:
         """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error; and the
         ``ride`` products, done in the same round."""
         if self.k == 0:
-            return v, (_exact_products(list(ride)) if ride else [])
-        cv, *ridden = _exact_products([(self.c, crypten.stack([v] * self.k)), *ride])
+            return v, (_products(list(ride)) if ride else [])
+        cv, *ridden = _products([(self.c, crypten.stack([v] * self.k)), *ride])
         out = v
         for j in range(self.k):
             out = out + _int_mul(cv[j], 15 * 16**j)
@@ -273,7 +300,7 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
         third = _on_shares(
             third.permute(1, 2, 0).unsqueeze(3), lambda s, size=size: s.expand(*size).contiguous()
         )
-        both, third_t = _exact_products([(first, second), (third, T)])
+        both, third_t = _products([(first, second), (third, T)])
         picked = both.permute(1, 2, 0).unsqueeze(3) * third_t  # exactly one winner per group
         value = picked[:, :, :, 0].sum(2, keepdim=True)
         T = crypten.cat([value, picked[:, :, :, 1:].reshape(k, groups, -1)], dim=2)
@@ -477,19 +504,28 @@ class SecretSharedGBDT(VerticalProtocol):
             tests.append(_RangeReduced.thresholds(x, kb).reshape(-1))
         ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
         ok = ge[: checks.nelement()].reshape(checks.size())
-        a = G.div(self.scale_g_)
-        # valid = ok0 * ok1 * ok2 rides along in the range reduction's two bit-times-value rounds
-        rr = _RangeReduced(
-            x,
-            kb,
-            ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None,
-            square=a,
-            ride=[(ok[0], ok[1])],
-        )
-        t = rr.squared * rr.y
-        gain, (valid,) = rr.times_factor(t, ride=[(rr.ridden[0], ok[2])])  # G^2/(H + lam) * s / s_g^2
-        gain = gain[0] + gain[1]
-        score = valid * (gain + 2.0) - 1.0  # invalid: -1; valid: >= 1 (gains are >= 0)
+        ge_rr = ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None
+
+        def expand(v: MPCTensor, size: torch.Size) -> MPCTensor:
+            return _on_shares(v, lambda sh: sh.expand(*size).contiguous())
+
+        # valid = ok0 * ok1 * ok2 and valid * c_j ride along in the reciprocal's first rounds
+        rides: list[Ride] = [lambda got: [(ok[0], ok[1])], lambda got: [(got[0], ok[2])]]
+        if kb > 0:
+            c = 1 - ge_rr  # [x < 16^-j], as the range reduction's bits
+            rides.append(lambda got: [(expand(got[1], c.size()), c)])
+        rr = _RangeReduced(x, kb, ge_rr, times=G.div(self.scale_g_), square=True, ride=rides)
+        t = rr.scaled  # G^2/(H + lam) / factor, scaled by s / s_g^2
+        valid = rr.ridden[1]
+        # valid * gain = valid * t * factor: (valid * c_j) * t, exact, in one round
+        pairs = [(expand(valid, t.size()), t)]
+        if kb > 0:
+            pairs.append((rr.ridden[2], crypten.stack([t] * kb)))
+        vt, *vct = _products(pairs)
+        for j in range(kb):
+            vt = vt + _int_mul(vct[0][j], 15 * 16**j)
+        # invalid: -1; valid: gain + 1 >= 1 (gains are >= 0)
+        score = vt[0] + vt[1] + _int_mul(valid, 2) - 1.0
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
         return offsets, crypten.cat([score, dummy]).t()
 
@@ -583,9 +619,8 @@ class SecretSharedGBDT(VerticalProtocol):
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
         x = (H + self.params.reg_lambda).div(self.scale_)
-        rr = _RangeReduced(x, self.k_bits_)
-        q = (G * rr.y) * (-self.params.learning_rate)
-        return rr.times_factor(q)[0].div(self.scale_)
+        rr = _RangeReduced(x, self.k_bits_, times=G * (-self.params.learning_rate))
+        return rr.times_factor(rr.scaled)[0].div(self.scale_)
 
     # ------------------------------------------------------------------ protocol
     def fit(self, ctx: Context, data: LocalData) -> None:

@@ -147,7 +147,7 @@ _POWER_STEPS = power_steps(POLY_DEGREE)
 def two_party_sigmoid(eng: TwoParty, z: torch.Tensor, method: str) -> torch.Tensor:
     """Shares of sigmoid(z) at CrypTen's scale (see :data:`mpc_fl.models.lr.SIGMOID_METHODS`).
 
-    One batched sign test gives [z >= B] and [z < -B] (eight rounds), the polynomial in
+    One batched sign test gives [z >= B] and [z < -B] (six rounds), the polynomial in
     u = z / B takes three rounds of products, and one more product selects it inside the range.
     """
     one = 1 << SCALE_BITS

@@ -1,5 +1,5 @@
 """What a party receives from SS-LR's online engine is one-time-padded: the provider, playing attacker
-with every value the engine opens to it, learns nothing about the bank's labels.
+with every value the engine opens or sends to it, learns nothing about the bank's labels.
 
 The engine (:mod:`mpc_fl.crypto.online`) claims that every opening is a difference with a fresh
 dealer pad (``x - a``, ``u xor a``). The provider records each opening of a default two-party
@@ -37,7 +37,7 @@ def _provider_view(monkeypatch) -> dict:  # noqa: ANN001
     from mpc_fl.crypto.online import TwoParty
     from mpc_fl.protocols.ss_lr import SecretSharedLR
 
-    open_ring, open_bits = TwoParty.open, TwoParty.open_bits
+    open_ring, open_bits, exchange_bits = TwoParty.open, TwoParty.open_bits, TwoParty.exchange_bits
 
     def record_ring(self, *xs):  # noqa: ANN001, ANN202
         out = open_ring(self, *xs)
@@ -49,6 +49,12 @@ def _provider_view(monkeypatch) -> dict:  # noqa: ANN001
         _SEEN["bits"].extend(o.copy() for o in out)
         return out
 
+    def record_exchange(self, bits):  # noqa: ANN001, ANN202 - the bank's masked bits of the cross ANDs
+        out = exchange_bits(self, bits)
+        _SEEN["bits"].append(out.copy())
+        return out
+
+    monkeypatch.setattr(TwoParty, "exchange_bits", record_exchange)
     monkeypatch.setattr(TwoParty, "open", record_ring)
     monkeypatch.setattr(TwoParty, "open_bits", record_bits)
     Xb, Xp, y = _data()

@@ -42,23 +42,31 @@ def _msb(session) -> dict:  # noqa: ANN001
     plan = Plan()
     plan_msb(plan, x.numel())
     and_bits = sum(int(it[1]) for it in plan.items if it[0] == "and") / x.numel()
+    cross_bits = sum(int(it[1]) for it in plan.items if it[0] == "cross_and") / x.numel()
     eng = _engine(session, plan)
     led = session.channel.ledger
     with session.channel.phase("training"):
         bit = eng.msb(_split(x, eng.rank))
     rounds = led.by_phase["training"].rounds
     (opened,) = eng.open(bit)
-    return {"msb": opened.tolist(), "rounds": rounds, "and_bits": and_bits, "left": eng.pre.remaining}
+    return {
+        "msb": opened.tolist(),
+        "rounds": rounds,
+        "and_bits": and_bits,
+        "cross_bits": cross_bits,
+        "left": eng.pre.remaining,
+    }
 
 
-def test_the_sign_test_is_exact_on_edge_values_in_eight_rounds():
+def test_the_sign_test_is_exact_on_edge_values_in_six_rounds():
     res = run_local(_msb, timeout_s=120)
     want = (_values() < 0).long().tolist()
     for r in res.values():
         out = r["result"]
         assert out["msb"] == want
-        assert out["rounds"] == 8 and out["left"] == 0
-        assert out["and_bits"] == 189  # against 832 for CrypTen's 64-bit comparison
+        assert out["rounds"] == 6 and out["left"] == 0
+        # 60 ANDs, 160 cross ANDs (half the openings each) and the root AND: CrypTen needs 832 ANDs
+        assert out["and_bits"] == 60 and out["cross_bits"] == 160
 
 
 def _mul(session) -> dict:  # noqa: ANN001
