@@ -17,6 +17,12 @@ nobody; the dealer sees request sizes and the (public) rows of each product.
 Fixed point: ``M`` is encoded with ``precision`` fractional bits (0 for 0/1 indicator
 matrices, so products need no truncation and cannot wrap), the vectors with CrypTen's
 16 bits; results are returned at CrypTen's precision.
+
+One-hot matrices (:class:`OneHotMaskMatrix`, SS-GBDT's bin matrices): the same correlation
+and openings, but nobody but the non-owners holds an ``n x D`` matrix. The owner keeps its
+bin indices and a 256-bit mask key (``A`` is regenerated in row blocks,
+:class:`mpc_fl.crypto.dealer.RowBlockMask`, and so is ``E``, which it sends block by block);
+its share is ``M^T (f + b) - A^T b + c`` (``M^T x`` by scatter-adds over the bin indices).
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from mpc_fl.crypto.secure_crypten import crypten, generate_random_ring_element
 import itertools
 
 import crypten.communicator as comm
+import numpy as np
 import torch
 from crypten.mpc import MPCTensor
 from crypten.mpc.provider.ttp_provider import TTPClient
 
-from mpc_fl.crypto.dealer import apply_mask_op
+from mpc_fl.crypto.dealer import MASK_OPS, RowBlockMask, apply_mask_op, row_blocks
+from mpc_fl.crypto.prg import KEY_BYTES
 
 _keys = itertools.count()
 
@@ -43,6 +51,13 @@ def _ring_encode(M: torch.Tensor, precision: int) -> torch.Tensor:
 
 class FixedMaskMatrix:
     """A fixed ``n x d`` matrix owned by party ``owner``; collective constructor (all parties call it)."""
+
+    @staticmethod
+    def one_hot(
+        bins: np.ndarray | torch.Tensor | None, n_bins: int, *, owner: int, n_rows: int, n_features: int
+    ) -> OneHotMaskMatrix:
+        """The ``n_rows x n_features*n_bins`` 0/1 matrix of bin indices, held without dense copies."""
+        return OneHotMaskMatrix(bins, n_bins, owner=owner, n_rows=n_rows, n_features=n_features)
 
     def __init__(self, M: torch.Tensor | None, *, owner: int, shape: tuple[int, int], precision: int = 16):
         if crypten.cfg.mpc.provider != "TTP":
@@ -168,3 +183,88 @@ class FixedMaskMatrix:
         """Let the dealer drop its copy of the mask (collective)."""
         if self.rank == 0:
             TTPClient.get().ttp_request("fixed_mask_release", None, self.key)
+
+
+def _one_hot_op(op: str, cols: torch.Tensor, n_bins: int, x: torch.Tensor) -> torch.Tensor:
+    """``M^T x`` ("t_matmul") or ``M x`` ("matmul") for the 0/1 matrix with bin ``cols[j, i]`` of
+    feature ``j`` set in row ``i``: scatter-adds / gathers, one feature at a time (no n x D copy)."""
+    d, n = cols.shape
+    if op == "t_matmul":
+        out = torch.zeros((d * n_bins, *x.shape[1:]), dtype=torch.int64)
+        for j in range(d):
+            out.index_add_(0, cols[j].long() + j * n_bins, x)
+        return out
+    if op == "matmul":
+        out = torch.zeros((n, *x.shape[1:]), dtype=torch.int64)
+        for j in range(d):
+            out += x.index_select(0, cols[j].long() + j * n_bins)
+        return out
+    raise ValueError(f"unknown fixed-mask op {op!r}; expected one of {MASK_OPS}")
+
+
+class OneHotMaskMatrix(FixedMaskMatrix):
+    """A party's one-hot bin matrix (n x d*n_bins, one 1 per feature block per row) as a fixed-mask matrix.
+
+    Why: at a million rows the dense path holds ``M``, ``A`` and ``E`` (n x D int64 each) at the
+    owner and ``A`` at the dealer, tens of gigabytes. Here the owner keeps only its bin indices
+    and the key of a :class:`RowBlockMask` (the dealer keeps the key too); only the non-owners
+    hold ``E = M - A``, received in row blocks. Products, openings and the dealer's
+    correlations are those of :class:`FixedMaskMatrix` on the same matrix (precision 0).
+    """
+
+    def __init__(
+        self,
+        bins: np.ndarray | torch.Tensor | None,
+        n_bins: int,
+        *,
+        owner: int,
+        n_rows: int,
+        n_features: int,
+    ):
+        if crypten.cfg.mpc.provider != "TTP":
+            raise RuntimeError("fixed-mask products need the dealer (mpc.provider = 'TTP')")
+        self.owner, self.precision, self.n_bins = owner, 0, int(n_bins)
+        self.shape = (int(n_rows), int(n_features) * self.n_bins)
+        self.key = f"fm{next(_keys)}"
+        self.rank = comm.get().get_rank()
+        client = TTPClient.get()
+        blocks = row_blocks(self.shape)
+        self.E: torch.Tensor | None = None
+        self._cols: torch.Tensor | None = None
+        self._mask: RowBlockMask | None = None
+        if self.rank == owner:
+            if bins is None or tuple(bins.shape) != (n_rows, n_features):
+                raise ValueError(f"the owner must pass its bin indices of shape {(n_rows, n_features)}")
+            # (d, n): one contiguous row per feature
+            cols = torch.as_tensor(np.asarray(bins)).t().contiguous()
+            if len(cols) and (int(cols.min()) < 0 or int(cols.max()) >= n_bins):
+                raise ValueError(f"bin indices must lie in [0, {n_bins})")
+            self._cols = cols.to(torch.int16 if n_bins <= 2**15 else torch.int64)
+            self._mask = RowBlockMask(client.get_generator().prg.random_bytes(KEY_BYTES), self.shape)
+        if self.rank == 0:
+            client.ttp_request("fixed_mask_key_setup", None, self.key, owner, self.shape)
+        if self.rank == owner:
+            offsets = torch.arange(n_features, dtype=torch.long) * self.n_bins
+            for start, stop, A in self._mask.blocks():  # E = M - A, one block at a time, in place
+                E = A.neg_()
+                cols_blk = self._cols[:, start:stop].t().long() + offsets
+                E.scatter_add_(1, cols_blk, torch.ones_like(cols_blk))
+                comm.get().broadcast(E, owner)
+        else:
+            self.E = torch.empty(self.shape, dtype=torch.long)
+            for start, stop in blocks:
+                comm.get().broadcast(self.E[start:stop], owner)  # received in place
+
+    def combine(
+        self, op: str, f: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rows: torch.Tensor | None
+    ) -> torch.Tensor:
+        """As :meth:`FixedMaskMatrix.combine`; the owner computes ``M^T (f + b) - A^T b + c`` without ``E``."""
+        if self.rank != self.owner:
+            return super().combine(op, f, b, c, rows)
+        cols = self._cols if rows is None else self._cols[:, rows]
+        return _one_hot_op(op, cols, self.n_bins, f + b) - self._mask.apply(op, b, rows) + c
+
+    def release(self) -> None:
+        """Let the dealer drop the mask key, and drop this party's own state (collective)."""
+        super().release()
+        self.E = self._cols = self._mask = None

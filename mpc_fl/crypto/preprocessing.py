@@ -154,12 +154,22 @@ class Preprocessed:
 def dealer_corrections(
     plan: Plan,
     streams: list[RingDraw],
-    masks: dict[str, torch.Tensor],
+    masks: dict[str, Any],
 ) -> torch.Tensor:
     """Party 0's corrections for every item, packed into one int64 tensor (the dealer's one reply).
 
     ``streams``: the parties' dealer streams in rank order (the dealer holds all their keys).
+    Plans take dense masks only: a mask regenerated in row blocks (SS-GBDT's bin matrices)
+    is refused before anything is drawn.
     """
+    for item in plan.items:
+        if item[0] in ("matvec", "tmatvec") and not isinstance(masks.get(item[1]), torch.Tensor):
+            kind = type(masks[item[1]]).__name__ if item[1] in masks else None
+            what = f"a {kind} (regenerated in row blocks)" if kind else "unknown"
+            raise TypeError(
+                f"preprocessing plan item {item[0]} on mask {item[1]!r}: it is {what}; plans take "
+                "dense fixed-mask matrices only (FixedMaskMatrix, not the one-hot OneHotMaskMatrix)"
+            )
     shapes = {k: tuple(v.shape) for k, v in masks.items()}
     out = bytearray()
 

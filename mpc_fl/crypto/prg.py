@@ -18,8 +18,11 @@ import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 KEY_BYTES = 32
+#: Independent streams per key: the 12-byte ChaCha20 nonce numbers them (stream 0 is :class:`PRG`'s default).
+MAX_STREAMS = 1 << 96
 #: Keystream is produced in chunks of this many bytes (bounded scratch memory for huge draws).
 _CHUNK = 1 << 22
+_ZEROS = memoryview(bytes(_CHUNK))  # the plaintext: read only, shared by every PRG
 
 
 def new_key() -> bytes:
@@ -28,17 +31,21 @@ def new_key() -> bytes:
 
 
 class PRG:
-    """A deterministic stream of uniform bytes from a 256-bit key (ChaCha20, nonce 0).
+    """A deterministic stream of uniform bytes from a 256-bit key (ChaCha20, nonce ``stream``).
 
     The key is never derived from anything smaller: a key of any other length is refused.
+    ``stream`` picks one of the key's independent streams (default 0, one stream per key).
     """
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, stream: int = 0):
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ValueError(f"a PRG key is {KEY_BYTES} bytes from os.urandom; got {type(key).__name__}")
-        # 16-byte nonce field: 4-byte block counter and 12-byte nonce, all zero (one stream per key)
-        self._cipher = Cipher(algorithms.ChaCha20(bytes(key), bytes(16)), mode=None).encryptor()
-        self._zeros = memoryview(bytes(_CHUNK))
+        if not 0 <= stream < MAX_STREAMS:
+            raise ValueError(f"stream must be in [0, 2^96), got {stream}")
+        # 16-byte nonce field: 4-byte block counter (0) and the 12-byte nonce (the stream number)
+        nonce = bytes(4) + stream.to_bytes(12, "little")
+        self._cipher = Cipher(algorithms.ChaCha20(bytes(key), nonce), mode=None).encryptor()
+        self._zeros = _ZEROS
         self.bytes_drawn = 0
 
     @classmethod
@@ -55,6 +62,14 @@ class PRG:
             self._cipher.update_into(self._zeros[:m], out[pos : pos + m])  # keystream XOR 0, in place
             pos += m
         self.bytes_drawn += n
+
+    def skip(self, n: int) -> None:
+        """Discard the next ``n`` keystream bytes (seek forward within a stream)."""
+        scratch = bytearray(min(n, _CHUNK))
+        while n > 0:
+            m = min(n, len(scratch))
+            self.fill(memoryview(scratch)[:m])
+            n -= m
 
     def random_bytes(self, n: int) -> bytes:
         buf = bytearray(n)
@@ -87,3 +102,26 @@ class PRG:
         """A uniformly random permutation of ``range(n)``: the order of n random 128-bit keys."""
         keys = self.uint64((n, 2))
         return np.lexsort((keys[:, 1], keys[:, 0]))
+
+
+def fill_ring_rows(key: bytes, stream: int, out: torch.Tensor, skip_bytes: int = 0) -> None:
+    """Overwrite the contiguous int64 tensor ``out`` with stream ``stream`` of ``key``, from byte ``skip_bytes``.
+
+    Why: a mask too large to hold (a million-row fixed-mask matrix) is cut into numbered
+    pieces, each its own stream under one key, so any piece can be regenerated on its own,
+    in place, by whoever holds the key (:class:`mpc_fl.crypto.dealer.RowBlockMask`).
+    """
+    if not out.is_contiguous() or out.dtype != torch.int64:
+        raise ValueError("fill_ring_rows writes into a contiguous int64 tensor")
+    prg = PRG(key, stream)
+    if skip_bytes:
+        prg.skip(skip_bytes)
+    if out.numel():
+        prg.fill(memoryview(out.numpy().reshape(-1).view(np.uint8)))
+
+
+def ring_block(key: bytes, stream: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Uniform elements of Z_{2^64} (int64) from stream ``stream`` of ``key``: one regenerable piece."""
+    out = torch.empty(tuple(shape), dtype=torch.int64)
+    fill_ring_rows(key, stream, out)
+    return out

@@ -645,14 +645,17 @@ class SecretSharedGBDT(VerticalProtocol):
             self.widths_ = comm.all_reduce(widths).tolist()  # feature counts are public
             if min(self.widths_) < 1:
                 raise ValueError("every party needs at least one feature")
-            B = _one_hot_bins(bins, nb)
+            # fixed masks: the one-hot bin matrix is never dense (the owner keeps its bin indices,
+            # only the other parties hold its opening E), so a million rows fit in memory
+            B = _one_hot_bins(bins, nb) if self.mask == "generic" else None
             self.hist_ops_ = []
             self.mats_: list[FixedMaskMatrix] = []
             mats = self.mats_
             for q, d_q in enumerate(self.widths_):
                 shape = (n, d_q * nb)
                 if self.mask == "fixed":
-                    fm = FixedMaskMatrix(B if q == rank else None, owner=q, shape=shape, precision=0)
+                    mine = bins if q == rank else None
+                    fm = FixedMaskMatrix.one_hot(mine, nb, owner=q, n_rows=n, n_features=d_q)
                     mats.append(fm)
                     self.hist_ops_.append(fm.t_matmul)
                 else:

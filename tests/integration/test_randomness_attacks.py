@@ -37,18 +37,25 @@ def test_positive_control_the_attack_recovers_a_matrix_masked_by_a_32_bit_seeded
 
 
 def _record_openings(monkeypatch_target) -> list:  # noqa: ANN001
-    """Wrap FixedMaskMatrix so each party keeps the openings E = M - A of the matrices it does not own."""
-    from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+    """Wrap FixedMaskMatrix (and its one-hot form, SS-GBDT's bin matrices) so each party keeps the
+    openings E = M - A of the matrices it does not own."""
+    from mpc_fl.crypto.fixed_mask import FixedMaskMatrix, OneHotMaskMatrix
 
     seen: list = []
-    original = FixedMaskMatrix.__init__
+    original, original_hot = FixedMaskMatrix.__init__, OneHotMaskMatrix.__init__
 
     def init(self, M, *, owner, shape, precision=16):  # noqa: ANN001, ANN202
         original(self, M, owner=owner, shape=shape, precision=precision)
         if self.rank != owner:
             seen.append((owner, precision, self.E.clone()))
 
+    def init_hot(self, bins, n_bins, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        original_hot(self, bins, n_bins, **kwargs)
+        if self.rank != self.owner:
+            seen.append((self.owner, 0, self.E.clone()))
+
     monkeypatch_target.setattr(FixedMaskMatrix, "__init__", init)
+    monkeypatch_target.setattr(OneHotMaskMatrix, "__init__", init_hot)
     return seen
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpc_fl.crypto.prg import KEY_BYTES, PRG, new_key
+from mpc_fl.crypto.prg import KEY_BYTES, MAX_STREAMS, PRG, fill_ring_rows, new_key, ring_block
 
 
 def test_same_key_same_stream_whatever_the_draw_sizes():
@@ -59,3 +59,26 @@ def test_permutation_is_a_permutation_and_varies():
     p = PRG(new_key()).permutation(1000)
     assert np.array_equal(np.sort(p), np.arange(1000))
     assert not np.array_equal(p, PRG(new_key()).permutation(1000))
+
+
+def test_numbered_streams_stream_0_is_the_default_and_the_others_are_independent():
+    key = new_key()
+    assert PRG(key, 0).random_bytes(64) == PRG(key).random_bytes(64)
+    firsts = {PRG(key, s).random_bytes(32) for s in (0, 1, 2, 2**32, 2**95 + 7, MAX_STREAMS - 1)}
+    assert len(firsts) == 6  # the whole 96-bit nonce numbers streams (not only its low word)
+    for bad in (-1, MAX_STREAMS):
+        with pytest.raises(ValueError, match="stream"):
+            PRG(key, bad)
+
+
+def test_ring_block_regenerates_any_piece_alone_and_in_place():
+    key = new_key()
+    one_piece = PRG(key, 5).ring_elements((30, 4))
+    assert torch.equal(ring_block(key, 5, (30, 4)), one_piece)
+    out = torch.empty(30, 4, dtype=torch.int64)
+    fill_ring_rows(key, 5, out[:11])
+    fill_ring_rows(key, 5, out[11:], skip_bytes=11 * 4 * 8)  # seeks past the first 11 rows
+    assert torch.equal(out, one_piece)
+    assert not torch.equal(ring_block(key, 6, (30, 4)), one_piece)
+    with pytest.raises(ValueError, match="contiguous int64"):
+        fill_ring_rows(key, 5, out.t())
