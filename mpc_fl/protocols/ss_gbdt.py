@@ -738,12 +738,7 @@ class SecretSharedGBDT(VerticalProtocol):
         n_nodes = 2**depth - 1
         bins = apply_bins(data.X, self.edges_)
         mats = [
-            FixedMaskMatrix(
-                _one_hot_bins(bins, nb) if q == self.rank_ else None,
-                owner=q,
-                shape=(n, d_q * nb),
-                precision=0,
-            )
+            FixedMaskMatrix.one_hot(bins if q == self.rank_ else None, nb, owner=q, n_rows=n, n_features=d_q)
             for q, d_q in enumerate(self.widths_)
         ]
         parts = FixedMaskMatrix.matmul_many(mats, self.routes_[:-1])
