@@ -24,9 +24,10 @@ per node), the validity tests (``H_L, H_R >= min_child_weight``; a candidate who
 in the node duplicates the previous one and is dropped) and the argmax over all candidates of
 all parties (a 4-way comparison tournament that keeps the first maximum, like the plaintext)
 run on shares; every sign test of a level (validity and range reduction) is one batched
-comparison. Reciprocals use a public scale and secret power-of-16 range reduction (bits from
-comparisons, exact integer arithmetic) plus Newton iterations, so every fixed-point product
-stays small (crypten.md 2.2, 2.4). The split owner shares its 0/1 indicator
+comparison (six rounds, :mod:`mpc_fl.crypto.compare`). Reciprocals use a public scale and
+secret power-of-16 range reduction (bits from comparisons, exact integer arithmetic) plus
+three quartic iterations, so every fixed-point product stays small (crypten.md 2.2, 2.4);
+independent products share one Beaver round (:func:`_products`). The split owner shares its 0/1 indicator
 ``bins[:, f] <= b``; ``[m_left] = [m]*[ind]``, ``[m_right] = [m] - [m_left]`` (exact, no
 truncation). The leaves' G and H are the last level's chosen left/right sums (selected by the
 shared argmax one-hot), so no row-wise product is needed for them.
@@ -58,6 +59,17 @@ or test rows through them), gradients, histograms, gains, leaf weights and margi
 secret-shared. Scoring: each party bins the test rows with its own edges, shares the test-row
 indicator of each split it owns, path indicators are multiplied down the trees on shares, and
 only the bank receives the scores.
+
+Oblivious mode (``oblivious=True``): nothing about the trees is opened. The argmax one-hot
+stays shared; a node's left-indicator of every row is ``sum_q B_q v_q`` with ``v_q`` the
+one-hot's suffix sums per feature (:meth:`SecretSharedGBDT._route`), computed with the same
+fixed-mask bin matrices (one opening of the masked ``v_q``, d_q*n_bins x k values). The saved
+model keeps the shared routing vectors; scoring opens each party's test-row bin matrix under
+a fixed mask, gets every node's indicator in one product round and multiplies them down the
+paths (one round per level); only the bank receives the scores. Each party learns nothing
+beyond the public sizes; the bank learns its test scores (tests/integration/test_oblivious_view.py
+plays each party). Cost: the same bytes and rounds as the default mode in training (the
+routing opening is tiny), a few more integer products per level.
 
 ``mask="generic"`` replaces the fixed-mask products by CrypTen's Beaver matmul on
 ``crypten.cryptensor(B_p, src=p, precision=0)``, which re-masks the whole ``B_p`` for every

@@ -78,3 +78,15 @@ def test_crypten_operations_agree_across_parties_and_with_plaintext(roles):
         assert got["values"] == first  # every party opened the same values
     for name, w in want.items():
         assert np.allclose(np.array(first[name]), w.numpy(), atol=0.02), name
+
+
+def test_attribute_lookup_skips_cryptens_validation_hook():
+    """CrypTen checks cfg.debug.validation_mode on every attribute access; mpc_fl never validates."""
+    from crypten.cryptensor import CrypTensor
+
+    from mpc_fl.crypto.secure_crypten import crypten
+
+    lookup = CrypTensor.__dict__["__getattribute__"]
+    assert not hasattr(lookup, "__wrapped__")  # the plain lookup, not the hook
+    assert not crypten.cfg.debug.validation_mode
+    assert crypten.cryptensor([1.0, 2.0]).size() == (2,)  # tensors still resolve their attributes

@@ -109,14 +109,15 @@ def test_params_dict():
     assert d["n_trees"] == 3 and d["mask"] == "generic" and SecretSharedGBDT.name == "ss_gbdt"
 
 
-def test_three_parties_match_plaintext():
+@pytest.mark.parametrize("oblivious", [False, True])
+def test_three_parties_match_plaintext(oblivious):
     X_tr, y_tr, X_te, _ = _synthetic(n=240, seed=2)
     params = GBDTParams(n_trees=2, max_depth=2, n_bins=8)
     cols = {"bank": slice(0, 2), "provider1": slice(2, 4), "provider2": slice(4, 6)}
 
     def fn(session):  # noqa: ANN001, ANN202
         c = cols[session.role]
-        proto = SecretSharedGBDT(params)
+        proto = SecretSharedGBDT(params, oblivious=oblivious)
         proto.fit(session, LocalData(X_tr[:, c], y_tr if session.role == "bank" else None))
         return proto.predict_proba(session, LocalData(X_te[:, c]))
 
