@@ -8,6 +8,7 @@ is missing or stopped; exit 1 for an internal error, whose traceback goes to the
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -557,6 +558,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in native code (PSI library, torch) leaves its Python stack in the log
     args = build_parser().parse_args(argv)
     log_file = _setup_logging(args)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,18 @@ def _error_line(path: Path) -> str:
                 if marker in line:
                     return line.split(marker, 1)[1] if "internal" not in marker else line.split(": ", 1)[1]
     return lines[-1] if lines else ""
+
+
+def _failure(path: Path, code: int) -> str:
+    """Why a process ended with ``code``: killed by a signal (a crash in native code, say) or its own account."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        last = _error_line(path)
+        return f"killed by {name}" + (f" (its last line: {last})" if last else "")
+    return _error_line(path) or f"exited with code {code}"
 
 
 class _ProgressRelay:
@@ -85,7 +98,7 @@ def launch(
                 if code is not None:
                     running.discard(name)
                     if code != 0:
-                        failed[name] = _error_line(logs[name]) or f"exited with code {code}"
+                        failed[name] = _failure(logs[name], code)
             progress.poll()
             if time.monotonic() > deadline:
                 raise PartyFailed(
@@ -97,7 +110,7 @@ def launch(
             for name in running:
                 code = procs[name].poll()
                 if code not in (0, None):
-                    failed[name] = _error_line(logs[name]) or f"exited with code {code}"
+                    failed[name] = _failure(logs[name], code)
             raise PartyFailed(f"{describe_failures(failed)} (logs in {log_dir})")
     finally:
         for p in procs.values():
