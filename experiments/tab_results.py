@@ -368,6 +368,34 @@ def scaling_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+def million_table(entries: list[dict], numbers: dict) -> list[str]:
+    """SS-GBDT at 1,000,000 rows with depth-4 trees: per tree, and each party's peak memory."""
+    if not entries:
+        return []
+    out = [
+        "| mode (1,000,000 rows, depth 4) | s per tree | MB per tree | rounds per tree (bank / platform) "
+        "| set-up s | peak RSS MB: bank / platform | AUC |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in sorted(entries, key=lambda e: list(LABELS).index(e["case"])):
+        n = units(e)[0]
+        led = {r: p["ledger"]["by_phase"] for r, p in e["parties"].items()}
+        train_s = max(ph["training"]["wall_s"] for ph in led.values())
+        setup_s = max(ph["setup"]["wall_s"] for ph in led.values())
+        rounds = " / ".join(f"{led[r]['training']['rounds'] / n:,.0f}" for r in ("bank", "provider"))
+        peaks = " / ".join(f"{e['parties'][r]['peak_rss_mb']:,.0f}" for r in ("bank", "provider"))
+        out.append(
+            f"| {GBDT_MODES[e['case']]} | {train_s / n:.1f} | {_mb(phase_bytes(e, ('training',)) / n)} | {rounds} "
+            f"| {setup_s:.1f} | {peaks} | {e['metrics']['auc']:.4f} |"
+        )
+        key = f"million.{e['case']}"
+        numbers[f"{key}.s_per_tree"] = round(train_s / n, 1)
+        numbers[f"{key}.setup_s"] = round(setup_s, 1)
+        numbers[f"{key}.peak_gb"] = round(max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3, 2)
+        numbers[f"{key}.peak_gb_platform"] = round(e["parties"]["provider"]["peak_rss_mb"] / 1e3, 2)
+    return out + [""]
+
+
 def network_table(entries: list[dict], numbers: dict) -> list[str]:
     """Measured fit time over emulated links against the network model's prediction."""
     rows = emulated_validation(entries)
@@ -426,6 +454,7 @@ def main() -> None:
         "round_cost": round_cost_table(load("round_cost"), numbers),
         "network": network_table(load("network"), numbers),
         "scaling": scaling_table(load("scaling"), numbers),
+        "million": million_table(load("million"), numbers),
         "serving": serving_table(load("serving"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
