@@ -50,7 +50,8 @@ REGISTRY: dict[str, Spec] = {
     ),
     "ss_gbdt": Spec(
         "mpc_fl.protocols.ss_gbdt", "SecretSharedGBDT", "mpc_fl.models.gbdt:GBDTParams",
-        "secret-shared gradient-boosted trees (CrypTen, dealer); split owners public, memberships secret",
+        "secret-shared gradient-boosted trees (CrypTen, dealer); split owners public, memberships secret "
+        "(oblivious=true: nothing public)",
         {
             "mask": ("fixed", "fixed: open each bin-indicator matrix once (fast); generic: CrypTen's Beaver products"),
             "oblivious": (False, "hide every split's owner, feature and bin and every node's rows and paths"),
