@@ -203,3 +203,37 @@ def test_oblivious_mode_matches_plaintext_and_reveals_no_split():
     expected = [list(zip(t.feature.tolist(), t.bin.tolist(), strict=True)) for t in plain.trees_]
     assert _decode_routes(bank["routes"], [3, 3], 16, 2) == expected
     np.testing.assert_allclose(bank["p"], plain.predict_proba(X_te), atol=2e-3)
+
+
+def test_independent_products_share_one_round_and_stay_exact_where_an_operand_is_an_integer():
+    """``_products``: bit x value pairs exact (no truncation), value x value pairs truncated, one opening."""
+
+    def fn(session):  # noqa: ANN001, ANN202
+        import torch
+
+        from mpc_fl.crypto.secure_crypten import crypten
+        from mpc_fl.protocols.ss_gbdt import _products
+
+        bits = crypten.cryptensor(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), precision=0)
+        vals = crypten.cryptensor(torch.tensor([[2.5, -1.25], [1e-4, -300.0]]))
+        x = crypten.cryptensor(torch.tensor([1.5, -2.0, 0.1]))
+        led = session.channel.ledger
+        with session.channel.phase("scoring"):
+            exact, fixed = _products([(bits, vals), (x, x)])
+        rounds = led.by_phase["scoring"].rounds
+        return {
+            "exact_raw": exact._tensor.reveal().tolist(),  # the ring integers: bit times encoded value
+            "vals_raw": vals._tensor.reveal().tolist(),
+            "exact_precision": exact._tensor.encoder.scale,
+            "fixed": fixed.get_plain_text().tolist(),
+            "rounds": rounds,
+        }
+
+    res = run_local(fn, timeout_s=120)
+    for role, r in res.items():
+        out = r["result"]
+        want = (np.array([[1, 0], [1, 1]]) * np.array(out["vals_raw"])).tolist()
+        assert out["exact_raw"] == want and out["exact_precision"] == 2**16, role
+        np.testing.assert_allclose(out["fixed"], [2.25, 4.0, 0.01], atol=1e-4)
+        # one opening (plus the bank's dealer request: three calls)
+        assert out["rounds"] == 1 + (3 if role == "bank" else 0), out["rounds"]
