@@ -20,6 +20,11 @@ def _peak(e: dict) -> str:
     return f"{max(peaks):,.0f}" if all(v is not None for v in peaks) else "not recorded"
 
 
+def _peak_gb(e: dict) -> float:
+    """The largest party's peak memory, GB."""
+    return round(max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3, 2)
+
+
 def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str]:
     rows = sorted(
         (e for e in entries if e.get("dataset") == dataset), key=lambda e: list(LABELS).index(e["case"])
@@ -364,7 +369,7 @@ def scaling_table(entries: list[dict], numbers: dict) -> list[str]:
         )
         key = f"scaling.{e['case']}.{e['n_train']}"
         numbers[f"{key}.s_per_unit"] = round(e["fit_s"] / n, 3)
-        numbers[f"{key}.peak_gb"] = round(max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3, 2)
+        numbers[f"{key}.peak_gb"] = _peak_gb(e)
     return out + [""]
 
 
@@ -391,7 +396,7 @@ def million_table(entries: list[dict], numbers: dict) -> list[str]:
         key = f"million.{e['case']}"
         numbers[f"{key}.s_per_tree"] = round(train_s / n, 1)
         numbers[f"{key}.setup_s"] = round(setup_s, 1)
-        numbers[f"{key}.peak_gb"] = round(max(p["peak_rss_mb"] for p in e["parties"].values()) / 1e3, 2)
+        numbers[f"{key}.peak_gb"] = _peak_gb(e)
         numbers[f"{key}.peak_gb_platform"] = round(e["parties"]["provider"]["peak_rss_mb"] / 1e3, 2)
     return out + [""]
 

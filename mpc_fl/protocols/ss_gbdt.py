@@ -139,6 +139,19 @@ def _upscale(x: MPCTensor, bits: int) -> MPCTensor:
     return _on_shares(x, lambda s: s * (1 << bits), precision=bits)
 
 
+def _expand(x: MPCTensor, size: torch.Size) -> MPCTensor:
+    """``x`` broadcast to ``size`` and materialised (local), so it can pair with a tensor of that size."""
+    return _on_shares(x, lambda s: s.expand(*size).contiguous())
+
+
+def _times_factor(v: MPCTensor, cv: MPCTensor) -> MPCTensor:
+    """``v * factor`` from ``cv[j] = c_j * v``: ``factor = 1 + sum_j 15*16^j c_j`` (exact integer scaling)."""
+    out = v
+    for j in range(cv.size(0)):
+        out = out + _int_mul(cv[j], 15 * 16**j)
+    return out
+
+
 def _raw(x: MPCTensor) -> MPCTensor:
     """``x`` as the integers that encode it (precision 0): same shares, no communication."""
     return MPCTensor.from_shares(x._tensor.share, precision=0)
@@ -199,17 +212,17 @@ class _RangeReduced:
         self,
         x: MPCTensor,
         k: int,
+        times: MPCTensor,
         ge: MPCTensor | None = None,
-        times: MPCTensor | None = None,
         square: bool = False,
         ride: list[Ride] = (),
     ):
-        """``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already.
+        """``self.scaled = times/x'`` (``times^2/x'`` with ``square``; ``times`` shaped like ``x``),
+        its products folded into the iterations' rounds (none of its own).
 
-        ``times`` (shaped like ``x``): the result is ``times/x'`` (``times^2/x'`` with ``square``)
-        in ``self.scaled``, its products folded into the iterations' rounds (none of its own);
-        without it, ``self.y = 1/x'``. ``ride``: the caller's products for this computation's
-        first product rounds, one list per round (results in ``self.ridden``, in order).
+        ``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already. ``ride``: the
+        caller's products for this computation's first product rounds, one list per round
+        (results in ``self.ridden``, in order).
         """
         self.k, self.ridden = k, []
         rides = list(ride)
@@ -226,9 +239,7 @@ class _RangeReduced:
                 ge = self.thresholds(x, k) >= 0
             self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
             (cx,) = round_([(self.c, stacked)])  # bit times value: exact
-            xs = x
-            for j in range(k):
-                xs = xs + _int_mul(cx[j], 15 * 16**j)
+            xs = _times_factor(x, cx)
         else:
             xs = x
         y = xs * (-_NR_START * _NR_START) + 2 * _NR_START  # first Newton step from the constant
@@ -238,29 +249,23 @@ class _RangeReduced:
             pairs = [(xs, y)]
             if i == 0 and square:
                 pairs.append((w, w))
-            if last and w is not None:
+            if last:
                 pairs.append((w, y))  # (squared by now: QUARTIC_ITERS > 1)
             out = round_(pairs)
             if i == 0 and square:
                 w = out[1]
             e = 1 - out[0]
-            carry = out[-1] if last and w is not None else y
+            carry = out[-1] if last else y  # the last iteration carries times * y
             e2, yc = round_([(e, e), (carry, 1 + e)])  # e^2 and y (1 + e)
             (y,) = round_([(yc, 1 + e2)])  # y (1 + e)(1 + e^2): error e^4
-        self.y, self.scaled = (y, None) if w is None else (None, y)
+        self.scaled = y
 
-    def times_factor(
-        self, v: MPCTensor, ride: list[tuple[MPCTensor, MPCTensor]] = ()
-    ) -> tuple[MPCTensor, list[MPCTensor]]:
-        """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error; and the
-        ``ride`` products, done in the same round."""
+    def times_factor(self, v: MPCTensor) -> MPCTensor:
+        """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error."""
         if self.k == 0:
-            return v, (_products(list(ride)) if ride else [])
-        cv, *ridden = _products([(self.c, crypten.stack([v] * self.k)), *ride])
-        out = v
-        for j in range(self.k):
-            out = out + _int_mul(cv[j], 15 * 16**j)
-        return out, ridden
+            return v
+        (cv,) = _products([(self.c, crypten.stack([v] * self.k))])
+        return _times_factor(v, cv)
 
 
 #: Candidates compared per tournament round: 4 takes half the rounds of 2 for twice the comparisons.
@@ -287,7 +292,7 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
     """
     k, N = x.size()
     scale = 1 << _precision(x)
-    raw = MPCTensor.from_shares(x._tensor.share, precision=0)  # x * scale as integers: same order
+    raw = _raw(x)  # x * scale as integers: same order
     rounds = max(1, math.ceil(math.log(N, TOURNAMENT_WIDTH) - 1e-9)) if N > 1 else 0
     width = TOURNAMENT_WIDTH**rounds
     if width > N:
@@ -308,10 +313,7 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
         second = crypten.stack([c[0, 2], c[1, 2], 1 - c[1, 2], 1 - c[1, 3]])
         third = crypten.stack([c[0, 3], c[1, 3], c[2, 3], 1 - c[2, 3]])
         # win bit of i times its values: (first * second) * (third * T), two rounds, exact
-        size = T.size()
-        third = _on_shares(
-            third.permute(1, 2, 0).unsqueeze(3), lambda s, size=size: s.expand(*size).contiguous()
-        )
+        third = _expand(third.permute(1, 2, 0).unsqueeze(3), T.size())
         both, third_t = _products([(first, second), (third, T)])
         picked = both.permute(1, 2, 0).unsqueeze(3) * third_t  # exactly one winner per group
         value = picked[:, :, :, 0].sum(2, keepdim=True)
@@ -458,11 +460,15 @@ class SecretSharedGBDT(VerticalProtocol):
             for o, d in zip(offsets, self.widths_, strict=True)
         ]
         vs.append(oh[C:])  # (1, k): "no valid split" sends every row left
-        parts = FixedMaskMatrix.matmul_many(self.mats_, vs[:-1])
-        ind = parts[0]
-        for part in parts[1:]:
-            ind = ind + part
-        return ind + vs[-1], vs
+        return self._left_indicators(self.mats_, vs), vs
+
+    @staticmethod
+    def _left_indicators(mats: list[FixedMaskMatrix], routes: list[MPCTensor]) -> MPCTensor:
+        """``sum_q B_q v_q + [no split]`` for routing vectors ``[v_0, ..., v_P-1, no split]``: one opening."""
+        ind = routes[-1]
+        for part in FixedMaskMatrix.matmul_many(mats, routes[:-1]):
+            ind = part + ind
+        return ind
 
     def _reveal_splits(
         self, onehot: MPCTensor, offsets: list[int], k: int
@@ -517,25 +523,21 @@ class SecretSharedGBDT(VerticalProtocol):
         ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
         ok = ge[: checks.nelement()].reshape(checks.size())
         ge_rr = ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None
-
-        def expand(v: MPCTensor, size: torch.Size) -> MPCTensor:
-            return _on_shares(v, lambda sh: sh.expand(*size).contiguous())
-
         # valid = ok0 * ok1 * ok2 and valid * c_j ride along in the reciprocal's first rounds
         rides: list[Ride] = [lambda got: [(ok[0], ok[1])], lambda got: [(got[0], ok[2])]]
         if kb > 0:
             c = 1 - ge_rr  # [x < 16^-j], as the range reduction's bits
-            rides.append(lambda got: [(expand(got[1], c.size()), c)])
-        rr = _RangeReduced(x, kb, ge_rr, times=G.div(self.scale_g_), square=True, ride=rides)
+            rides.append(lambda got: [(_expand(got[1], c.size()), c)])
+        rr = _RangeReduced(x, kb, G.div(self.scale_g_), ge_rr, square=True, ride=rides)
         t = rr.scaled  # G^2/(H + lam) / factor, scaled by s / s_g^2
         valid = rr.ridden[1]
         # valid * gain = valid * t * factor: (valid * c_j) * t, exact, in one round
-        pairs = [(expand(valid, t.size()), t)]
+        pairs = [(_expand(valid, t.size()), t)]
         if kb > 0:
             pairs.append((rr.ridden[2], crypten.stack([t] * kb)))
         vt, *vct = _products(pairs)
-        for j in range(kb):
-            vt = vt + _int_mul(vct[0][j], 15 * 16**j)
+        if kb > 0:
+            vt = _times_factor(vt, vct[0])
         # invalid: -1; valid: gain + 1 >= 1 (gains are >= 0)
         score = vt[0] + vt[1] + _int_mul(valid, 2) - 1.0
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
@@ -631,8 +633,8 @@ class SecretSharedGBDT(VerticalProtocol):
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
         x = (H + self.params.reg_lambda).div(self.scale_)
-        rr = _RangeReduced(x, self.k_bits_, times=G * (-self.params.learning_rate))
-        return rr.times_factor(rr.scaled)[0].div(self.scale_)
+        rr = _RangeReduced(x, self.k_bits_, G * (-self.params.learning_rate))
+        return rr.times_factor(rr.scaled).div(self.scale_)
 
     # ------------------------------------------------------------------ protocol
     def fit(self, ctx: Context, data: LocalData) -> None:
@@ -753,13 +755,9 @@ class SecretSharedGBDT(VerticalProtocol):
             FixedMaskMatrix.one_hot(bins if q == self.rank_ else None, nb, owner=q, n_rows=n, n_features=d_q)
             for q, d_q in enumerate(self.widths_)
         ]
-        parts = FixedMaskMatrix.matmul_many(mats, self.routes_[:-1])
+        ind = self._left_indicators(mats, self.routes_).reshape(n, p.n_trees, n_nodes)  # exact 0/1
         for m in mats:
             m.release()
-        ind = parts[0]
-        for part in parts[1:]:
-            ind = ind + part
-        ind = (ind + self.routes_[-1]).reshape(n, p.n_trees, n_nodes)  # exact 0/1, precision 0
         reach = None
         for level in range(depth):
             k = 2**level
