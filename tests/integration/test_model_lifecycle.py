@@ -138,6 +138,20 @@ def test_parts_of_two_different_models_do_not_score_together(trained, tmp_path):
         score_locally(trained["bank"], [trained["provider"]], mixed, tmp_path / "run")
 
 
+def test_an_oblivious_part_holds_no_split_only_shares_of_the_routing(trained):
+    """Each party's saved oblivious model: no owners, no splits; its routing vectors are uniform shares."""
+    models = trained["tmp"] / "ss_gbdt_oblivious" / "models"
+    for role in ("bank", "provider"):
+        part = load_part(model_path(models, role))
+        meta = part.meta["protocol"]
+        assert meta["oblivious"] and meta["owners"] == [] and meta["splits"] == []
+        routes = [v for k, v in part.arrays.items() if "route_share_" in k]
+        assert len(routes) == meta["n_routes"] == 3  # the bank's, the provider's, "no split"
+        # shares of 0/1 values: uniform ring elements, the top bit set about half the time
+        bits = np.concatenate([r.ravel() for r in routes]) < 0
+        assert bits.size > 500 and abs(bits.mean() - 0.5) < 0.1, role
+
+
 def test_parts_are_plain_arrays_and_never_hold_the_other_partys_data(trained, tmp_path):
     bank_values = np.loadtxt(trained["bank"], delimiter=",", skiprows=1)[:, 2:]
     prov_values = np.loadtxt(trained["provider"], delimiter=",", skiprows=1)[:, 1:]
