@@ -57,6 +57,16 @@ def phase_bytes(entry: dict, phases: tuple[str, ...] = ("setup", "training", "sc
     return sum(by_phase.get(p, {}).get("bytes_sent", 0) for p in phases)
 
 
+def dealer_bytes(entry: dict, phases: tuple[str, ...] = ("setup", "training", "scoring")) -> int:
+    """Bytes between the parties and the triple dealer in the given phases (both directions).
+
+    Why separate: the dealer is not a party, so ``phase_bytes`` (what parties send) leaves out
+    its correlations, which a deployment pays for too.
+    """
+    by_phase = entry["traffic"]["by_phase"]
+    return sum(by_phase.get(p, {}).get("dealer_bytes", 0) for p in phases)
+
+
 def save(fig, name: str) -> Path:  # noqa: ANN001
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{name}.png"

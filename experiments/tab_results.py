@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from _common import LABELS, NUMBERS, emulated_validation, load, phase_bytes, units
+from _common import LABELS, NUMBERS, dealer_bytes, emulated_validation, load, phase_bytes, units
 
 
 def _mb(n: float) -> str:
@@ -34,25 +34,27 @@ def protocol_table(entries: list[dict], dataset: str, numbers: dict) -> list[str
     out = [
         f"**{dataset}** ({rows[0]['n_train']} training rows)",
         "",
-        "| protocol | AUC | KS | precision@10% | MB sent (train + score) | MB per iter/tree | rounds | fit s "
-        "| peak RSS MB (largest party) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| protocol | AUC | KS | precision@10% | MB sent (train + score) | MB per iter/tree "
+        "| dealer MB (train + score) | rounds | fit s | peak RSS MB (largest party) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in rows:
         m = e["metrics"]
         n_units, unit = units(e)
         train = phase_bytes(e, ("setup", "training"))
         total = phase_bytes(e)
+        dealer = dealer_bytes(e)
         out.append(
             f"| {LABELS[e['case']]} | {m['auc']:.4f} | {m['ks']:.4f} | {m['precision_at_10pct']:.3f} | "
-            f"{_mb(total)} | {_mb(train / n_units)} /{unit} | {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} "
-            f"| {_peak(e)} |"
+            f"{_mb(total)} | {_mb(train / n_units)} /{unit} | {_mb(dealer) if dealer else '–'} "
+            f"| {e['traffic']['total']['rounds']:,} | {e['fit_s']:.1f} | {_peak(e)} |"
         )
         key = f"{dataset}.{e['case']}"
         numbers[f"{key}.rounds_per_unit"] = round(rounds_per_unit(e))
         numbers[f"{key}.mb_per_unit"] = round(train / n_units / 1e6, 2)
         numbers[f"{key}.auc"] = round(m["auc"], 4)
         numbers[f"{key}.mb_total"] = round(total / 1e6, 2)
+        numbers[f"{key}.dealer_mb_total"] = round(dealer / 1e6, 2)
         numbers[f"{key}.fit_s"] = round(e["fit_s"], 1)
     return out + [""]
 
@@ -120,6 +122,14 @@ def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
             numbers[f"{key}.{name}.bank_rounds"] = round(rb)
             numbers[f"{key}.{name}.platform_rounds"] = round(rp)
         out.append(f"| {label} |{cells}")
+    # the dealer's correlations are not sent by a party, so the rows above leave them out
+    cells = ""
+    for case, e in found.items():
+        mb = dealer_bytes(e, ("training",)) / units(e)[0]
+        cells += f" {_mb(mb)} | | | |"
+        key = "gbdt_steps" if case == "ss_gbdt" else "gbdt_steps_oblivious"
+        numbers[f"{key}.dealer.mb"] = round(mb / 1e6, 1)
+    out.append(f"| the dealer's traffic with the bank (its correlations, and the requests) |{cells}")
     return out + [""]
 
 

@@ -22,7 +22,13 @@ Items (n elements each; rings values in Z_2^64, bits packed eight to a byte):
 * ``and_b2a``: a bit triple's masks ``a, b`` and a bit ``r`` as XOR shares, and, as arithmetic
   shares, ``D[e, f] = r ^ (a & b) ^ (e & b) ^ (f & a)`` for the four values of public bits
   ``e, f`` (4n ring elements, ``D[2e + f]``): an AND whose result leaves as an arithmetic bit;
-* ``b2a``: a random bit ``r`` both as XOR shares and as arithmetic shares.
+* ``b2a``: a random bit ``r`` both as XOR shares and as arithmetic shares;
+* ``private_bits`` (shapes ``x``, ``bits``; ``P`` parties): each party's own ring values ``a_i``
+  (shape ``x``) and own bits ``c_i`` (shape ``bits``), each drawn from its own stream and known
+  to nobody else, and for every party ``O`` as owner, arithmetic shares of
+  ``t_O = c_O * sum_{i != O} a_i`` (broadcast to the product's shape): a product of a shared
+  tensor with party ``O``'s private bits (:mod:`mpc_fl.crypto.private_bits`). Every orientation
+  is supplied, so the request does not tell the dealer who owns which bits.
 
 The dealer learns the plan (sizes and the public row schedule), nothing else.
 """
@@ -36,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("mul", "matvec", "tmatvec", "and", "cross_and", "and_b2a", "b2a")
+KINDS = ("mul", "matvec", "tmatvec", "and", "cross_and", "and_b2a", "b2a", "private_bits")
 
 
 @dataclass
@@ -101,7 +107,15 @@ def item_sizes(item: tuple, plan: Plan, mask_shapes: dict[str, tuple[int, int]])
     if kind == "b2a":
         n = int(item[1])
         return [("bits", n), ("ring", n)]
+    if kind == "private_bits":  # own a (x's shape), own c (bits' shape), then every owner's t
+        x_shape, bits_shape, n_parties = tuple(item[1]), tuple(item[2]), int(item[3])
+        n_out = torch.Size(torch.broadcast_shapes(x_shape, bits_shape)).numel()
+        return [("ring", _numel(x_shape)), ("bits", _numel(bits_shape)), ("ring", n_parties * n_out)]
     raise ValueError(f"unknown preprocessing item {kind!r}")
+
+
+def _numel(shape: tuple) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
 
 
 def _draw(draw_ring: RingDraw, what: str, n: int) -> torch.Tensor | np.ndarray:
@@ -194,6 +208,22 @@ def dealer_corrections(
                 raise ValueError("cross ANDs need exactly two computing parties")
             a, b = (_bits_from(s, n_last) for s in streams)
             out += np.packbits((a & b) ^ bits_total(n_last, streams[1:]), bitorder="little").tobytes()
+            continue
+        if kind == "private_bits":  # not shared: every party's own a_i and c_i
+            x_shape, bits_shape = tuple(item[1]), tuple(item[2])
+            (_, n_x), (_, n_bits) = draws[:2]
+            own = [(s(n_x), _bits_from(s, n_bits)) for s in streams]
+            out_shape = torch.broadcast_shapes(x_shape, bits_shape)
+            total_a = sum((a for a, _ in own), torch.zeros(n_x, dtype=torch.int64))
+            t = []
+            for a_o, c_o in own:  # each party as the owner, in rank order
+                others = (total_a - a_o).view(x_shape).expand(out_shape)
+                c = torch.from_numpy(c_o.astype(np.int64)).view(bits_shape).expand(out_shape)
+                t.append((c * others).reshape(-1))
+            true = torch.cat(t)
+            if true.numel() != n_last:
+                raise ValueError(f"private_bits item for {item[3]} parties, the dealer serves {len(streams)}")
+            out += (true - ring_total(n_last, streams[1:])).numpy().tobytes()
             continue
         # every stream draws every value but the last; only parties 1..n-1 draw the last one
         firsts = [ring_total(n, streams) if w == "ring" else bits_total(n, streams) for w, n in draws[:-1]]

@@ -15,22 +15,25 @@ How it runs. Each party bins its own features on its own training rows and build
 with 0 fractional bits (:mod:`mpc_fl.crypto.fixed_mask`; indicator matrices carry no
 fractional bits, so their products need no truncation and cannot wrap). Margins, gradients
 ``g = sigmoid(margin) - y``, ``h = p(1-p)``, node memberships ``[m]`` (0/1, exact integers) and
-leaf weights are secret-shared throughout. Per tree level, only the *left* children's
-histograms are computed: one ``(n, 3*k/2)`` shared matrix ``[g*m | h*m | m]`` of the left
-children goes through the fixed-mask products of every party's bin matrix with a single
-opening of n*3*k/2 masked values; a right child's histogram is its parent's minus its
-sibling's (exact). Gains ``G_L^2/(H_L+lam) + G_R^2/(H_R+lam)`` (parent term dropped: constant
-per node), the validity tests (``H_L, H_R >= min_child_weight``; a candidate whose bin is empty
-in the node duplicates the previous one and is dropped) and the argmax over all candidates of
-all parties (a 4-way comparison tournament that keeps the first maximum, like the plaintext)
-run on shares; every sign test of a level (validity and range reduction) is one batched
-comparison (six rounds, :mod:`mpc_fl.crypto.compare`). Reciprocals use a public scale and
+leaf weights are secret-shared throughout. A level's nodes carry the (n, 3k) shared matrix
+``[g*m | h*m | m]``; only the *left* children's histograms are computed, with a single opening
+of their n*3*k/2 masked values for every party's bin matrix; a right child's histogram is its
+parent's minus its sibling's (exact). Gains ``G_L^2/(H_L+lam) + G_R^2/(H_R+lam)`` (parent term
+dropped: constant per node), the validity tests (``H_L, H_R >= min_child_weight``; a candidate
+whose bin is empty in the node duplicates the previous one and is dropped) and the argmax over
+all candidates of all parties (a 4-way comparison tournament that keeps the first maximum, like
+the plaintext) run on shares; every sign test of a level (validity and range reduction) is one
+batched comparison (six rounds, :mod:`mpc_fl.crypto.compare`). Reciprocals use a public scale and
 secret power-of-16 range reduction (bits from comparisons, exact integer arithmetic) plus
 three quartic iterations, so every fixed-point product stays small (crypten.md 2.2, 2.4);
-independent products share one Beaver round (:func:`_products`). The split owner shares its 0/1 indicator
-``bins[:, f] <= b``; ``[m_left] = [m]*[ind]``, ``[m_right] = [m] - [m_left]`` (exact, no
-truncation). The leaves' G and H are the last level's chosen left/right sums (selected by the
-shared argmax one-hot), so no row-wise product is needed for them.
+independent products share one Beaver round (:func:`_products`). The split owner knows its 0/1
+indicator ``bins[:, f] <= b`` in the clear, so a left child's columns are its parent's times the
+owner's private bits (:func:`mpc_fl.crypto.private_bits.mul_private_bits`: the other party's
+masked shares go to the owner, the owner's masked bits come back; no Beaver product), and a
+right child's are the parent's minus the left's. The margin update routes the leaf weights up
+the tree the same way (a node's value is its right child's plus the indicator times left minus
+right), so no leaf membership is ever formed. The leaves' G and H are the last level's chosen
+left/right sums (selected by the shared argmax one-hot), so no row-wise product is needed for them.
 
 Rounds: every tree asks the dealer for the same list of correlations, so after the first tree
 party 0 fetches a whole tree's list in one request (:mod:`mpc_fl.crypto.prefetch`). The ledger
@@ -68,8 +71,9 @@ model keeps the shared routing vectors; scoring opens each party's test-row bin 
 a fixed mask, gets every node's indicator in one product round and multiplies them down the
 paths (one round per level); only the bank receives the scores. Each party learns nothing
 beyond the public sizes; the bank learns its test scores (tests/integration/test_oblivious_view.py
-plays each party). Cost: the same bytes and rounds as the default mode in training (the
-routing opening is tiny), a few more integer products per level.
+plays each party). Cost: nobody knows an indicator, so memberships take Beaver products
+(``[m_left] = [m] * [ind]``, then ``[g*m], [h*m]``, and the leaves' ``[M] * [w]``): about a third
+more training bytes than the default mode, a few more integer products per level.
 
 ``mask="generic"`` replaces the fixed-mask products by CrypTen's Beaver matmul on
 ``crypten.cryptensor(B_p, src=p, precision=0)``, which re-masks the whole ``B_p`` for every
@@ -94,6 +98,7 @@ from crypten.mpc import MPCTensor
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.prefetch import DealerPrefetch
+from mpc_fl.crypto.private_bits import NO_OWNER, mul_private_bits
 from mpc_fl.crypto.secure_crypten import crypten
 from mpc_fl.models.gbdt import (
     NO_SPLIT,
@@ -571,64 +576,135 @@ class SecretSharedGBDT(VerticalProtocol):
         self, margin: MPCTensor, ey: MPCTensor, bins: np.ndarray, step: StepLabel
     ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]], list[MPCTensor]]:
         """One tree: the new margin, the shared leaf weights, the public owners and this party's splits,
-        and (oblivious mode) the shared routing vectors of its nodes, per party plus "no split".
-
-        Per level, only the left children's histograms are computed (one product of the
-        gradients with the left-child memberships, one opening for every party's bin matrix);
-        a right child's histogram is its parent's minus its sibling's.
-        """
-        n, depth = len(bins), self.params.max_depth
+        and (oblivious mode) the shared routing vectors of its nodes, per party plus "no split"."""
         with step("gradients"):
             prob = margin.sigmoid()
             g = prob - ey
             h = prob * (1 - prob)
-        GH = crypten.stack([g, h], dim=1).unsqueeze(2)  # (n, 2, 1)
-        M = crypten.cryptensor(torch.ones(n, 1), src=0, precision=0)  # root: every row
+        if self.oblivious:
+            return self._fit_tree_oblivious(margin, g, h, step)
+        return self._fit_tree_revealed(margin, g, h, bins, step)
+
+    def _choose_splits(
+        self, U: MPCTensor, parents: list[MPCTensor], level: int, step: StepLabel
+    ) -> tuple[list[MPCTensor], tuple, list[int], MPCTensor]:
+        """A level's histograms (from the left children's columns ``U``), candidates, and the shared
+        argmax one-hot of every node's best split.
+
+        Only the left children's histograms are computed (one opening of ``U`` for every party's
+        bin matrix); a right child's histogram is its parent's minus its sibling's.
+        """
+        k, kl = 2**level, max(1, 2**level // 2)  # the root at level 0, else the left children
+        with step("histograms"):
+            lh = self._node_histograms(U, kl)
+            if level > 0:  # interleave (left, parent - left): children 2j, 2j + 1 of node j
+                lh = [
+                    crypten.stack([a, b - a], dim=4).reshape(*a.size()[:3], k)
+                    for a, b in zip(lh, parents, strict=True)
+                ]
+        cands = self._candidates(lh, k)
+        with step("gains"):
+            offsets, scores = self._scores(cands, k)
+        with step("argmax"):
+            onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
+        return lh, cands, offsets, onehot
+
+    @staticmethod
+    def _own_indicators(bins: np.ndarray, splits: dict[int, tuple[int, int]], k: int) -> np.ndarray | None:
+        """(n, k) "goes left" of this party's own splits among k nodes (other columns unread), or None."""
+        if not splits:
+            return None
+        ind = np.zeros((len(bins), k), dtype=bool)
+        for j, (f, b) in splits.items():
+            ind[:, j] = bins[:, f] <= b
+        return ind
+
+    def _fit_tree_revealed(
+        self, margin: MPCTensor, g: MPCTensor, h: MPCTensor, bins: np.ndarray, step: StepLabel
+    ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]], list[MPCTensor]]:
+        """Default mode: each split's owner knows its indicator, so rows are routed by products
+        with the owner's private bits (:func:`mul_private_bits`), never by Beaver products.
+
+        ``X = [g*m | h*m | m]`` of a level's nodes is carried down the tree: a left child's
+        columns are its parent's times the owner's indicator (one masked share one way, one
+        masked bit the other), so the histograms need no product of their own. The margin
+        update routes the leaf weights up: a node's value for a row is its right child's plus
+        the indicator times (left - right), from the leaves (shared scalars) to the root.
+        """
+        n, depth = len(bins), self.params.max_depth
+        ones = crypten.cryptensor(torch.ones(n), src=0)  # the root's membership, at g's precision
+        X = crypten.stack([g, h, ones], dim=1).unsqueeze(2)  # (n, 3, 1)
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         splits_t: dict[int, tuple[int, int]] = {}
         hists: list[MPCTensor] = []
-        routes: list[list[MPCTensor]] = []  # oblivious mode: per level, per party (+ no split)
+        left = X
+        for level in range(depth):
+            k, first = 2**level, 2**level - 1
+            hists, cands, offsets, onehot = self._choose_splits(left.reshape(n, -1), hists, level, step)
+            with step("argmax"):
+                owners, splits = self._reveal_splits(onehot, offsets, k)
+            owners_t[first : first + k] = owners
+            splits_t.update({first + j: fb for j, fb in splits.items()})
+            if level == depth - 1:
+                break  # the leaves need no memberships: the margin update routes the weights instead
+            with step("routing"):
+                ind = self._own_indicators(bins, splits, k)
+                left = mul_private_bits(
+                    X, None if ind is None else ind[:, None, :], (n, 1, k), self._bit_owners(owners)
+                )
+                X = crypten.stack([left, X - left], dim=3).reshape(n, 3, 2 * k)
+        with step("leaves"):
+            G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
+            w = self._leaf_weights(G_leaf, H_leaf)
+            value = w.unsqueeze(0)  # (1, 2^depth): every row's value at the leaves
+            for level in reversed(range(depth)):
+                k, first = 2**level, 2**level - 1
+                lw, rw = value[:, 0::2], value[:, 1::2]
+                splits = {j - first: splits_t[j] for j in range(first, first + k) if j in splits_t}
+                picked = mul_private_bits(
+                    lw - rw,
+                    self._own_indicators(bins, splits, k),
+                    (n, k),
+                    self._bit_owners(owners_t[first : first + k]),
+                )
+                value = rw + picked  # broadcast: (n, k)
+            margin = margin + value.reshape(n)
+        return margin, w, owners_t, splits_t, []
+
+    @staticmethod
+    def _bit_owners(owners: np.ndarray) -> np.ndarray:
+        """Split owners as :func:`mul_private_bits` columns: a node without a split multiplies by ones."""
+        return np.where(owners == NO_SPLIT, NO_OWNER, owners)
+
+    def _fit_tree_oblivious(
+        self, margin: MPCTensor, g: MPCTensor, h: MPCTensor, step: StepLabel
+    ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]], list[MPCTensor]]:
+        """Oblivious mode: memberships and indicators stay shared; ``[m_left] = [m] * [ind]`` (Beaver)."""
+        n, depth = g.size(0), self.params.max_depth
+        GH = crypten.stack([g, h], dim=1).unsqueeze(2)  # (n, 2, 1)
+        M = crypten.cryptensor(torch.ones(n, 1), src=0, precision=0)  # root: every row
+        hists: list[MPCTensor] = []
+        routes: list[list[MPCTensor]] = []  # per level, per party (+ no split)
         left = M
         for level in range(depth):
             k = 2**level
+            kl = max(1, k // 2)
             with step("histograms"):
-                kl = max(1, k // 2)  # the root at level 0, else the left children
                 gm = (GH * left.unsqueeze(1)).reshape(n, 2 * kl)  # exact: 0/1 at precision 0
                 U = crypten.cat([gm, _upscale(left, _precision(gm))], dim=1)
-                lh = self._node_histograms(U, kl)
-                if level > 0:  # interleave (left, parent - left): children 2j, 2j + 1 of node j
-                    lh = [
-                        crypten.stack([a, b - a], dim=4).reshape(*a.size()[:3], k)
-                        for a, b in zip(lh, hists, strict=True)
-                    ]
-                hists = lh
-            cands = self._candidates(hists, k)
-            with step("gains"):
-                offsets, scores = self._scores(cands, k)
-            with step("argmax"):
-                onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
-                if not self.oblivious:
-                    owners, splits = self._reveal_splits(onehot, offsets, k)
+            hists, cands, offsets, onehot = self._choose_splits(U, hists, level, step)
             with step("routing"):
-                if self.oblivious:
-                    ind, vs = self._route(onehot, offsets)
-                    routes.append(vs)
-                else:
-                    first = k - 1
-                    owners_t[first : first + k] = owners
-                    cols = {}
-                    for j, (f, b) in splits.items():
-                        splits_t[first + j] = (f, b)
-                        cols[j] = bins[:, f] <= b
-                    ind = self._share_columns(cols, n, k, owners)
+                ind, vs = self._route(onehot, offsets)
+                routes.append(vs)
                 left = M * ind  # exact
                 M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
         with step("leaves"):
             G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
             w = self._leaf_weights(G_leaf, H_leaf)
             margin = margin + (M * w).sum(1)  # exact: M is 0/1 at precision 0
-        route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)] if routes else []
-        return margin, w, owners_t, splits_t, route_t
+        route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)]
+        owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
+        return margin, w, owners_t, {}, route_t
 
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""

@@ -242,6 +242,18 @@ class MeshCommunicator(Communicator):
         self._book()
         return _PendingRecv(self, tensor, src, group or self.main_group)
 
+    def exchange(self, payloads: dict[int, bytes], sizes: dict[int, int]) -> dict[int, bytearray]:
+        """One round of point-to-point messages: send each named peer its payload, then receive
+        from each peer in ``sizes`` exactly that many bytes (both sides derive the sizes from public
+        shapes). Why: a product with one party's private bits sends different things each way
+        (masked shares one way, masked bits the other), which no collective expresses.
+        """
+        group = self.main_group
+        self._book()
+        for r, data in payloads.items():
+            self._send(data, r, group)
+        return {r: self._recv_bytes(r, group, n) for r, n in sizes.items()}
+
     # ------------------------------------------------------------------ collectives
     def broadcast(self, input: Any, src: int, group: Group | None = None, batched: bool = False) -> Any:  # noqa: A002
         group = group or self.main_group

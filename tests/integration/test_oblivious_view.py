@@ -152,3 +152,46 @@ def test_the_attack_finds_nothing_in_the_oblivious_mode(monkeypatch, datasets):
         assert views[name]["bank"]["result"]["small"]["scoring"].size == N_TEST
     for role in ("bank", "provider"):  # the schedule does not depend on the trees
         assert views["bank"][role]["result"]["lengths"] == views["provider"][role]["result"]["lengths"]
+
+
+def test_default_mode_routing_sends_only_padded_shares_and_bits(monkeypatch, datasets):
+    """Default mode routes rows with the owner's private bits: the owner receives the other party's
+    shares under one-time pads (never a small value), the other party the owner's bits under
+    one-time pads (balanced), in training and in the margin update."""
+    from mpc_fl.crypto import private_bits
+
+    def _record(name: str):  # noqa: ANN202
+        original = getattr(private_bits, name)
+
+        def spy(data, shape):  # noqa: ANN001, ANN202
+            out = original(data, shape)
+            _received.append((name, np.asarray(out).reshape(-1).copy()))
+            return out
+
+        monkeypatch.setattr(private_bits, name, spy)
+
+    _received: list = []
+    _record("_words")
+    _record("_unpack")
+
+    def fn(session):  # noqa: ANN001, ANN202
+        from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
+
+        Xb, Xp, y = datasets["provider"]  # both parties own splits here
+        X = Xb if session.role == "bank" else Xp
+        SecretSharedGBDT(PARAMS).fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None))
+        words = [v for k, v in _received if k == "_words"]
+        bits = [v for k, v in _received if k == "_unpack"]
+        return {
+            "words": np.concatenate(words) if words else np.zeros(0, np.int64),
+            "bits": np.concatenate(bits) if bits else np.zeros(0, bool),
+        }
+
+    out = run_local(fn, timeout_s=600)
+    received_words = sum(out[r]["result"]["words"].size for r in out)
+    assert received_words > 0  # the provider owns splits, so somebody receives masked shares
+    for role in ("bank", "provider"):
+        r = out[role]["result"]
+        assert not (np.abs(r["words"].astype(np.float64)) < SMALL).any(), role
+        if r["bits"].size:
+            assert abs(r["bits"].mean() - 0.5) < 5 * 0.5 / np.sqrt(r["bits"].size), role
