@@ -23,6 +23,9 @@ Items (n elements each; rings values in Z_2^64, bits packed eight to a byte):
   shares, ``D[e, f] = r ^ (a & b) ^ (e & b) ^ (f & a)`` for the four values of public bits
   ``e, f`` (4n ring elements, ``D[2e + f]``): an AND whose result leaves as an arithmetic bit;
 * ``b2a``: a random bit ``r`` both as XOR shares and as arithmetic shares;
+* ``beaver`` (operand shapes, pairs ``(i, j)``): a mask ``a_u`` per distinct operand and
+  ``c_p = a_i * a_j`` (broadcast) per pair: products whose operands repeat or broadcast open
+  each operand once, at its own shape (:func:`beaver_products`);
 * ``private_bits`` (shapes ``x``, ``bits``; ``P`` parties): each party's own ring values ``a_i``
   (shape ``x``) and own bits ``c_i`` (shape ``bits``), each drawn from its own stream and known
   to nobody else, and for every party ``O`` as owner, arithmetic shares of
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("mul", "matvec", "tmatvec", "and", "cross_and", "and_b2a", "b2a", "private_bits")
+KINDS = ("mul", "matvec", "tmatvec", "and", "cross_and", "and_b2a", "b2a", "private_bits", "beaver")
 
 
 @dataclass
@@ -107,6 +110,10 @@ def item_sizes(item: tuple, plan: Plan, mask_shapes: dict[str, tuple[int, int]])
     if kind == "b2a":
         n = int(item[1])
         return [("bits", n), ("ring", n)]
+    if kind == "beaver":  # a mask per operand, then every pair's product of masks
+        shapes, pairs = [tuple(s) for s in item[1]], item[2]
+        outs = sum(_numel(torch.broadcast_shapes(shapes[i], shapes[j])) for i, j in pairs)
+        return [*(("ring", _numel(s)) for s in shapes), ("ring", outs)]
     if kind == "private_bits":  # own a (x's shape), own c (bits' shape), then every owner's t
         x_shape, bits_shape, n_parties = tuple(item[1]), tuple(item[2]), int(item[3])
         n_out = torch.Size(torch.broadcast_shapes(x_shape, bits_shape)).numel()
@@ -237,6 +244,9 @@ def dealer_corrections(
             true = A.t().matmul(firsts[0])
         elif kind == "and":
             true = firsts[0] & firsts[1]
+        elif kind == "beaver":
+            masks = [m.view(tuple(shape)) for m, shape in zip(firsts, item[1], strict=True)]
+            true = torch.cat([(masks[i] * masks[j]).reshape(-1) for i, j in item[2]])
         elif kind == "and_b2a":
             a, b, r = firsts
             d = [r ^ (a & b) ^ (e & b) ^ (f & a) for e in (False, True) for f in (False, True)]

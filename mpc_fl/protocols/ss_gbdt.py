@@ -26,7 +26,8 @@ the plaintext) run on shares; every sign test of a level (validity and range red
 batched comparison (six rounds, :mod:`mpc_fl.crypto.compare`). Reciprocals use a public scale and
 secret power-of-16 range reduction (bits from comparisons, exact integer arithmetic) plus
 three quartic iterations, so every fixed-point product stays small (crypten.md 2.2, 2.4);
-independent products share one Beaver round (:func:`_products`). The split owner knows its 0/1
+independent products share one Beaver round, each distinct or broadcast operand opened once
+(:func:`_products`). The split owner knows its 0/1
 indicator ``bins[:, f] <= b`` in the clear, so a left child's columns are its parent's times the
 owner's private bits (:func:`mpc_fl.crypto.private_bits.mul_private_bits`: the other party's
 masked shares go to the owner, the owner's masked bits come back; no Beaver product), and a
@@ -99,6 +100,7 @@ from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.prefetch import DealerPrefetch
 from mpc_fl.crypto.private_bits import NO_OWNER, mul_private_bits
+from mpc_fl.crypto.products import beaver_products
 from mpc_fl.crypto.secure_crypten import crypten
 from mpc_fl.models.gbdt import (
     NO_SPLIT,
@@ -144,11 +146,6 @@ def _upscale(x: MPCTensor, bits: int) -> MPCTensor:
     return _on_shares(x, lambda s: s * (1 << bits), precision=bits)
 
 
-def _expand(x: MPCTensor, size: torch.Size) -> MPCTensor:
-    """``x`` broadcast to ``size`` and materialised (local), so it can pair with a tensor of that size."""
-    return _on_shares(x, lambda s: s.expand(*size).contiguous())
-
-
 def _times_factor(v: MPCTensor, cv: MPCTensor) -> MPCTensor:
     """``v * factor`` from ``cv[j] = c_j * v``: ``factor = 1 + sum_j 15*16^j c_j`` (exact integer scaling)."""
     out = v
@@ -167,23 +164,17 @@ Ride = Callable[[list[MPCTensor]], list[tuple[MPCTensor, MPCTensor]]]
 
 
 def _products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
-    """``a * b`` for several pairs of any shapes in one Beaver round (flattened, concatenated).
+    """``a * b`` for several pairs (broadcasting) in one Beaver round, each distinct operand opened once.
 
-    Why: independent products cost one round together instead of one each. The encoding
-    integers are multiplied; a pair with an operand at precision 0 (a bit, a count) is then
-    exact, with no truncation, at the other operand's precision; a pair of two fixed-point
-    values is truncated like CrypTen's product (two-party local truncation).
+    Why: independent products cost one round together instead of one each, and a tensor used
+    in several of them (or broadcast against a larger one) is opened once, at its own size
+    (:func:`mpc_fl.crypto.products.beaver_products`). The encoding integers are multiplied; a
+    pair with an operand at precision 0 (a bit, a count) is then exact, with no truncation, at
+    the other operand's precision; a pair of two fixed-point values is truncated like CrypTen's
+    product (two-party local truncation).
     """
-    for a, b in pairs:
-        if a.size() != b.size():
-            raise ValueError(f"products need equal shapes, got {tuple(a.size())} and {tuple(b.size())}")
-    flat_a = crypten.cat([_raw(a).reshape(-1) for a, _ in pairs])
-    flat_b = crypten.cat([_raw(b).reshape(-1) for _, b in pairs])
-    prod = flat_a * flat_b
-    out, start = [], 0
-    for a, b in pairs:
-        n = a.nelement()
-        share = prod._tensor.share[start : start + n].reshape(a.size())
+    out = []
+    for (a, b), share in zip(pairs, beaver_products(pairs), strict=True):
         pa, pb = _precision(a), _precision(b)
         if min(pa, pb) == 0:
             out.append(MPCTensor.from_shares(share, precision=pa + pb))
@@ -191,7 +182,6 @@ def _products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
             part = MPCTensor.from_shares(share, precision=pa)
             part._tensor.div_(2**pb)  # CrypTen's truncation, as in its own products
             out.append(part)
-        start += n
     return out
 
 
@@ -239,11 +229,10 @@ class _RangeReduced:
             return out[: len(pairs)]
 
         if k > 0:
-            stacked = crypten.stack([x] * k)
             if ge is None:
                 ge = self.thresholds(x, k) >= 0
             self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
-            (cx,) = round_([(self.c, stacked)])  # bit times value: exact
+            (cx,) = round_([(self.c, x)])  # bits times x (broadcast, opened once): exact
             xs = _times_factor(x, cx)
         else:
             xs = x
@@ -261,7 +250,8 @@ class _RangeReduced:
                 w = out[1]
             e = 1 - out[0]
             carry = out[-1] if last else y  # the last iteration carries times * y
-            e2, yc = round_([(e, e), (carry, 1 + e)])  # e^2 and y (1 + e)
+            e2, ce = round_([(e, e), (carry, e)])  # e^2 and y e, e opened once
+            yc = carry + ce  # y (1 + e)
             (y,) = round_([(yc, 1 + e2)])  # y (1 + e)(1 + e^2): error e^4
         self.scaled = y
 
@@ -269,7 +259,7 @@ class _RangeReduced:
         """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error."""
         if self.k == 0:
             return v
-        (cv,) = _products([(self.c, crypten.stack([v] * self.k))])
+        (cv,) = _products([(self.c, v)])  # v broadcast over the k bits: opened once
         return _times_factor(v, cv)
 
 
@@ -318,7 +308,7 @@ def _argmax_first(x: MPCTensor) -> MPCTensor:
         second = crypten.stack([c[0, 2], c[1, 2], 1 - c[1, 2], 1 - c[1, 3]])
         third = crypten.stack([c[0, 3], c[1, 3], c[2, 3], 1 - c[2, 3]])
         # win bit of i times its values: (first * second) * (third * T), two rounds, exact
-        third = _expand(third.permute(1, 2, 0).unsqueeze(3), T.size())
+        third = third.permute(1, 2, 0).unsqueeze(3)  # broadcast over T's columns: opened once
         both, third_t = _products([(first, second), (third, T)])
         picked = both.permute(1, 2, 0).unsqueeze(3) * third_t  # exactly one winner per group
         value = picked[:, :, :, 0].sum(2, keepdim=True)
@@ -532,14 +522,14 @@ class SecretSharedGBDT(VerticalProtocol):
         rides: list[Ride] = [lambda got: [(ok[0], ok[1])], lambda got: [(got[0], ok[2])]]
         if kb > 0:
             c = 1 - ge_rr  # [x < 16^-j], as the range reduction's bits
-            rides.append(lambda got: [(_expand(got[1], c.size()), c)])
+            rides.append(lambda got: [(got[1], c)])  # valid broadcast over the k bits
         rr = _RangeReduced(x, kb, G.div(self.scale_g_), ge_rr, square=True, ride=rides)
         t = rr.scaled  # G^2/(H + lam) / factor, scaled by s / s_g^2
         valid = rr.ridden[1]
         # valid * gain = valid * t * factor: (valid * c_j) * t, exact, in one round
-        pairs = [(_expand(valid, t.size()), t)]
+        pairs = [(valid, t)]  # broadcast; t is opened once for both pairs
         if kb > 0:
-            pairs.append((rr.ridden[2], crypten.stack([t] * kb)))
+            pairs.append((rr.ridden[2], t))
         vt, *vct = _products(pairs)
         if kb > 0:
             vt = _times_factor(vt, vct[0])
