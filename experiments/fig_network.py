@@ -42,6 +42,10 @@ def main() -> None:
             numbers[f"network.{e['case']}.{profile.name}"] = round(left, 1)
             labels.append(f"{LABELS[e['case']]} ({profile.name})")
             y += 1
+    for e in (e for e in load("protocols") if e.get("dataset") == "sme"):  # for the text, not the figure
+        s = traffic_summary({r: p["ledger"] for r, p in e["parties"].items()}, ("setup", "training"))
+        wan = s["wall_s"] + latency_s(s["rounds"], WAN) + transfer_s(s["bytes_sent_max_party"], WAN)
+        numbers[f"network.sme.{e['case']}.WAN"] = round(wan, 1)
     ax1.set_yticks(range(len(labels)), labels, fontsize=7)
     ax1.invert_yaxis()
     ax1.set_xscale("log")
