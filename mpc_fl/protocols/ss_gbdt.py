@@ -384,25 +384,6 @@ class SecretSharedGBDT(VerticalProtocol):
         }
 
     # ------------------------------------------------------------------ helpers
-    def _share_columns(self, cols: dict[int, np.ndarray], n: int, k: int, owners: np.ndarray) -> MPCTensor:
-        """Sum over parties of each party's (n, k) 0/1 matrix (its own split columns), precision 0.
-
-        Columns of nodes without a valid split are all ones (send everything left), added by the bank.
-        """
-        total = None
-        for p in range(self.n_parties_):
-            if p == self.rank_:
-                mine = torch.zeros(n, k)
-                for j, col in cols.items():
-                    mine[:, j] = torch.from_numpy(col.astype(np.float32))
-                if p == 0:
-                    mine[:, torch.from_numpy(owners == NO_SPLIT)] = 1.0
-            else:
-                mine = torch.zeros(n, k)
-            part = crypten.cryptensor(mine, src=p, precision=0)
-            total = part if total is None else total + part
-        return total
-
     def _node_histograms(self, U: MPCTensor, k: int) -> list[MPCTensor]:
         """Per party q, the (d_q, n_bins, 3, k) g/h/count histograms of the k nodes whose columns are U.
 
@@ -627,6 +608,7 @@ class SecretSharedGBDT(VerticalProtocol):
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         splits_t: dict[int, tuple[int, int]] = {}
         hists: list[MPCTensor] = []
+        levels: list[tuple[np.ndarray | None, np.ndarray]] = []  # per level: own indicators, column owners
         left = X
         for level in range(depth):
             k, first = 2**level, 2**level - 1
@@ -635,29 +617,21 @@ class SecretSharedGBDT(VerticalProtocol):
                 owners, splits = self._reveal_splits(onehot, offsets, k)
             owners_t[first : first + k] = owners
             splits_t.update({first + j: fb for j, fb in splits.items()})
+            levels.append((self._own_indicators(bins, splits, k), self._bit_owners(owners)))
             if level == depth - 1:
                 break  # the leaves need no memberships: the margin update routes the weights instead
             with step("routing"):
-                ind = self._own_indicators(bins, splits, k)
-                left = mul_private_bits(
-                    X, None if ind is None else ind[:, None, :], (n, 1, k), self._bit_owners(owners)
-                )
+                ind, cols = levels[level]
+                left = mul_private_bits(X, None if ind is None else ind[:, None, :], (n, 1, k), cols)
                 X = crypten.stack([left, X - left], dim=3).reshape(n, 3, 2 * k)
         with step("leaves"):
             G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
             w = self._leaf_weights(G_leaf, H_leaf)
             value = w.unsqueeze(0)  # (1, 2^depth): every row's value at the leaves
             for level in reversed(range(depth)):
-                k, first = 2**level, 2**level - 1
+                ind, cols = levels[level]
                 lw, rw = value[:, 0::2], value[:, 1::2]
-                splits = {j - first: splits_t[j] for j in range(first, first + k) if j in splits_t}
-                picked = mul_private_bits(
-                    lw - rw,
-                    self._own_indicators(bins, splits, k),
-                    (n, k),
-                    self._bit_owners(owners_t[first : first + k]),
-                )
-                value = rw + picked  # broadcast: (n, k)
+                value = rw + mul_private_bits(lw - rw, ind, (n, 2**level), cols)  # broadcast: (n, k)
             margin = margin + value.reshape(n)
         return margin, w, owners_t, splits_t, []
 
