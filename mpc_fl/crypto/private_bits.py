@@ -85,15 +85,18 @@ def mul_private_bits(
     share = x._tensor.share
     out = share.expand(out_shape).clone()  # NO_OWNER columns: x itself
 
-    groups = [(q, torch.from_numpy(np.flatnonzero(owners == q))) for q in range(n_parties)]
-    groups = [(q, cols) for q, cols in groups if len(cols)]
+    # per owner q: its columns, and the shapes of what crosses the wire for them (public)
+    groups = []
+    for q in range(n_parties):
+        cols = torch.from_numpy(np.flatnonzero(owners == q))
+        if len(cols):
+            sub_x, sub_bits = (*x_shape[:-1], len(cols)), (*bits_shape[:-1], len(cols))
+            n_words, n_bit_bytes = 8 * int(np.prod(sub_x)), -(-int(np.prod(sub_bits)) // 8)
+            groups.append((q, cols, sub_x, sub_bits, n_words, n_bit_bytes))
     payloads: dict[int, bytearray] = {}
     sizes: dict[int, int] = {}
-    flips: dict[int, np.ndarray] = {}  # q -> f on its columns (q's own, or received)
-    for q, cols in groups:
-        n_x = share[..., cols].numel()
-        sub_bits = (*bits_shape[:-1], len(cols))
-        n_bit_bytes = -(-int(np.prod(sub_bits)) // 8)
+    flips: dict[int, np.ndarray] = {}  # q -> f on the columns this party owns
+    for q, cols, _, _, n_words, n_bit_bytes in groups:
         if rank == q:
             if bits is None:
                 raise ValueError(f"party {rank} owns columns {cols.tolist()} but passed no bits")
@@ -101,7 +104,7 @@ def mul_private_bits(
             for j in range(n_parties):
                 if j != q:
                     payloads.setdefault(j, bytearray()).extend(_pack(flips[q]))
-                    sizes[j] = sizes.get(j, 0) + 8 * n_x
+                    sizes[j] = sizes.get(j, 0) + n_words
         else:
             d = (share[..., cols] - a[..., cols]).contiguous()
             payloads.setdefault(q, bytearray()).extend(d.numpy().tobytes())
@@ -109,23 +112,19 @@ def mul_private_bits(
     received = comm.exchange({j: bytes(p) for j, p in payloads.items()}, sizes) if groups else {}
 
     pos = dict.fromkeys(received, 0)
-    for q, cols in groups:
-        sub_x = (*x_shape[:-1], len(cols))
-        sub_bits = (*bits_shape[:-1], len(cols))
+    for q, cols, sub_x, sub_bits, n_words, n_bit_bytes in groups:
         if rank == q:
             total = share[..., cols].clone()
             for j in range(n_parties):
                 if j != q:
-                    n = 8 * int(np.prod(sub_x))
-                    total += _words(received[j][pos[j] : pos[j] + n], sub_x)
-                    pos[j] += n
+                    total += _words(received[j][pos[j] : pos[j] + n_words], sub_x)
+                    pos[j] += n_words
             f = flips[q]
             ind = torch.from_numpy(bits[..., cols.numpy()].astype(np.int64))
             mine = ind * total
         else:
-            n = -(-int(np.prod(sub_bits)) // 8)
-            f = _unpack(received[q][pos[q] : pos[q] + n], sub_bits)
-            pos[q] += n
+            f = _unpack(received[q][pos[q] : pos[q] + n_bit_bytes], sub_bits)
+            pos[q] += n_bit_bytes
             mine = torch.from_numpy(f.astype(np.int64)) * a[..., cols]
         sign = 1 - 2 * torch.from_numpy(f.astype(np.int64))
         out[..., cols] = (mine + sign * t[q][..., cols]).expand(*out_shape[:-1], len(cols))
