@@ -14,7 +14,7 @@ import json
 import matplotlib.pyplot as plt
 from _common import LABELS, NUMBERS, RESULTS, color, emulated_validation, load, missing, save
 
-from mpc_fl.netmodel import LAN, WAN, latency_s, traffic_summary, transfer_s
+from mpc_fl.netmodel import LAN, WAN, latency_s, predict_from_ledgers, traffic_summary, transfer_s
 
 
 def main() -> None:
@@ -43,9 +43,7 @@ def main() -> None:
             labels.append(f"{LABELS[e['case']]} ({profile.name})")
             y += 1
     for e in (e for e in load("protocols") if e.get("dataset") == "sme"):  # for the text, not the figure
-        s = traffic_summary({r: p["ledger"] for r, p in e["parties"].items()}, ("setup", "training"))
-        wan = s["wall_s"] + latency_s(s["rounds"], WAN) + transfer_s(s["bytes_sent_max_party"], WAN)
-        numbers[f"network.sme.{e['case']}.WAN"] = round(wan, 1)
+        numbers[f"network.sme.{e['case']}.WAN"] = round(predict_from_ledgers(e, (WAN,))["WAN"], 1)
     ax1.set_yticks(range(len(labels)), labels, fontsize=7)
     ax1.invert_yaxis()
     ax1.set_xscale("log")

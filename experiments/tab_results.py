@@ -107,6 +107,7 @@ def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
     if not found:
         return []
     costs = {case: _step_costs(e) for case, e in found.items()}
+    keys = {"ss_gbdt": "gbdt_steps", "ss_gbdt_oblivious": "gbdt_steps_oblivious"}  # numbers.json prefixes
     head = "| step (per tree) |" + "".join(
         f" {GBDT_MODES[c]}: MB sent, all parties | bank rounds | platform rounds | bank s |" for c in costs
     )
@@ -117,7 +118,7 @@ def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
         for case, cost in costs.items():
             mb, rb, rp, secs = cost[name]
             cells += f" {_mb(mb)} | {rb:,.0f} | {rp:,.0f} | {secs:.2f} |"
-            key = "gbdt_steps" if case == "ss_gbdt" else "gbdt_steps_oblivious"
+            key = keys[case]
             numbers[f"{key}.{name}.mb"] = round(mb / 1e6, 1)
             numbers[f"{key}.{name}.bank_rounds"] = round(rb)
             numbers[f"{key}.{name}.platform_rounds"] = round(rp)
@@ -127,8 +128,7 @@ def gbdt_steps_table(entries: list[dict], numbers: dict) -> list[str]:
     for case, e in found.items():
         mb = dealer_bytes(e, ("training",)) / units(e)[0]
         cells += f" {_mb(mb)} | | | |"
-        key = "gbdt_steps" if case == "ss_gbdt" else "gbdt_steps_oblivious"
-        numbers[f"{key}.dealer.mb"] = round(mb / 1e6, 1)
+        numbers[f"{keys[case]}.dealer.mb"] = round(mb / 1e6, 1)
     out.append(f"| the dealer's traffic with the bank (its correlations, and the requests) |{cells}")
     return out + [""]
 
