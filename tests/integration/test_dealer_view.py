@@ -32,8 +32,9 @@ def _protocol(name: str, setting: int):  # noqa: ANN202
 
 def _dealer_view(
     monkeypatch, tmp_path: Path, seed: int, name: str = "ss_lr", setting: int = 50
-) -> list[bytes]:  # noqa: ANN001
-    """Every payload the dealer receives in one run (the forked dealer inherits the patch)."""
+) -> tuple[list[bytes], list]:  # noqa: ANN001
+    """Every payload the dealer receives in one run (the forked dealer inherits the patch), and
+    the public split owners of an SS-GBDT run (empty for SS-LR)."""
     log = tmp_path / f"dealer-{name}-{seed}-{setting}.bin"
 
     def recording_recv(self, peer, channel, timeout_s=None):  # noqa: ANN001, ANN202
@@ -50,22 +51,28 @@ def _dealer_view(
 
     def fn(session):  # noqa: ANN001, ANN202
         X = Xb if session.role == "bank" else Xp
-        _protocol(name, setting).fit(session, LocalData(X, y if session.role == "bank" else None))
+        proto = _protocol(name, setting)
+        proto.fit(session, LocalData(X, y if session.role == "bank" else None))
+        return [o.tolist() for o in getattr(proto, "owners_", [])]
 
-    run_local(fn)
+    owners = run_local(fn)["bank"]["result"]
     raw, out = log.read_bytes(), []
     while raw:
         n = int.from_bytes(raw[:8], "little")
         out.append(raw[8 : 8 + n])
         raw = raw[8 + n :]
-    return out
+    return out, owners
 
 
 @pytest.mark.parametrize(("name", "setting", "other"), [("ss_lr", 50, 60), ("ss_gbdt", 8, 6)])
 def test_the_dealer_sees_the_same_messages_whatever_the_data(monkeypatch, tmp_path, name, setting, other):
-    first = _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=setting)
-    second = _dealer_view(monkeypatch, tmp_path, seed=2, name=name, setting=setting)
+    first, owners_1 = _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=setting)
+    second, owners_2 = _dealer_view(monkeypatch, tmp_path, seed=2, name=name, setting=setting)
     assert len(first) > 0
     assert first == second
+    if (
+        name == "ss_gbdt"
+    ):  # the products with an owner's private bits did not tell the dealer who owns a split
+        assert owners_1 != owners_2
     # positive control: what the dealer does learn (the public settings' shapes) shows up in its view
-    assert _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=other) != first
+    assert _dealer_view(monkeypatch, tmp_path, seed=1, name=name, setting=other)[0] != first
