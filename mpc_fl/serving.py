@@ -45,7 +45,6 @@ from mpc_fl.crypto.prg import PRG
 from mpc_fl.protocols.base import BANK, LocalData
 from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
 from mpc_fl.runtime.federation import Federation
-from mpc_fl.runtime.mesh import APP
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def _provider_queries(
     ch = session.channel
     n = 0
     while True:
-        msg = json.loads(ch.mesh.recv(BANK, APP, timeout_s=SERVICE_OP_TIMEOUT_S))
+        msg = ch.recv_json(BANK, timeout_s=SERVICE_OP_TIMEOUT_S)
         if msg["op"] == "stop":
             return
         ids = [str(i) for i in msg["ids"]]

@@ -15,7 +15,7 @@ import os
 import sys
 from types import ModuleType
 
-__all__ = ["SPU_VERSION", "load"]
+__all__ = ["SPU_VERSION", "check_installed", "load"]
 
 SPU_VERSION = "0.9.5"
 _loaded: tuple[ModuleType, ModuleType] | None = None
@@ -39,16 +39,31 @@ def _load_extension(directory: str, name: str) -> ModuleType:
     return module
 
 
+def _missing() -> LibPsiMissing:
+    return LibPsiMissing(
+        f"OT-based PSI needs SecretFlow's PSI library from the spu wheel: "
+        f"pip install --no-deps spu=={SPU_VERSION} (or use --align ecdh)"
+    )
+
+
+def check_installed() -> None:
+    """Raise :class:`LibPsiMissing` if the wheel is absent, without loading the library into this process."""
+    spec = importlib.util.find_spec("spu")
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing()
+    directory = list(spec.submodule_search_locations)[0]
+    for name in ("libspu", "libpsi"):
+        if not os.path.exists(os.path.join(directory, f"{name}.so")):
+            raise LibPsiMissing(f"the spu wheel has no {name}.so in {directory}")
+
+
 def load() -> tuple[ModuleType, ModuleType]:
     """``(libspu, libpsi)``; raise :class:`LibPsiMissing` with the install command if absent."""
     global _loaded
     if _loaded is None:
         spec = importlib.util.find_spec("spu")  # finds the package without importing it
         if spec is None or not spec.submodule_search_locations:
-            raise LibPsiMissing(
-                f"OT-based PSI needs SecretFlow's PSI library from the spu wheel: "
-                f"pip install --no-deps spu=={SPU_VERSION} (or use --align ecdh)"
-            )
+            raise _missing()
         directory = list(spec.submodule_search_locations)[0]
         libspu = _load_extension(directory, "libspu")
         libpsi = _load_extension(directory, "libpsi")

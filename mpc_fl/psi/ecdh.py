@@ -68,6 +68,7 @@ import numpy as np
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
+from mpc_fl.psi.barrier import end_of_alignment
 from mpc_fl.runtime.channel import Channel
 
 PROTOCOL = "mpc_fl/psi/ecdh/v1"
@@ -253,4 +254,6 @@ def run_psi(
     perm_list = perm.tolist()
     common = sorted((v, perm_list[j]) for j, v in enumerate(own_double) if v in peer_double)
     indices = np.fromiter((row for _, row in common), dtype=np.int64, count=len(common))
+    with channel.phase(PHASE):
+        end_of_alignment(channel, peer, [keys[i] for i in indices])
     return PSIResult(indices=indices, n_self=n, n_peer=n_peer)

@@ -10,7 +10,9 @@ OPRF from OT extension) align a million ids per side in seconds. We do not write
 Transport: the library speaks brpc over its own TCP sockets. Both parties route them through a
 :class:`~mpc_fl.runtime.tunnel.Tunnel` over the channel, so every byte travels on the parties'
 TLS links (identity from keys), is counted by the ledger under ``"alignment"`` and is shaped by
-link emulation. The library listens on loopback only.
+link emulation. The library listens on loopback only, and runs in a process of its own
+(:mod:`mpc_fl.psi._ot_worker`): a crash in it is reported as a crash of the PSI library,
+naming the party, and leaves the party's links and state intact.
 
 Protocol (both parties call :func:`run_ot_psi` with the same code)
 ------------------------------------------------------------------
@@ -21,6 +23,9 @@ Protocol (both parties call :func:`run_ot_psi` with the same code)
    (``broadcast_result``), so both parties end with the same output as ECDH-PSI.
 2. Both sides order the common rows by the encoded id (a function of the intersection only,
    which both parties know), so both get the same row order without sending any id.
+3. Both pass :func:`end_of_alignment`: a barrier on the protocol stream that also checks both
+   found the same intersection (size and hash, which the peer already knows), so training
+   never starts while the peer is still in its PSI.
 
 Ids are encoded as hex of utf-8 ``str(id)`` (the same canonical form as ECDH-PSI), so any id,
 commas and quotes included, survives the library's CSV input.
@@ -48,26 +53,28 @@ here), and a party choosing its input set to probe for a customer, which no PSI 
 
 from __future__ import annotations
 
-import atexit
+import json
 import os
 import re
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mpc_fl.psi._libpsi import SPU_VERSION, load
+from mpc_fl.psi._libpsi import SPU_VERSION, check_installed
+from mpc_fl.psi.barrier import end_of_alignment
 from mpc_fl.psi.ecdh import PSIResult, canonical_ids
 from mpc_fl.runtime.channel import Channel
 from mpc_fl.runtime.federation import free_port
 from mpc_fl.runtime.tunnel import Tunnel
 
-__all__ = ["OT_PROTOCOLS", "run_ot_psi"]
+__all__ = ["OT_PROTOCOLS", "PSILibraryError", "run_ot_psi"]
 
 PHASE = "alignment"
 OT_PROTOCOLS = ("rr22", "kkrt")
@@ -78,62 +85,13 @@ CONCEAL_INPUT_DIGEST = True
 RECV_TIMEOUT_MS = 600_000
 
 
-#: One library run per process at a time: two at once in one process crashed it (a test ran
-#: both parties as threads). Parties are separate processes, so this costs nothing.
-_one_run = threading.Lock()
-_exit_silenced = False
-
-
-def _silence_library_at_exit() -> None:
-    """The library logs from static destructors at process exit; send fds 1 and 2 to /dev/null then."""
-    global _exit_silenced
-    if not _exit_silenced:
-
-        def silence() -> None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-
-        atexit.register(silence)
-        _exit_silenced = True
-
-
-@contextmanager
-def _library_output(workdir: Path) -> Iterator[Path]:
-    """While the library runs: its console logging goes to a log in ``workdir``, its scratch files there too.
-
-    Why at the fd and environment level: the library's loggers are C++ and ignore Python's
-    streams and its Python-side logging options, and it puts scratch files in ``$TMPDIR``.
-    ``workdir`` is private (0700) and removed after the run, scratch files included.
-    """
-    log, scratch = workdir / "library.log", workdir / "scratch"
-    scratch.mkdir(mode=0o700)
-    _silence_library_at_exit()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err, tmpdir = os.dup(1), os.dup(2), os.environ.get("TMPDIR")
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.environ["TMPDIR"] = str(scratch)
-    try:
-        yield log
-    finally:
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
-        if tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = tmpdir
-        _remove_trace_files(log)
+class PSILibraryError(RuntimeError):
+    """The native PSI library failed or crashed in its own process; the message names the party."""
 
 
 def _remove_trace_files(log: Path) -> None:
     """The library writes a timing trace to /tmp/psi_<id>.trace on every run (whatever $TMPDIR
-    says); remove those this process's runs wrote."""
+    says); remove those this run wrote."""
     if log.exists():
         for path in re.findall(r"Trace has been written to (/tmp/psi_[\w-]+\.trace)", log.read_text()):
             Path(path).unlink(missing_ok=True)
@@ -154,47 +112,40 @@ def _swap_header(channel: Channel, peer: str, header: dict) -> dict:
     return got
 
 
-def _run_library(
-    libspu,
-    libpsi,
-    workdir: Path,
-    src: Path,
-    ranks: list[str],
-    me: int,
-    receiver: int,
-    protocol: str,
-    tunnel: Tunnel,
-    brpc_port: int,
-) -> None:
-    desc = libspu.link.Desc()
-    desc.id = "mpc_fl-psi"
-    for rank, role in enumerate(ranks):
-        port = brpc_port if rank == me else tunnel.port
-        desc.add_party(role, f"127.0.0.1:{port}")
-    desc.brpc_channel_connection_type = "single"
-    desc.recv_timeout_ms = RECV_TIMEOUT_MS
-    lctx = libspu.link.create_brpc(desc, me)
-    try:
-        config = libpsi.PsiExecuteConfig(
-            protocol_conf=libpsi.PsiProtocolConfig(
-                protocol=getattr(libpsi.PsiProtocol, f"PROTOCOL_{protocol.upper()}"),
-                receiver_rank=receiver,
-                broadcast_result=True,
-            ),
-            input_params=libpsi.InputParams(path=str(src), selected_keys=["k"], keys_unique=True),
-            output_params=libpsi.OutputParams(path=str(workdir / "common.csv"), disable_alignment=False),
-        )
-        libpsi.psi_execute(config, lctx)
-        lctx.barrier()  # neither side stops its link while the other still needs it
-    finally:
-        lctx.stop_link()
+def _start_library(workdir: Path, config: dict) -> tuple[subprocess.Popen, Path]:
+    """Start the library in its own process (:mod:`mpc_fl.psi._ot_worker`); its output goes to a log."""
+    (workdir / "config.json").write_text(json.dumps(config))
+    scratch = workdir / "scratch"  # the library puts scratch files in $TMPDIR
+    scratch.mkdir(mode=0o700)
+    log = workdir / "library.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpc_fl.psi._ot_worker", str(workdir / "config.json")],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(scratch)},
+        )  # fmt: skip
+    return proc, log
+
+
+def _library_failure(role: str, protocol: str, peer: str, code: int, log: Path) -> PSILibraryError:
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    if code < 0:
+        try:
+            how = f"crashed (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            how = f"crashed (signal {-code})"
+    else:
+        how = f"failed (exit {code})"
+    tail = " | ".join(lines[-3:])
+    return PSILibraryError(
+        f"{role}: the PSI library ({protocol}, with {peer!r}) {how}; this party's links and state are "
+        f"intact, the run stops" + (f" [{tail}]" if tail else "")
+    )
 
 
 def _run_with_tunnel(
     channel: Channel,
     peer: str,
-    libspu,  # noqa: ANN001
-    libpsi,  # noqa: ANN001
     workdir: Path,
     src: Path,
     ranks: list[str],
@@ -202,33 +153,27 @@ def _run_with_tunnel(
     receiver_rank: int,
     protocol: str,
 ) -> list[str]:
-    """Run the library in a worker thread behind a tunnel; return the common encoded ids (sorted)."""
-    failure: list[BaseException] = []
-    done = threading.Event()
+    """Run the library in its own process behind a tunnel; return the common encoded ids (sorted)."""
     brpc_port = free_port()  # below the ephemeral range, where no tunnel or dial can take it
     with Tunnel(channel, peer, target_port=brpc_port) as tunnel:
-
-        def work() -> None:
-            try:
-                _run_library(
-                    libspu, libpsi, workdir, src, ranks, me, receiver_rank, protocol, tunnel, brpc_port
-                )
-            except BaseException as err:
-                failure.append(err)
-            finally:
-                done.set()
-
-        with _library_output(workdir) as log:
-            threading.Thread(target=work, daemon=True, name="ot-psi").start()
-            # The library blocks in C++; watch the tunnel so a lost peer fails now.
-            while not done.wait(0.2):
+        config = {
+            "ranks": ranks, "me": me, "receiver_rank": receiver_rank, "protocol": protocol,
+            "brpc_port": brpc_port, "tunnel_port": tunnel.port, "recv_timeout_ms": RECV_TIMEOUT_MS,
+            "input": str(src), "output": str(workdir / "common.csv"),
+        }  # fmt: skip
+        proc, log = _start_library(workdir, config)
+        try:
+            while (code := proc.poll()) is None:  # watch the tunnel too, so a lost peer fails now
                 if tunnel.failed is not None:
                     raise tunnel.failed
-            if failure:
-                tail = " | ".join(log.read_text().strip().splitlines()[-3:]) if log.exists() else ""
-                raise RuntimeError(
-                    f"OT-PSI ({protocol}) with {peer!r} failed: {failure[0]} [{tail}]"
-                ) from failure[0]
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            _remove_trace_files(log)
+        if code != 0:
+            raise _library_failure(channel.role, protocol, peer, code, log)
     return [k.strip('"') for k in (workdir / "common.csv").read_text().split("\n")[1:] if k]
 
 
@@ -251,13 +196,8 @@ def run_ot_psi(
         raise ValueError(f"unknown OT-PSI protocol {protocol!r}; choose from {OT_PROTOCOLS}")
     if receiver not in ("smaller", "larger"):
         raise ValueError(f"receiver must be 'smaller' or 'larger', got {receiver!r}")
-    libspu, libpsi = load()  # fail before talking to the peer if the library is missing
-    if not _one_run.acquire(blocking=False):
-        raise RuntimeError("an OT-PSI is already running in this process; run parties as separate processes")
-    try:
-        return _run_ot_psi(channel, ids, peer, protocol, receiver, libspu, libpsi)
-    finally:
-        _one_run.release()
+    check_installed()  # fail before talking to the peer if the library is missing
+    return _run_ot_psi(channel, ids, peer, protocol, receiver)
 
 
 def _run_ot_psi(
@@ -266,8 +206,6 @@ def _run_ot_psi(
     peer: str,
     protocol: str,
     receiver: str,
-    libspu,  # noqa: ANN001
-    libpsi,  # noqa: ANN001
 ) -> PSIResult:
     raw = canonical_ids(ids)
     keys = [k.hex() for k in raw]
@@ -294,9 +232,8 @@ def _run_ot_psi(
             sizes = {channel.role: n, peer: n_peer}
             sign = 1 if receiver == "smaller" else -1  # receiver: the min of sign * size (ties: rank 0)
             receiver_rank = min(range(2), key=lambda r: (sign * sizes[ranks[r]], r))
-            common = _run_with_tunnel(
-                channel, peer, libspu, libpsi, workdir, src, ranks, me, receiver_rank, protocol
-            )
-    index = {k: i for i, k in enumerate(keys)}
-    rows = np.fromiter((index[k] for k in common if k in index), dtype=np.int64)
+            common = _run_with_tunnel(channel, peer, workdir, src, ranks, me, receiver_rank, protocol)
+            index = {k: i for i, k in enumerate(keys)}
+            rows = np.fromiter((index[k] for k in common if k in index), dtype=np.int64)
+            end_of_alignment(channel, peer, [raw[i] for i in rows])
     return PSIResult(indices=rows, n_self=n, n_peer=n_peer)

@@ -179,14 +179,18 @@ def run_in_threads(
         except BaseException as err:  # noqa: BLE001 - re-raised below
             out[role] = err
 
-    threads = [threading.Thread(target=target, args=(r,), daemon=True) for r in roles]
-    for t in threads:
+    threads = {r: threading.Thread(target=target, args=(r,), daemon=True) for r in roles}
+    for t in threads.values():
         t.start()
-    for t in threads:
-        t.join(timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while any(t.is_alive() for t in threads.values()) and time.monotonic() < deadline:
+        if any(isinstance(v, BaseException) for v in list(out.values())):
+            break  # the first failure ends the run: its peers would only wait for it
+        time.sleep(0.01)
     for r in roles:
         if isinstance(out.get(r), BaseException):
             raise out[r]
+    for r in roles:
         if r not in out:
             raise PartyFailed(f"party {r!r} did not finish within {timeout_s:.0f} s")
     return {r: (out[r], chans[r].ledger) for r in roles}

@@ -56,10 +56,11 @@ from mpc_fl.runtime.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
-#: Frame channels: protocol messages, CrypTen's three process groups, link control.
-APP, CRYPTEN_MAIN, CRYPTEN_TTP, CRYPTEN_TTP_COMM, CONTROL = range(5)
-N_CHANNELS = 5
-CHANNEL_NAMES = ("protocol", "crypten", "crypten-dealer", "crypten-dealer-broadcast", "control")
+#: Frame channels: protocol messages, CrypTen's three process groups, link control, a tunnelled
+#: library's connections (PSI). Each is its own stream: one can never be read as another.
+APP, CRYPTEN_MAIN, CRYPTEN_TTP, CRYPTEN_TTP_COMM, CONTROL, TUNNEL = range(6)
+N_CHANNELS = 6
+CHANNEL_NAMES = ("protocol", "crypten", "crypten-dealer", "crypten-dealer-broadcast", "control", "tunnel")
 
 _HEADER = struct.Struct("<BQ")
 HEADER_BYTES = _HEADER.size
@@ -533,6 +534,30 @@ class Mesh:
                     f"{self.fed.connect_timeout_s:.0f} s of starting"
                 )
             time.sleep(0.005)
+
+    def announce_abort(self, reason: str) -> list[str]:
+        """Without taking part: dial every peer, tell each that this member stops and why, leave.
+
+        For a member whose own input is bad: its peers would otherwise wait out their connect
+        timeout and blame the wrong member. Returns the peers told before the deadline.
+        """
+        client_ctx = (
+            _tls_context(False, self._key_file, "".join(m.certificate for m in self.fed.members))
+            if self.tls
+            else None
+        )
+        for p in self.peers:
+            threading.Thread(target=self._dial, args=(p, client_ctx), daemon=True).start()
+        told: list[str] = []
+        data = _ABORT + reason.encode()[:2000]
+        while len(told) < len(self.peers) and time.monotonic() < self._deadline and self._failure is None:
+            for peer in [p for p in list(self._out) if p not in told]:
+                with contextlib.suppress(PartyConnectionError):
+                    self.send(peer, CONTROL, data)
+                    told.append(peer)
+            time.sleep(0.02)
+        self.close(goodbye=True)
+        return told
 
     def abort(self, reason: str) -> None:
         """Tell every peer, best effort, that this member stops and why; they fail at once naming it."""

@@ -7,9 +7,14 @@ the peer: every connection the library opens to it is forwarded, frame by frame,
 channel to the peer's tunnel, which connects to the peer library's loopback server. So the
 library talks to the peer only through the authenticated, encrypted, counted channel.
 
-Both parties run the same code. Frames are ``kind (1 byte) | stream id (4 bytes) | payload``;
-stream ids opened by the party whose role sorts first are even, the other's odd. A tunnel is
-used by one exchange at a time and owns the channel to that peer while it is open.
+Both parties run the same code. Frames are ``kind (1 byte) | tunnel (4 bytes) | stream id
+(4 bytes) | payload``; stream ids opened by the party whose role sorts first are even, the
+other's odd. Frames travel on the channel's own tunnel stream (:data:`~mpc_fl.runtime.channel.TUNNEL`),
+never on the protocols' stream, so a library's late frame cannot be read by the next phase.
+Tunnels to a peer are numbered in the order both parties open them, and every frame carries
+its tunnel's number: a frame of another (finished) tunnel is an error naming both. Closing is
+a handshake: each side sends END after its library returned and waits for the peer's END;
+a tunnel that does not end that way fails the run rather than leave a reader behind.
 
 What is listened on: one loopback port per tunnel (for the local library's client side); the
 library's own server also listens on loopback only. Loopback is reachable by other local users
@@ -25,12 +30,16 @@ import threading
 import time
 from functools import partial
 
-from mpc_fl.runtime.channel import Channel
+from mpc_fl.runtime.channel import TUNNEL, Channel
+from mpc_fl.runtime.errors import PartyConnectionError
 
 __all__ = ["Tunnel"]
 
 _OPEN, _DATA, _EOF, _END = range(4)
-_FRAME = struct.Struct("<BI")
+_FRAME = struct.Struct("<BII")
+#: tunnels opened so far, per (channel, peer): both parties count the same
+_opened: dict[tuple[int, str], int] = {}
+_opened_lock = threading.Lock()
 _READ = 1 << 16
 _CONNECT_TIMEOUT_S = 60.0
 
@@ -46,6 +55,9 @@ class Tunnel:
         self.channel = channel
         self.peer = peer
         self.target_port = target_port
+        with _opened_lock:
+            self.number = _opened.get((id(channel), peer), 0)
+            _opened[(id(channel), peer)] = self.number + 1
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._socks: dict[int, socket.socket] = {}
@@ -65,8 +77,12 @@ class Tunnel:
             t.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the run is failing already: do not wait for the peer's END
+            self._closing = True
+            self._shut_local()
 
     # ------------------------------------------------------------------ threads
     def _guard(self, loop) -> None:
@@ -88,7 +104,7 @@ class Tunnel:
                 self._next_sid += 2
                 self._socks[sid] = sock
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._outbox.put(_FRAME.pack(_OPEN, sid))
+            self._outbox.put(self._frame(_OPEN, sid))
             threading.Thread(target=self._guard, args=(partial(self._pump, sid, sock),), daemon=True).start()
 
     def _pump(self, sid: int, sock: socket.socket) -> None:
@@ -99,23 +115,33 @@ class Tunnel:
             except OSError:
                 data = b""
             if not data:
-                self._outbox.put(_FRAME.pack(_EOF, sid))
+                self._outbox.put(self._frame(_EOF, sid))
                 return
-            self._outbox.put(_FRAME.pack(_DATA, sid) + data)
+            self._outbox.put(self._frame(_DATA, sid) + data)
+
+    def _frame(self, kind: int, sid: int) -> bytes:
+        return _FRAME.pack(kind, self.number, sid)
 
     def _send_loop(self) -> None:
         while True:
             frame = self._outbox.get()
             if frame is None:
                 return
-            self.channel.send_bytes(self.peer, frame)
+            self.channel.send_bytes(self.peer, frame, stream=TUNNEL, kind="bytes")
             if frame[0] == _END:
                 return
 
     def _recv_loop(self) -> None:
         while True:
-            frame = self.channel.recv_bytes(self.peer)
-            kind, sid = _FRAME.unpack_from(frame)
+            frame = self.channel.recv_bytes(self.peer, stream=TUNNEL, kind="bytes")
+            if len(frame) < _FRAME.size:
+                raise ValueError(f"tunnel: {self.peer!r} sent a frame of {len(frame)} bytes")
+            kind, number, sid = _FRAME.unpack_from(frame)
+            if number != self.number:
+                raise ValueError(
+                    f"tunnel: {self.peer!r} sent a frame of its tunnel #{number} into tunnel #{self.number} "
+                    f"(a late frame of a finished exchange?)"
+                )
             if kind == _END:
                 return
             if kind == _OPEN:
@@ -166,12 +192,24 @@ class Tunnel:
         """Tell the peer we are done, wait for its END, and close every local socket.
 
         Both parties call this once their library returned, so neither side's frames are cut
-        off. An error from a forwarding thread is raised here.
+        off. An error from a forwarding thread is raised here, and so is a peer that never ends.
         """
-        self._outbox.put(_FRAME.pack(_END, 0))
+        self._outbox.put(self._frame(_END, 0))
         self._threads[1].join()
         self._threads[2].join(timeout=_CONNECT_TIMEOUT_S)
+        ended = not self._threads[2].is_alive()
         self._closing = True
+        self._shut_local()
+        if self._error is not None:
+            raise self._error
+        if not ended:
+            raise PartyConnectionError(
+                f"{self.channel.role}: {self.peer!r} did not end tunnel #{self.number} within "
+                f"{_CONNECT_TIMEOUT_S:.0f} s of this party's end; stopping rather than leave its frames unread"
+            )
+
+    def _shut_local(self) -> None:
+        """Close the listener and every local connection."""
         try:
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close alone does not)
         except OSError:
@@ -184,5 +222,3 @@ class Tunnel:
                 except OSError:
                     pass
             self._socks.clear()
-        if self._error is not None:
-            raise self._error

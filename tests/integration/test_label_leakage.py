@@ -64,9 +64,11 @@ def _mask_from(messages: list[bytes], n: int) -> np.ndarray:
     """The provider's copy of the bank's is_test message (the only n-bit packed array it receives)."""
     import io
 
+    from mpc_fl.runtime.channel import payload_of
+
     for m in messages:
         try:
-            with np.load(io.BytesIO(m), allow_pickle=False) as z:
+            with np.load(io.BytesIO(payload_of(m)), allow_pickle=False) as z:
                 if "is_test" in z.files:
                     return np.unpackbits(z["is_test"], count=n).astype(bool)
         except (ValueError, OSError, EOFError):

@@ -29,8 +29,8 @@ def _received_by_provider(bank_ids: np.ndarray, provider_ids: np.ndarray) -> byt
         if session.role == "provider":
             inner = session.channel._recv
 
-            def spy(frm: str) -> bytes:
-                data = inner(frm)
+            def spy(frm: str, *args) -> bytes:  # noqa: ANN002
+                data = inner(frm, *args)
                 got.append(data)
                 return data
 

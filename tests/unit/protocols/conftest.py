@@ -55,9 +55,9 @@ def ciphertext_spy(monkeypatch: pytest.MonkeyPatch) -> CiphertextSpy:
     spy = CiphertextSpy()
     send, rerandomize = LocalChannel.send_bytes, HeuPaillier.rerandomize
 
-    def spy_send(self: LocalChannel, to: str, data: bytes) -> None:
+    def spy_send(self: LocalChannel, to: str, data: bytes, **kw: object) -> None:
         spy.sent.setdefault(self.role, []).append(bytes(data))
-        send(self, to, data)
+        send(self, to, data, **kw)
 
     def spy_rerandomize(self: HeuPaillier, ct: Ciphertexts) -> Ciphertexts:
         out = rerandomize(self, ct)

@@ -25,9 +25,9 @@ def _run_pair(ids_bank, ids_provider, *, spy: bool = False, **kwargs) -> tuple[P
         for role, ch in chans.items():
             inner = ch._send
 
-            def _send(to: str, data: bytes, _inner=inner, _role=role) -> None:
-                sent[_role].append(bytes(data))
-                _inner(to, data)
+            def _send(to: str, data: bytes, stream: int, _inner=inner, _role=role) -> None:
+                sent[_role].append(bytes(data[2 + data[1] :]))  # the payload, without the typed header
+                _inner(to, data, stream)
 
             ch._send = _send  # type: ignore[method-assign]
     kb = kwargs.pop("kwargs_bank", {})
@@ -175,7 +175,8 @@ def test_ledger_counts_alignment_traffic_symmetrically():
     payload = 32 * (1000 + 1500)
     for t in (b, p):
         assert payload < t["bytes_sent"] < payload + 600 * t["messages_sent"]
-    assert b["messages_sent"] == 1 + 4 + 6 and p["messages_sent"] == 1 + 6 + 4
+    # header, batches, the end-of-alignment barrier
+    assert b["messages_sent"] == 1 + 4 + 6 + 1 and p["messages_sent"] == 1 + 6 + 4 + 1
 
 
 def test_invalid_peer_point_is_rejected():
@@ -184,10 +185,11 @@ def test_invalid_peer_point_is_rejected():
     bad = chans["provider"]
 
     def evil_peer() -> None:
-        bad.recv_json("bank")
-        bad.send_json("bank", {"protocol": "mpc_fl/psi/ecdh/v1", "n": 2, "batch_size": 65536})
-        bad.recv_arrays("bank")
-        bad.send_arrays("bank", points=np.zeros((2, 32), dtype=np.uint8))  # small-order / identity
+        with bad.phase("alignment"):
+            bad.recv_json("bank")
+            bad.send_json("bank", {"protocol": "mpc_fl/psi/ecdh/v1", "n": 2, "batch_size": 65536})
+            bad.recv_arrays("bank")
+            bad.send_arrays("bank", points=np.zeros((2, 32), dtype=np.uint8))  # small-order / identity
 
     with ThreadPoolExecutor(2) as ex:
         fe = ex.submit(evil_peer)
@@ -198,7 +200,8 @@ def test_invalid_peer_point_is_rejected():
 
 def test_protocol_mismatch_is_rejected():
     chans = LocalChannel.create(ROLES)
-    chans["provider"].send_json("bank", {"protocol": "something-else", "n": 3, "batch_size": 10})
+    with chans["provider"].phase("alignment"):
+        chans["provider"].send_json("bank", {"protocol": "something-else", "n": 3, "batch_size": 10})
     with pytest.raises(ValueError, match="does not speak"):
         run_psi(chans["bank"], [1, 2, 3], "provider")
 
@@ -210,7 +213,7 @@ class _RendezvousChannel(Channel):
         super().__init__(role, ROLES)
         self._boxes = boxes
 
-    def _send(self, to: str, data: bytes) -> None:
+    def _send(self, to: str, data: bytes, stream: int) -> None:
         data_box, ack_box = self._boxes[(self.role, to)]
         data_box.put(bytes(data))
         try:
@@ -218,7 +221,7 @@ class _RendezvousChannel(Channel):
         except queue.Empty:
             raise TimeoutError(f"{self.role} blocked in send: deadlock") from None
 
-    def _recv(self, frm: str) -> bytes:
+    def _recv(self, frm: str, stream: int, timeout_s: float | None) -> bytes:
         data_box, ack_box = self._boxes[(frm, self.role)]
         try:
             data = data_box.get(timeout=20)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import time
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+import mpc_fl.psi.ot as ot
 from mpc_fl.psi import _libpsi
+from mpc_fl.psi.barrier import end_of_alignment
 from mpc_fl.psi.ecdh import PSIResult
 from mpc_fl.psi.ot import run_ot_psi
 from mpc_fl.runtime.channel import LocalChannel
@@ -117,14 +120,43 @@ def test_receiver_rule_mismatch_is_named():
         run_pair(np.arange(10), np.arange(10), kw_bank={"receiver": "smaller"})
 
 
-def test_one_run_per_process():
-    """A second OT-PSI in the same process is refused at once (the library crashed when it ran twice)."""
+def test_two_runs_in_one_process_are_independent():
+    """The library runs in its own process per PSI, so two at once in one process no longer collide."""
     chans = LocalChannel.create(ROLES)
-    with ThreadPoolExecutor(1) as ex:
-        first = ex.submit(run_ot_psi, chans["bank"], np.arange(10), "provider")  # waits for the header
-        time.sleep(0.5)
-        with pytest.raises(RuntimeError, match="already running in this process"):
-            run_ot_psi(chans["provider"], np.arange(10), "bank")
-        chans["provider"].send_json("bank", {"protocol": "something else"})  # lets the first one fail
-        with pytest.raises(ValueError, match="does not speak"):
-            first.result(timeout=30)
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(0, 300), "provider")
+        fp = ex.submit(run_ot_psi, chans["provider"], np.arange(200, 500), "bank")
+        rb, rp = fb.result(timeout=120), fp.result(timeout=120)
+    check(np.arange(0, 300), np.arange(200, 500), rb, rp)
+
+
+def _header(n: int) -> dict:
+    return {"protocol": "mpc_fl/psi/rr22/v1", "library": "spu 0.9.5", "receiver": "larger", "n": n}
+
+
+def test_a_crash_in_the_library_is_reported_as_such_naming_the_party(monkeypatch):
+    """Positive control: a library process that dies of SIGSEGV, as one did under load."""
+
+    def crashing(workdir, config):  # noqa: ANN001, ANN202
+        log = workdir / "library.log"
+        log.write_text("Fatal Python error: Segmentation fault\n")
+        code = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+        return subprocess.Popen([sys.executable, "-c", code]), log
+
+    monkeypatch.setattr(ot, "_start_library", crashing)
+    chans = LocalChannel.create(ROLES)
+    with chans["provider"].phase("alignment"):
+        chans["provider"].send_json("bank", _header(10))
+    with pytest.raises(ot.PSILibraryError) as err:
+        run_ot_psi(chans["bank"], np.arange(10), "provider")
+    assert "bank: the PSI library (rr22, with 'provider') crashed (killed by SIGSEGV)" in str(err.value)
+    assert "Segmentation fault" in str(err.value)
+
+
+def test_alignment_ends_with_a_barrier_that_compares_the_intersections():
+    """A peer whose intersection differs (or that is not done) stops the run at the barrier."""
+    chans = LocalChannel.create(ROLES)
+    with chans["provider"].phase("alignment"):
+        chans["provider"].send_json("bank", {"alignment": "done", "n_common": 2, "digest": "0" * 64})
+    with chans["bank"].phase("alignment"), pytest.raises(ValueError, match="ended differently"):
+        end_of_alignment(chans["bank"], "provider", [b"1", b"2"])

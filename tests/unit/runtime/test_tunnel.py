@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mpc_fl.runtime.channel import LocalChannel
+from mpc_fl.runtime.channel import TUNNEL, LocalChannel
+from mpc_fl.runtime.errors import PartyConnectionError
 from mpc_fl.runtime.federation import free_port
 from mpc_fl.runtime.tunnel import _DATA, _FRAME, Tunnel
 
@@ -61,7 +62,45 @@ def test_bytes_cross_only_the_channel_and_are_counted():
 def test_frame_for_an_unknown_stream_is_an_error():
     chans = LocalChannel.create(ROLES)
     a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
-    chans["provider"].send_bytes("bank", _FRAME.pack(_DATA, 41) + b"forged")
-    chans["provider"].send_bytes("bank", _FRAME.pack(3, 0))  # END, so close() does not wait
+    chans["provider"].send_bytes("bank", _FRAME.pack(_DATA, 0, 41) + b"forged", stream=TUNNEL)
+    chans["provider"].send_bytes("bank", _FRAME.pack(3, 0, 0), stream=TUNNEL)  # END, so close() does not wait
     with pytest.raises(ValueError, match="unknown stream 41"):
+        a.close()
+
+
+def test_tunnel_frames_never_reach_the_protocol_stream():
+    """The library's traffic has a stream of its own: a protocol message after it is read as sent."""
+    chans = LocalChannel.create(ROLES)
+    server, port = _echo_server()
+    a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
+    b = Tunnel(chans["provider"], "bank", target_port=port).__enter__()
+    with socket.create_connection(("127.0.0.1", a.port)) as c:
+        c.sendall(b"x" * 100_000)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):
+            pass
+    chans["provider"].send_json("bank", {"next": "phase"})  # sent while tunnel frames may still flow
+    _close_both(a, b)
+    server.close()
+    assert chans["bank"].recv_json("provider") == {"next": "phase"}
+
+
+def test_a_late_frame_of_a_finished_tunnel_is_an_error_naming_both_tunnels():
+    chans = LocalChannel.create(ROLES)
+    first_a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
+    first_b = Tunnel(chans["provider"], "bank", target_port=free_port()).__enter__()
+    _close_both(first_a, first_b)
+    second = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
+    assert (first_a.number, second.number) == (0, 1)
+    chans["provider"].send_bytes("bank", _FRAME.pack(_DATA, 0, 0) + b"late", stream=TUNNEL)
+    with pytest.raises(ValueError, match=r"tunnel #0 into tunnel #1"):
+        second.close()
+
+
+def test_a_peer_that_never_ends_its_tunnel_fails_the_close(monkeypatch):
+    """Mutant's view: close() used to give up waiting and carry on with a reader still running."""
+    monkeypatch.setattr("mpc_fl.runtime.tunnel._CONNECT_TIMEOUT_S", 0.5)
+    chans = LocalChannel.create(ROLES)
+    a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
+    with pytest.raises(PartyConnectionError, match="did not end tunnel #0"):
         a.close()
