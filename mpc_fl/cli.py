@@ -8,6 +8,7 @@ is missing or stopped; exit 1 for an internal error, whose traceback goes to the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
 import logging
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,10 @@ def _listen(args: argparse.Namespace) -> tuple[str, int] | None:
 
 def _add_link_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--connect-timeout", type=float, default=60.0, help="seconds (from process start) to reach every peer"
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds, from when this process is ready to connect, to reach every peer",
     )
     p.add_argument(
         "--insecure-cleartext",
@@ -105,24 +110,64 @@ def _add_member_args(p: argparse.ArgumentParser) -> None:
     _add_output_args(p)
 
 
+@contextlib.contextmanager
+def _peers_told_on_failure(args: argparse.Namespace, role: str, dealer: bool) -> Iterator[None]:
+    """A party whose own input is bad still joins long enough to tell every member why it stops.
+
+    Without this, the others waited out their connect timeout and then named the wrong member.
+    Its own files are checked first; the federation file is read only to tell the others (if it
+    is bad too, there is nobody to tell, and the first error stands).
+    """
+    try:
+        yield
+    except Exception as err:
+        from mpc_fl.runtime.session import one_line, tell_peers_of_failure
+
+        # the line comes now; telling the others takes at most TELL_PEERS_S
+        _report(args, err, Path(args.log) if args.log else None)
+        err.add_note(_REPORTED)
+        try:
+            fed = _federation(args)
+        except Exception:  # noqa: BLE001 - nobody can be told; the input's error is what the user sees
+            raise err from None
+        if role in fed.roles:
+            reason = f"{role}: {one_line(err)}"
+            tell_peers_of_failure(fed, role, Path(args.key), reason, dealer=dealer, within_s=TELL_PEERS_S)
+        raise
+
+
+#: How long a party whose input is bad waits for the other members to be ready to hear why.
+TELL_PEERS_S = 10.0
+_REPORTED = "mpc_fl: already reported"
+
+
+def _needs_dealer(protocol: str, insecure_tfp: bool = False) -> bool:
+    """Whether this protocol's run has a dealer (an unknown protocol: assume it may)."""
+    from mpc_fl.protocols import REGISTRY, uses_crypten
+
+    return protocol not in REGISTRY or (uses_crypten(protocol) and not insecure_tfp)
+
+
 def cmd_party(args: argparse.Namespace) -> int:
-    from mpc_fl.data.party_table import load_party_csv
     from mpc_fl.protocols import check_options, full_options, uses_crypten
 
     role = args.role
-    # this party's own file is checked first, before anything slow is imported or any peer is contacted
-    table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
-    options = check_options(args.protocol, parse_options(args.param))
+    with _peers_told_on_failure(args, role, _needs_dealer(args.protocol, args.insecure_tfp)):
+        # this party's own file is checked before anything slow is imported or any peer is contacted
+        from mpc_fl.data.party_table import load_party_csv
+
+        table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
+        options = check_options(args.protocol, parse_options(args.param))
+        split_key = None
+        if args.split_key:
+            if role != "bank":
+                raise ValueError("--split-key is the bank's secret; providers do not take it")
+            from mpc_fl.data.split import load_split_key
+
+            split_key = load_split_key(Path(args.split_key))
     fed = _federation(args)
     if role not in fed.roles:
         raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
-    split_key = None
-    if args.split_key:
-        if role != "bank":
-            raise ValueError("--split-key is the bank's secret; providers do not take it")
-        from mpc_fl.data.split import load_split_key
-
-        split_key = load_split_key(Path(args.split_key))
     crypten = uses_crypten(args.protocol)
     hello = {
         "protocol": args.protocol,
@@ -142,6 +187,7 @@ def cmd_party(args: argparse.Namespace) -> int:
             alignment=args.align, split=args.split, split_key=split_key, keep_scores=args.keep_scores,
             save_model=Path(args.save_model) if args.save_model else None,
         )  # fmt: skip
+        report.ready_s = session.ready_s
     report.wall_s = process_age_s()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -173,16 +219,19 @@ def cmd_score_party(args: argparse.Namespace) -> int:
     from mpc_fl.data.party_table import load_party_csv
 
     role = args.role
-    kind = "bank-scoring" if role == "bank" else "provider"  # labels are optional in a file to score
-    table = load_party_csv(args.data, role=kind, id_col=args.id_col, label_col=args.label_col)
-    from mpc_fl.pipeline import load_model, score_party
-    from mpc_fl.protocols import uses_crypten
-    from mpc_fl.runtime.session import connect, process_age_s
+    with _peers_told_on_failure(args, role, dealer=True):
+        kind = "bank-scoring" if role == "bank" else "provider"  # labels are optional in a file to score
+        table = load_party_csv(args.data, role=kind, id_col=args.id_col, label_col=args.label_col)
+        from mpc_fl.pipeline import load_model
 
-    model = load_model(Path(args.model), role)  # refuses another role's part or another version
+        model = load_model(Path(args.model), role)  # refuses another role's part or another version
     fed = _federation(args)
     if role not in fed.roles:
         raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
+    from mpc_fl.pipeline import score_party
+    from mpc_fl.protocols import uses_crypten
+    from mpc_fl.runtime.session import connect, process_age_s
+
     hello = {
         "mode": "score",
         "protocol": model.part.protocol,
@@ -337,26 +386,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out_dir) / f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = parse_options(args.param)
-    try:
-        record = run_protocol_locally(
-            Path(args.bank), [Path(p) for p in args.provider], args.protocol, options, out_dir,
-            align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
-            insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
-            emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
-            save_models=Path(args.save_models) if args.save_models else None,
-        )  # fmt: skip
-    except Exception as err:
-        if out_dir.exists():  # the folder says what happened, not just logs
-            failed = {
-                "status": "failed",
-                "error": _one_line(err),
-                "protocol": args.protocol,
-                "params": options,
-            }
-            (out_dir / "run.json").write_text(json.dumps(failed, indent=1, default=str))
-        raise
-    record = {"status": "ok", **record}
-    (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str))
+    record = run_protocol_locally(
+        Path(args.bank), [Path(p) for p in args.provider], args.protocol, options, out_dir,
+        align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
+        insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
+        emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
+        save_models=Path(args.save_models) if args.save_models else None,
+    )  # fmt: skip
     print(
         result_line(
             args.protocol,
@@ -566,19 +602,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - every failure ends in one line and a non-zero exit
-        details = traceback.format_exc()
-        user = isinstance(err, _user_errors())
-        if log_file is None and not user:
-            fd, name = tempfile.mkstemp(prefix=f"mpc-fl-{_who(args)}-", suffix=".log")
-            log_file = Path(name)
-            os.close(fd)
-            log_file.write_text(details)
-        else:
-            log.debug("failed:\n%s", details)
-        where = f" (details in {log_file})" if log_file is not None and not user else ""
-        kind = "error" if user else f"internal error: {type(err).__name__}"
-        print(f"mpc-fl {_who(args)}: {kind}: {_one_line(err)}{where}", file=sys.stderr)
-        return EXIT_USER_ERROR if user else EXIT_INTERNAL_ERROR
+        if _REPORTED not in getattr(err, "__notes__", ()):
+            _report(args, err, log_file)
+        return EXIT_USER_ERROR if isinstance(err, _user_errors()) else EXIT_INTERNAL_ERROR
+
+
+def _report(args: argparse.Namespace, err: BaseException, log_file: Path | None) -> None:
+    """The one line a failure prints (an internal error's traceback goes to the log)."""
+    details = "".join(traceback.format_exception(err))
+    user = isinstance(err, _user_errors())
+    if log_file is None and not user:
+        fd, name = tempfile.mkstemp(prefix=f"mpc-fl-{_who(args)}-", suffix=".log")
+        log_file = Path(name)
+        os.close(fd)
+        log_file.write_text(details)
+    else:
+        log.debug("failed:\n%s", details)
+    where = f" (details in {log_file})" if log_file is not None and not user else ""
+    kind = "error" if user else f"internal error: {type(err).__name__}"
+    print(f"mpc-fl {_who(args)}: {kind}: {_one_line(err)}{where}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,8 @@ class PartyReport:
     run_info: dict = field(default_factory=dict)
     #: seconds from this party's process start to its report (set by the CLI)
     wall_s: float | None = None
+    #: seconds from this party's process start to being ready to connect (set by the CLI)
+    ready_s: float | None = None
     #: where this party saved its part of the model, if it did
     model: str | None = None
 

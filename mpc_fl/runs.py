@@ -6,6 +6,7 @@ local federation per run (:func:`mpc_fl.runtime.launch.run_parties_locally`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def run_protocol_locally(
 ) -> dict[str, Any]:
     """Train and score with every party as its own ``mpc-fl party`` process over a fresh local federation.
 
-    Returns the run record. ``save_models``: each party writes its part of the model to
+    Returns the run record, also written to ``out_dir/run.json`` (``status`` ``ok``; a failed run
+    leaves ``status`` ``failed`` and its one-line error there). ``save_models``: each party writes its part of the model to
     ``<save_models>/<role>.model.npz``. ``quiet=False`` relays the bank's progress lines.
     ``emulate``: (round-trip ms, Mbit/s) every link emulates (:class:`mpc_fl.runtime.mesh.LinkEmulator`).
     """
@@ -56,13 +58,20 @@ def run_protocol_locally(
         for r in roles:
             role_args[r] += ["--save-model", str(model_path(save_models, r))]
     dealer = uses_crypten(protocol) and not insecure_tfp
-    parties, wall = run_parties_locally(
-        bank, providers, out_dir, dealer=dealer, args=args, role_args=role_args,
-        connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext, emulate=emulate,
-        relay_progress=not quiet,
-    )  # fmt: skip
+    try:
+        parties, wall = run_parties_locally(
+            bank, providers, out_dir, dealer=dealer, args=args, role_args=role_args,
+            connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext, emulate=emulate,
+            relay_progress=not quiet,
+        )  # fmt: skip
+    except Exception as err:
+        if out_dir.exists():  # the folder says what happened, not just its logs
+            failed = {"status": "failed", "error": _first_line(err), "protocol": protocol, "params": options}
+            (out_dir / "run.json").write_text(json.dumps(failed, indent=1, default=str))
+        raise
     bank_report = parties["bank"]
-    return {
+    record = {
+        "status": "ok",
         "protocol": protocol,
         "params": bank_report["params"],
         "alignment": bank_report.get("alignment"),
@@ -82,6 +91,13 @@ def run_protocol_locally(
         "parties": parties,
         "provenance": provenance(),
     }
+    (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def model_path(models_dir: Path, role: str) -> Path:

@@ -12,10 +12,13 @@ link and then draw in the same order.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+if TYPE_CHECKING:  # torch is imported where ring elements are drawn: the CLI's light commands never load it
+    import torch
 
 KEY_BYTES = 32
 #: Independent streams per key: the 12-byte ChaCha20 nonce numbers them (stream 0 is :class:`PRG`'s default).
@@ -84,6 +87,8 @@ class PRG:
 
     def ring_elements(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """Uniform elements of Z_{2^64} as int64 (CrypTen's ring)."""
+        import torch
+
         out = torch.empty(tuple(shape), dtype=torch.int64)
         if out.numel():
             self.fill(memoryview(out.numpy().reshape(-1).view(np.uint8)))
@@ -111,6 +116,8 @@ def fill_ring_rows(key: bytes, stream: int, out: torch.Tensor, skip_bytes: int =
     pieces, each its own stream under one key, so any piece can be regenerated on its own,
     in place, by whoever holds the key (:class:`mpc_fl.crypto.dealer.RowBlockMask`).
     """
+    import torch
+
     if not out.is_contiguous() or out.dtype != torch.int64:
         raise ValueError("fill_ring_rows writes into a contiguous int64 tensor")
     prg = PRG(key, stream)
@@ -122,6 +129,8 @@ def fill_ring_rows(key: bytes, stream: int, out: torch.Tensor, skip_bytes: int =
 
 def ring_block(key: bytes, stream: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Uniform elements of Z_{2^64} (int64) from stream ``stream`` of ``key``: one regenerable piece."""
+    import torch
+
     out = torch.empty(tuple(shape), dtype=torch.int64)
     fill_ring_rows(key, stream, out)
     return out

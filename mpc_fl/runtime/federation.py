@@ -24,7 +24,13 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mpc_fl.runtime.identity import IdentityError, certificate_der, certificate_path, make_identity
+from mpc_fl.runtime.identity import (
+    IdentityError,
+    certificate_der,
+    certificate_path,
+    key_path,
+    make_identity,
+)
 
 DEALER = "dealer"
 BANK = "bank"
@@ -204,9 +210,13 @@ def local_federation(
     """A federation on one machine: a fresh key pair per member, each listening on a free port.
 
     Returns the federation and each member's private key file (each party reads only its own).
+    The keys are the run's own: keys an earlier run left in ``key_dir`` are replaced, so a run
+    into the same folder starts cleanly (``mpc-fl keygen`` still refuses to overwrite a key).
     """
     members, keys = [], {}
     for role in (*roles, *((DEALER,) if dealer else ())):
+        key_path(key_dir, role).unlink(missing_ok=True)
+        certificate_path(key_dir, role).unlink(missing_ok=True)
         key_file, cert = make_identity(role, key_dir)
         members.append(Member(role, host, free_port(host), cert.read_text()))
         keys[role] = key_file

@@ -125,6 +125,17 @@ def launch(
                         p.kill()
 
 
+def _clear_earlier_run(out_dir: Path, roles: list[str]) -> None:
+    """A run folder holds one run: the reports and logs an earlier run left there go first, so a
+    failed run cannot be mistaken for the earlier one's results (the keys are replaced too)."""
+    for name in [*(f"{r}.json" for r in roles), "run.json", "federation.toml"]:
+        (out_dir / name).unlink(missing_ok=True)
+    logs = out_dir / "logs"
+    if logs.is_dir():
+        for log in logs.glob("*.log"):
+            log.unlink()
+
+
 def provider_roles(n_providers: int) -> list[str]:
     return ["provider"] if n_providers == 1 else [f"provider{i + 1}" for i in range(n_providers)]
 
@@ -153,6 +164,7 @@ def run_parties_locally(
     roles = ["bank", *provider_roles(len(providers))]
     files = dict(zip(roles, [bank, *providers], strict=True))
     out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_earlier_run(out_dir, [*roles, DEALER])
     fed, keys = local_federation(tuple(roles), out_dir / "keys", dealer=dealer)
     fed_file = out_dir / "federation.toml"
     fed_file.write_text(federation_text(list(fed.members)))

@@ -7,8 +7,10 @@ machine or on several hosts. Ranks: computing parties are 0..n-1 in the file's o
 (the bank is rank 0, CrypTen's party 0); the Beaver-triple dealer, when there is one,
 is rank n.
 
-A party that never connects is named after the connect timeout, counted from the start
-of the process; a party that dies mid-run makes its peers' next receive fail, naming it.
+A party that never connects is named after the connect timeout, counted from when this
+process is ready to connect (its imports and file checks done, its listener about to open:
+on a busy machine imports alone took up to a minute); a party that dies mid-run makes its
+peers' next receive fail, naming it.
 This module knows nothing of models or protocols.
 """
 
@@ -34,7 +36,10 @@ HANDSHAKE_FORMAT = 1
 #: Packages whose versions must match across members (they define the computation and the wire).
 HANDSHAKE_PACKAGES = ("mpc_fl", "torch", "crypten", "sf-heu")
 
-__all__ = ["DEALER", "Federation", "PartyConnectionError", "PartySession", "connect", "serve_dealer"]
+__all__ = [
+    "DEALER", "Federation", "PartyConnectionError", "PartySession", "connect", "serve_dealer",
+    "tell_peers_of_failure",
+]  # fmt: skip
 
 
 def process_age_s() -> float:
@@ -51,19 +56,16 @@ def process_age_s() -> float:
         return 0.0
 
 
-_first_join = True
+log = logging.getLogger(__name__)
 
 
 def connect_deadline(fed: Federation) -> float:
-    """The monotonic time by which every peer must be connected.
+    """The monotonic time by which every peer must be connected: the timeout from now (ready).
 
-    A process's first join counts from the start of the process (imports and file checks
-    included); a service joining again after a failure counts from the new attempt.
+    Also records, in the log, how long this process took from its start to being ready.
     """
-    global _first_join
-    start = time.monotonic() - process_age_s() if _first_join else time.monotonic()
-    _first_join = False
-    return start + fed.connect_timeout_s
+    log.info("ready to connect after %.2f s (process start to listening)", process_age_s())
+    return time.monotonic() + fed.connect_timeout_s
 
 
 @dataclass
@@ -75,6 +77,8 @@ class PartySession:
     channel: MeshChannel
     uses_crypten: bool
     progress: Progress
+    #: seconds from this process's start to being ready to connect (imports and checks done)
+    ready_s: float = 0.0
 
     @property
     def rank(self) -> int:
@@ -187,6 +191,7 @@ def connect(
     peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
     ledger = Ledger(party=role)
     hello = {**base_hello(fed), **(hello or {}), "dealer": dealer}
+    ready_s = process_age_s()
     mesh = _mesh(fed, role, key_file, peers, listen, ledger, hello)
     try:
         if uses_crypten:
@@ -195,7 +200,9 @@ def connect(
             with ledger.phase("setup"):
                 start_crypten(mesh, fed, fed.rank_of(role), dealer=dealer)
         channel = MeshChannel(role, fed.roles, mesh)
-        yield PartySession(fed, role, channel, uses_crypten, Progress(role, ledger, enabled=not quiet))
+        yield PartySession(
+            fed, role, channel, uses_crypten, Progress(role, ledger, enabled=not quiet), ready_s=ready_s
+        )
     except BaseException as err:
         mesh.abort(one_line(err))
         _forget_crypten(uses_crypten)
@@ -207,6 +214,27 @@ def connect(
         stop_crypten()  # party 0 tells the dealer the run is complete
     ledger.flush()
     mesh.close(goodbye=True)
+
+
+def tell_peers_of_failure(
+    fed: Federation, role: str, key_file: Path, reason: str, *, dealer: bool = True, within_s: float = 10.0
+) -> list[str]:
+    """Tell every other member (the dealer too if ``dealer``) that ``role`` stops, and why.
+
+    Best effort, for at most ``within_s`` (and the connect timeout): a member that is not
+    running by then cannot be told, and names ``role`` as missing when its own timeout ends.
+    Returns the members told.
+    """
+    peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer and fed.dealer else ())
+    deadline = time.monotonic() + min(within_s, fed.connect_timeout_s)
+    try:
+        mesh = Mesh(fed, role, str(key_file), Ledger(party=role), peers=peers, deadline=deadline)
+    except Exception as err:  # noqa: BLE001 - a bad key: nobody can be told, the caller's error stands
+        log.info("could not tell the other members (%s)", one_line(err))
+        return []
+    told = mesh.announce_abort(reason)
+    log.info("told %s that %s stops", ", ".join(told) or "nobody", role)
+    return told
 
 
 def _forget_crypten(uses_crypten: bool) -> None:
@@ -227,7 +255,7 @@ def serve_dealer(
         try:
             _dealer_session(fed, key_file, listen)
         except (PartyConnectionError, ProtocolMismatchError) as err:
-            logging.getLogger(__name__).warning("session ended (%s); joining again", one_line(err))
+            log.warning("session ended (%s); joining again", one_line(err))
             time.sleep(1.0)
     return _dealer_session(fed, key_file, listen)
 
