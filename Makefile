@@ -12,12 +12,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch from local disk; any other version would download a CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	# crypten's metadata asks for sklearn/torchvision, which break installs; its real needs are in pyproject
-	$(PY) -m pip install -q --no-deps crypten==0.4.1
-	# spu ships SecretFlow's RR22/KKRT PSI; its metadata pins numpy<2 and jax for its JAX front-end,
-	# which mpc_fl never imports (mpc_fl/psi/_libpsi.py loads only the PSI library)
-	$(PY) -m pip install -q --no-deps spu==0.9.5
 	$(PY) -m pip install -q -e '.[dev]'
+	# Last, and without their metadata's dependencies, so pip's resolver has nothing to complain of:
+	# crypten's metadata asks for sklearn/torchvision/tensorboard (its real needs are in pyproject);
+	# spu ships SecretFlow's RR22/KKRT PSI, and its metadata pins numpy<2 and jax for its JAX
+	# front-end, which mpc_fl never imports (mpc_fl/psi/_libpsi.py loads only the PSI library).
+	# `pip check` lists exactly these unmet requirements; tests/test_install.py checks there are no others.
+	$(PY) -m pip install -q --no-deps crypten==0.4.1 spu==0.9.5
 	touch $(STAMP)
 
 demo: $(STAMP)

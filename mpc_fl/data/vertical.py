@@ -110,10 +110,22 @@ class RobustScaler:
         return np.clip((Z - self.mean) / self.std, -self.bound, self.bound)
 
 
-SCALINGS = {"standard": Standardizer, "robust": RobustScaler}
+@dataclass(frozen=True)
+class NoScaling:
+    """The values as given (``scaling=none`` for the LR family)."""
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> NoScaling:
+        return cls()
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64)
 
 
-def scaler_state(scaler: Standardizer | RobustScaler) -> tuple[dict, dict[str, np.ndarray]]:
+SCALINGS = {"standard": Standardizer, "robust": RobustScaler, "none": NoScaling}
+
+
+def scaler_state(scaler: Standardizer | RobustScaler | NoScaling) -> tuple[dict, dict[str, np.ndarray]]:
     """A fitted scaler as JSON-able facts and arrays (for a party's saved model part)."""
     kind = next(k for k, cls in SCALINGS.items() if isinstance(scaler, cls))
     arrays = {f"scaler.{k}": v for k, v in scaler.__dict__.items() if isinstance(v, np.ndarray)}
@@ -121,6 +133,6 @@ def scaler_state(scaler: Standardizer | RobustScaler) -> tuple[dict, dict[str, n
     return {"kind": kind, **rest}, arrays
 
 
-def scaler_from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Standardizer | RobustScaler:
+def scaler_from_state(meta: dict, arrays: dict[str, np.ndarray]) -> Standardizer | RobustScaler | NoScaling:
     values = {k.removeprefix("scaler."): v for k, v in arrays.items() if k.startswith("scaler.")}
     return SCALINGS[meta["kind"]](**values, **{k: v for k, v in meta.items() if k != "kind"})

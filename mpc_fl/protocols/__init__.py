@@ -99,7 +99,10 @@ def describe(name: str) -> str:
 
 
 def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Refuse unknown keys and values of the wrong type, naming the protocol's parameters."""
+    """Refuse unknown keys, values of the wrong type and hyperparameters out of range, naming them.
+
+    Cheap (no protocol module is imported), so every process runs it before it connects.
+    """
     known = {k: d for k, d, _ in parameters(name)}
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -124,6 +127,12 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                 f"{name}: {k} must be of type {type(default).__name__} (like {default!r}), got {v!r}"
             )
         out[k] = v
+    params_cls = _load(_spec(name).params)
+    fields = {f.name for f in dataclasses.fields(params_cls)}
+    try:
+        params_cls(**{k: v for k, v in out.items() if k in fields}).validate()  # values, not just types
+    except ValueError as err:
+        raise ValueError(f"{name}: {err} (see `mpc-fl protocols {name}`)") from None
     return out
 
 
