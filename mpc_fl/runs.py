@@ -35,8 +35,12 @@ def run_protocol_locally(
     keep_scores: bool = False,
     save_models: Path | None = None,
     quiet: bool = True,
+    timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Train and score with every party as its own ``mpc-fl party`` process over a fresh local federation.
+
+    ``timeout_s``: the whole run's budget; past it every process is stopped and the run fails
+    naming the ones still running.
 
     Returns the run record, also written to ``out_dir/run.json`` (``status`` ``ok``; a failed run
     leaves ``status`` ``failed`` and its one-line error there). ``save_models``: each party writes its part of the model to
@@ -62,7 +66,7 @@ def run_protocol_locally(
         parties, wall = run_parties_locally(
             bank, providers, out_dir, dealer=dealer, args=args, role_args=role_args,
             connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext, emulate=emulate,
-            relay_progress=not quiet,
+            relay_progress=not quiet, timeout_s=timeout_s,
         )  # fmt: skip
     except Exception as err:
         if out_dir.exists():  # the folder says what happened, not just its logs
@@ -116,6 +120,7 @@ def score_locally(
     emulate: tuple[float, float] = (0.0, 0.0),
     connect_timeout: float = 60.0,
     quiet: bool = True,
+    timeout_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Score new files with saved parts, every party as its own ``mpc-fl score-party`` process."""
     from mpc_fl.models.store import load_part
@@ -129,7 +134,7 @@ def score_locally(
     parties, wall = run_parties_locally(
         bank, providers, out_dir, dealer=dealer, subcommand="score-party", args=["--align", align],
         role_args=role_args, connect_timeout=connect_timeout, insecure_cleartext=insecure_cleartext,
-        emulate=emulate, relay_progress=not quiet,
+        emulate=emulate, relay_progress=not quiet, timeout_s=timeout_s,
     )  # fmt: skip
     return {
         "protocol": part.protocol,

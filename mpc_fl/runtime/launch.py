@@ -153,6 +153,7 @@ def run_parties_locally(
     insecure_cleartext: bool = False,
     emulate: tuple[float, float] = (0.0, 0.0),
     relay_progress: bool = False,
+    timeout_s: float = 3600.0,
 ) -> tuple[dict[str, dict], float]:
     """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process over a fresh local
     federation; return each party's report (``--out`` JSON) and the wall time.
@@ -185,7 +186,8 @@ def run_parties_locally(
         cmd += ["--log", str(out_dir / "logs" / f"{role}.detail.log")]
     t0 = time.perf_counter()
     launch(
-        commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"}, relay="bank" if relay_progress else None
-    )
+        commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"}, timeout_s=timeout_s,
+        relay="bank" if relay_progress else None,
+    )  # fmt: skip
     wall = time.perf_counter() - t0
     return {r: json.loads((out_dir / f"{r}.json").read_text()) for r in roles}, wall

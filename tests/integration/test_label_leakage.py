@@ -18,6 +18,7 @@ from mpc_fl.config import SPLIT_SEED, SPLIT_TEST_SIZE
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.runtime.local import run_local
 from tests.attacks.split_labels import stratified_split_posterior
+from tests.budget import budget_s
 
 N = 2000
 
@@ -52,7 +53,7 @@ def _provider_view(split: str) -> tuple[np.ndarray, np.ndarray, int]:
         report = run_party(session, table, "ss_lr", {"n_epochs": 1}, split=split)
         return {"n_test": report.n_test, "received": received}
 
-    res = run_local(fn, timeout_s=300)
+    res = run_local(fn, timeout_s=budget_s(20))
     # what the test (not the provider) knows: the aligned order is id order, the labels are the bank's
     order = np.argsort(bank.ids)
     y_aligned = bank.y[order]

@@ -13,6 +13,7 @@ import pytest
 
 from mpc_fl.models.store import ModelPartError, load_part, save_part
 from mpc_fl.runs import model_path, run_protocol_locally, score_locally
+from tests.budget import budget_s
 
 N = 800
 SMALL = {
@@ -72,7 +73,7 @@ def trained(tmp_path_factory) -> dict:
     for protocol, opts in SMALL.items():
         rec = run_protocol_locally(
             bank, [prov], _protocol(protocol), opts, tmp / protocol, split="stratified-public",
-            keep_scores=True, save_models=tmp / protocol / "models",
+            keep_scores=True, save_models=tmp / protocol / "models", timeout_s=budget_s(20),
         )  # fmt: skip
         out[protocol] = rec
     return {"tmp": tmp, "bank": bank, "provider": prov, "runs": out}
@@ -88,7 +89,9 @@ def test_a_saved_model_scores_a_fresh_file_like_the_model_in_memory(trained, pro
     ids = set(want)
     new_bank = _subset(trained["bank"], tmp / "applications.csv", ids, drop="y")  # a new file: no labels
     new_prov = _subset(trained["provider"], tmp / "platform.csv", ids | {"999999"})
-    record = score_locally(new_bank, [new_prov], trained["tmp"] / protocol / "models", tmp / "run")
+    record = score_locally(
+        new_bank, [new_prov], trained["tmp"] / protocol / "models", tmp / "run", timeout_s=budget_s(10)
+    )
     with open(record["scores_file"]) as fh:
         got = {r["id"]: float(r["score"]) for r in csv.DictReader(fh)}
     assert set(got) == ids

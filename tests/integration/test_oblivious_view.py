@@ -20,6 +20,7 @@ import torch
 from mpc_fl.models.gbdt import NO_SPLIT, GBDTParams, PlainGBDT
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.runtime.local import run_local
+from tests.budget import budget_s
 
 SMALL = 2**32
 PARAMS = GBDTParams(n_trees=2, max_depth=2, n_bins=8)
@@ -117,7 +118,7 @@ def _run(monkeypatch, data: tuple, oblivious: bool) -> dict:  # noqa: ANN001
             "lengths": list(seen["lengths"]),
         }
 
-    return run_local(fn, timeout_s=600)
+    return run_local(fn, timeout_s=budget_s(60))
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def test_default_mode_routing_sends_only_padded_shares_and_bits(monkeypatch, dat
             "bits": np.concatenate(bits) if bits else np.zeros(0, bool),
         }
 
-    out = run_local(fn, timeout_s=600)
+    out = run_local(fn, timeout_s=budget_s(60))
     received_words = sum(out[r]["result"]["words"].size for r in out)
     assert received_words > 0  # the provider owns splits, so somebody receives masked shares
     for role in ("bank", "provider"):

@@ -19,6 +19,7 @@ import pytest
 
 import mpc_fl.psi.ot as ot
 from mpc_fl.runtime.local import run_local
+from tests.budget import budget_s
 
 
 def _received_by_provider(bank_ids: np.ndarray, provider_ids: np.ndarray) -> bytes:
@@ -39,7 +40,9 @@ def _received_by_provider(bank_ids: np.ndarray, provider_ids: np.ndarray) -> byt
         ot.run_ot_psi(session.channel, mine, "provider" if session.role == "bank" else "bank")
         return b"".join(got)
 
-    return run_local(fn, uses_crypten=False, dealer=False, timeout_s=120)["provider"]["result"]
+    return run_local(fn, uses_crypten=False, dealer=False, timeout_s=budget_s(5, processes=2))["provider"][
+        "result"
+    ]
 
 
 def _high_entropy_windows(stream: bytes) -> set[bytes]:

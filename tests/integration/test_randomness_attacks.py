@@ -14,6 +14,7 @@ from mpc_fl.models.lr import LRParams
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.runtime.local import run_local
 from tests.attacks import seed_search
+from tests.budget import budget_s
 
 #: Seeds tried per family and window: 2^16 (the review swept all 2^32 MT19937 seeds in 136 CPU-s).
 WINDOW = 2**16
@@ -96,7 +97,7 @@ def test_the_seed_search_finds_nothing_in_what_a_party_receives(protocol, monkey
         proto.fit(session, LocalData(X, y if session.role == "bank" else None))
         return [(o, p, E.numpy()) for o, p, E in openings]
 
-    res = run_local(fn, timeout_s=300)
+    res = run_local(fn, timeout_s=budget_s(30))
     for role, r in res.items():
         received = [(o, p, torch.from_numpy(E)) for o, p, E in r["result"]]
         assert received, role  # each party received the other's opening

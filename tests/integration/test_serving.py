@@ -14,6 +14,7 @@ import pytest
 
 from mpc_fl.runs import LocalService, run_protocol_locally
 from mpc_fl.serving import serve_http
+from tests.budget import budget_s
 
 N = 600
 
@@ -37,7 +38,7 @@ def _train(tmp: Path, protocol: str, seed: int, opts: dict) -> tuple[Path, Path,
     prov = _csv(tmp / "provider.csv", ["id", "c", "d", "e"], [[i, *r] for i, r in zip(ids, xp, strict=True)])
     rec = run_protocol_locally(
         bank, [prov], protocol, opts, tmp / "train", split="stratified-public", keep_scores=True,
-        save_models=tmp / "models",
+        save_models=tmp / "models", timeout_s=budget_s(20),
     )  # fmt: skip
     want = dict(zip(rec["parties"]["bank"]["test_ids"], rec["parties"]["bank"]["scores"], strict=True))
     return bank, prov, tmp / "models", want

@@ -10,6 +10,7 @@ from mpc_fl.models.gbdt import NO_SPLIT, GBDTParams, PlainGBDT
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
 from mpc_fl.runtime.local import run_local
+from tests.budget import budget_s
 
 
 def _run(X_bank, X_prov, y, X_bank_te, X_prov_te, params: GBDTParams, mask: str = "fixed") -> dict:
@@ -21,7 +22,7 @@ def _run(X_bank, X_prov, y, X_bank_te, X_prov_te, params: GBDTParams, mask: str 
         p = proto.predict_proba(session, LocalData(mine_te))
         return {"p": p, "owners": [o.tolist() for o in proto.owners_], "splits": proto.splits_}
 
-    return run_local(fn, timeout_s=600)
+    return run_local(fn, timeout_s=budget_s(60))
 
 
 def _secure_trees(res: dict, d_bank: int) -> list[list[tuple[int, int]]]:
@@ -194,7 +195,7 @@ def test_oblivious_mode_matches_plaintext_and_reveals_no_split():
             "info": proto.run_info(),
         }
 
-    res = run_local(fn, timeout_s=600)
+    res = run_local(fn, timeout_s=budget_s(60))
     bank, prov = res["bank"]["result"], res["provider"]["result"]
     assert bank["owners"] == [] and bank["splits"] == [] and prov["owners"] == [] and prov["splits"] == []
     assert prov["p"] is None

@@ -17,6 +17,7 @@ from mpc_fl.psi.ecdh import PSIResult
 from mpc_fl.psi.ot import run_ot_psi
 from mpc_fl.runtime.channel import LocalChannel
 from mpc_fl.runtime.local import PartyFailed, run_local
+from tests.budget import budget_s
 
 ROLES = ("bank", "provider")
 
@@ -32,7 +33,7 @@ def run_pair(ids_bank, ids_provider, *, kw_bank=None, kw_provider=None, **kw) ->
         r = run_ot_psi(session.channel, mine, "provider" if bank else "bank", **{**kw, **(extra or {})})
         return {"indices": r.indices, "n_self": r.n_self, "n_peer": r.n_peer}
 
-    out = run_local(fn, uses_crypten=False, dealer=False, timeout_s=120)
+    out = run_local(fn, uses_crypten=False, dealer=False, timeout_s=budget_s(5, processes=2))
     rb, rp = (PSIResult(**out[r]["result"]) for r in ROLES)
     return rb, rp, out
 
