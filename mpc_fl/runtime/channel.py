@@ -39,6 +39,7 @@ __all__ = ["APP", "TUNNEL", "Channel", "LocalChannel", "MeshChannel", "payload_o
 #: Message kinds, as the header's first byte.
 _KINDS = {b"B"[0]: "bytes", b"A"[0]: "arrays", b"J"[0]: "json"}
 _KIND_BYTE = {name: bytes([code]) for code, name in _KINDS.items()}
+_MESSAGE = {"bytes": "a bytes message", "arrays": "an arrays message", "json": "a JSON message"}
 
 
 def _header(kind: str, phase: str) -> bytes:
@@ -93,14 +94,14 @@ class Channel(ABC):
         where = f"on the link {frm} -> {self.role}, in phase {phase!r}"
         if len(data) < 2 or data[0] not in _KINDS or len(data) < 2 + data[1]:
             raise ProtocolMismatchError(
-                f"{self.role}: expected a {kind} message from {frm!r} {where}, got {len(data)} bytes "
+                f"{self.role}: expected {_MESSAGE[kind]} from {frm!r} {where}, got {len(data)} bytes "
                 f"that are not a protocol message (a peer of another version?)"
             )
         got_kind, n = _KINDS[data[0]], data[1]
         got_phase = bytes(data[2 : 2 + n]).decode(errors="replace")
         if got_kind != kind or got_phase != phase:
             raise ProtocolMismatchError(
-                f"{self.role}: expected a {kind} message from {frm!r} {where}, got a {got_kind} message "
+                f"{self.role}: expected {_MESSAGE[kind]} from {frm!r} {where}, got {_MESSAGE[got_kind]} "
                 f"of phase {got_phase!r}: the parties are out of step"
             )
         return data[2 + n :]

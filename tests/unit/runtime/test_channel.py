@@ -36,7 +36,7 @@ def test_a_message_of_another_kind_is_an_error_not_a_decode_error():
     """What the SecureBoost crash was: binary bytes read where a JSON message was expected."""
     chans = LocalChannel.create(ROLES)
     chans["bank"].send_bytes("provider", b"\x8c\x00 not json")
-    with pytest.raises(ProtocolMismatchError, match="expected a json message .* got a bytes message"):
+    with pytest.raises(ProtocolMismatchError, match="expected a JSON message .* got a bytes message"):
         chans["provider"].recv_json("bank")
 
 
