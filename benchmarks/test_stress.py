@@ -7,7 +7,7 @@ its own typed stream and PSI ends with a barrier (``mpc_fl/runtime/channel.py``,
 times through the real party processes (RR22 alignment, then training and scoring) while a
 process of its own keeps a core busy, and every failure is recorded with its line.
 
-Heavy (about an hour): ``pytest benchmarks/test_stress.py -m heavy --benchmark-json=benchmarks/results/stress.json``.
+Heavy (about 45 minutes on 2 cores): ``pytest benchmarks/test_stress.py -m heavy --benchmark-json=benchmarks/results/stress.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ from mpc_fl.runtime.local import PartyFailed
 RUNS = 50
 #: Bank customers of the synthetic SME scenario each run aligns (60% also at the platform).
 N_BANK = 2000
+#: One case per protocol. SS-GBDT's oblivious mode runs the same phases over the same streams as
+#: its default mode, so it is left out to keep the suite within the hour.
+CASES = [name for name in PROTOCOLS if name != "ss_gbdt_oblivious"]
+#: The smoke settings, with the LR family's floor of 50 steps lifted (2,048-bit Paillier spent a
+#: minute per run on it): what is stressed is alignment and the phases around training.
+FAST = {"lr": {"min_iterations": 0}, "gbdt": {}}
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +56,10 @@ class CPUBurner:
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("name", list(PROTOCOLS))
+@pytest.mark.parametrize("name", CASES)
 def test_psi_then_protocol_under_load(benchmark, tmp_path, sme_files, name):
     protocol, opts = options(name, smoke=True)
+    opts = {**opts, **FAST[PROTOCOLS[name][1]]}
     failures: list[str] = []
     loads: list[float] = []
 

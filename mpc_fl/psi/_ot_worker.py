@@ -6,7 +6,7 @@ party down with no word on what failed, and its console output and exit-time log
 caught with file-descriptor tricks. Here it runs alone: the party keeps its links, tunnel and
 state, sees the exit status, and reports a crash as a crash of the PSI library, naming itself.
 
-This module imports only the library (no torch, no mpc_fl protocol code). Its exit status:
+This process loads the library and no torch, CrypTen or protocol code. Its exit status:
 0 the PSI ran, 3 the library raised (the message is on stderr, which the party logs), or
 minus the signal number that killed it.
 """
