@@ -13,6 +13,7 @@ from typing import Any
 from mpc_fl.runtime.launch import provider_roles, run_parties_locally
 from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.provenance import provenance
+from mpc_fl.runtime.session import one_line
 
 #: Warn when alignment drops more than this share of a party's rows.
 DROPPED_WARNING = 0.5
@@ -70,7 +71,7 @@ def run_protocol_locally(
         )  # fmt: skip
     except Exception as err:
         if out_dir.exists():  # the folder says what happened, not just its logs
-            failed = {"status": "failed", "error": _first_line(err), "protocol": protocol, "params": options}
+            failed = {"status": "failed", "error": one_line(err), "protocol": protocol, "params": options}
             (out_dir / "run.json").write_text(json.dumps(failed, indent=1, default=str))
         raise
     bank_report = parties["bank"]
@@ -97,11 +98,6 @@ def run_protocol_locally(
     }
     (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str))
     return record
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def model_path(models_dir: Path, role: str) -> Path:

@@ -52,9 +52,6 @@ class VerticalProtocol(ABC):
 
     name: ClassVar[str]
     uses_crypten: ClassVar[bool] = False
-    #: how each party scales its own features before training (``mpc_fl.data.vertical.SCALINGS``);
-    #: trees are invariant to it, linear models converge much faster on "robust"
-    scaling: ClassVar[str] = "standard"
     #: who is trusted for what (one line, precise)
     threat_model: ClassVar[str]
     #: what each party learns beyond its own input and output
@@ -90,6 +87,15 @@ class VerticalProtocol(ABC):
 
     def params_dict(self) -> dict:
         return {}
+
+    @property
+    def scaling(self) -> str:
+        """How each party scales its own features before training (``mpc_fl.data.vertical.SCALINGS``).
+
+        The LR family's hyperparameters choose it (``LRParams.scaling``, default "robust"); trees
+        are invariant to it and take "standard".
+        """
+        return getattr(getattr(self, "params", None), "scaling", "standard")
 
     def run_info(self) -> dict:
         """Protocol-specific facts a run reports next to its scores (e.g. measured leakage); {} if none."""

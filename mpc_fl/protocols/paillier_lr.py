@@ -105,10 +105,6 @@ def check_batch_schedule(n_rows: int, batch_size: int, n_provider_features: int)
 class PaillierLR(VerticalProtocol):
     name = "paillier_lr"
 
-    @property
-    def scaling(self) -> str:  # type: ignore[override]  # the LR family's parameter (LRParams.scaling)
-        return self.params.scaling
-
     threat_model: ClassVar[str] = (
         "semi-honest bank and provider; Paillier (DCRA + DJN short exponent), >= 2048-bit keys; no arbiter"
     )

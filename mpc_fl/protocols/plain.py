@@ -57,10 +57,6 @@ class _Centralised(VerticalProtocol):
 class CentralisedLR(_Centralised):
     name = "plain_lr"
 
-    @property
-    def scaling(self) -> str:  # type: ignore[override]  # the LR family's parameter (LRParams.scaling)
-        return self.params.scaling
-
     def __init__(self, params: LRParams = LRParams()):
         self.params = params
 

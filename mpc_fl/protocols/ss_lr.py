@@ -176,10 +176,6 @@ def two_party_sigmoid(eng: TwoParty, z: torch.Tensor, method: str) -> torch.Tens
 class SecretSharedLR(VerticalProtocol):
     name = "ss_lr"
 
-    @property
-    def scaling(self) -> str:  # type: ignore[override]  # the LR family's parameter (LRParams.scaling)
-        return self.params.scaling
-
     uses_crypten = True
     threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {

@@ -46,12 +46,17 @@ def _missing() -> LibPsiMissing:
     )
 
 
-def check_installed() -> None:
-    """Raise :class:`LibPsiMissing` if the wheel is absent, without loading the library into this process."""
+def _wheel_directory() -> str:
+    """Where the ``spu`` wheel is installed, found without importing it."""
     spec = importlib.util.find_spec("spu")
     if spec is None or not spec.submodule_search_locations:
         raise _missing()
-    directory = list(spec.submodule_search_locations)[0]
+    return list(spec.submodule_search_locations)[0]
+
+
+def check_installed() -> None:
+    """Raise :class:`LibPsiMissing` if the wheel is absent, without loading the library into this process."""
+    directory = _wheel_directory()
     for name in ("libspu", "libpsi"):
         if not os.path.exists(os.path.join(directory, f"{name}.so")):
             raise LibPsiMissing(f"the spu wheel has no {name}.so in {directory}")
@@ -61,10 +66,7 @@ def load() -> tuple[ModuleType, ModuleType]:
     """``(libspu, libpsi)``; raise :class:`LibPsiMissing` with the install command if absent."""
     global _loaded
     if _loaded is None:
-        spec = importlib.util.find_spec("spu")  # finds the package without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise _missing()
-        directory = list(spec.submodule_search_locations)[0]
+        directory = _wheel_directory()
         libspu = _load_extension(directory, "libspu")
         libpsi = _load_extension(directory, "libpsi")
         _loaded = (libspu, libpsi)

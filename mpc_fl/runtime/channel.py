@@ -61,6 +61,7 @@ class Channel(ABC):
         self.role = role
         self.roles = roles
         self.ledger = ledger if ledger is not None else Ledger(party=role)
+        self._tunnels_opened: dict[str, int] = {}
 
     @abstractmethod
     def _send(self, to: str, data: bytes, stream: int) -> None: ...
@@ -71,6 +72,12 @@ class Channel(ABC):
     def _check_peer(self, peer: str) -> None:
         if peer not in self.roles or peer == self.role:
             raise ValueError(f"{self.role!r} cannot talk to {peer!r}; parties are {self.roles}")
+
+    def next_tunnel_number(self, peer: str) -> int:
+        """Number a new tunnel to ``peer``: both parties open tunnels in the same order, so they agree."""
+        number = self._tunnels_opened.get(peer, 0)
+        self._tunnels_opened[peer] = number + 1
+        return number
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -294,9 +294,7 @@ class Mesh:
 
         Stops at once, naming the reason, if a peer that is already linked aborts (see :meth:`abort`).
         """
-        trusted = "".join(m.certificate for m in self.fed.members)
-        server_ctx = _tls_context(True, self._key_file, trusted) if self.tls else None
-        client_ctx = _tls_context(False, self._key_file, trusted) if self.tls else None
+        server_ctx, client_ctx = self._context(server=True), self._context(server=False)
         host, port = self._listen
         try:
             listener = socket.create_server(self._listen)
@@ -326,6 +324,12 @@ class Mesh:
             raise
         finally:
             listener.close()
+
+    def _context(self, server: bool) -> ssl.SSLContext | None:
+        """This member's TLS context, trusting exactly the federation's certificates (None: cleartext)."""
+        if not self.tls:
+            return None
+        return _tls_context(server, self._key_file, "".join(m.certificate for m in self.fed.members))
 
     def _dial(self, peer: str, ctx: ssl.SSLContext | None) -> None:
         m = self.fed.member(peer)
@@ -541,11 +545,7 @@ class Mesh:
         For a member whose own input is bad: its peers would otherwise wait out their connect
         timeout and blame the wrong member. Returns the peers told before the deadline.
         """
-        client_ctx = (
-            _tls_context(False, self._key_file, "".join(m.certificate for m in self.fed.members))
-            if self.tls
-            else None
-        )
+        client_ctx = self._context(server=False)
         for p in self.peers:
             threading.Thread(target=self._dial, args=(p, client_ctx), daemon=True).start()
         told: list[str] = []

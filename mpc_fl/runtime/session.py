@@ -188,7 +188,7 @@ def connect(
     if role not in fed.roles:
         raise ValueError(f"{role!r} is not a computing party of this federation {fed.roles}")
     dealer = uses_crypten and fed.dealer if dealer is None else dealer and fed.dealer
-    peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
+    peers = _peers(fed, role, dealer)
     ledger = Ledger(party=role)
     hello = {**base_hello(fed), **(hello or {}), "dealer": dealer}
     ready_s = process_age_s()
@@ -216,6 +216,11 @@ def connect(
     mesh.close(goodbye=True)
 
 
+def _peers(fed: Federation, role: str, dealer: bool) -> tuple[str, ...]:
+    """The members a computing party links to: the other computing parties, and the dealer if ``dealer``."""
+    return tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer else ())
+
+
 def tell_peers_of_failure(
     fed: Federation, role: str, key_file: Path, reason: str, *, dealer: bool = True, within_s: float = 10.0
 ) -> list[str]:
@@ -225,7 +230,7 @@ def tell_peers_of_failure(
     running by then cannot be told, and names ``role`` as missing when its own timeout ends.
     Returns the members told.
     """
-    peers = tuple(r for r in fed.roles if r != role) + ((DEALER,) if dealer and fed.dealer else ())
+    peers = _peers(fed, role, dealer and fed.dealer)
     deadline = time.monotonic() + min(within_s, fed.connect_timeout_s)
     try:
         mesh = Mesh(fed, role, str(key_file), Ledger(party=role), peers=peers, deadline=deadline)

@@ -37,9 +37,6 @@ __all__ = ["Tunnel"]
 
 _OPEN, _DATA, _EOF, _END = range(4)
 _FRAME = struct.Struct("<BII")
-#: tunnels opened so far, per (channel, peer): both parties count the same
-_opened: dict[tuple[int, str], int] = {}
-_opened_lock = threading.Lock()
 _READ = 1 << 16
 _CONNECT_TIMEOUT_S = 60.0
 
@@ -55,9 +52,7 @@ class Tunnel:
         self.channel = channel
         self.peer = peer
         self.target_port = target_port
-        with _opened_lock:
-            self.number = _opened.get((id(channel), peer), 0)
-            _opened[(id(channel), peer)] = self.number + 1
+        self.number = channel.next_tunnel_number(peer)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._socks: dict[int, socket.socket] = {}

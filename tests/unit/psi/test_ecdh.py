@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
@@ -240,3 +242,32 @@ def test_no_deadlock_when_send_blocks_until_received():
         fp = ex.submit(run_psi, chans["provider"], prov, "bank", batch_size=150)
         rb, rp = fb.result(timeout=60), fp.result(timeout=60)
     _check(bank, prov, rb, rp)
+
+
+def _barrier_is_computable_by_the_provider(bank, prov, rp, info) -> bool:  # noqa: ANN001
+    sent = [json.loads(m) for m in info["sent"]["bank"] if m.startswith(b"{")]
+    barrier = next(m for m in sent if m.get("alignment") == "done")
+    own = sorted(canonical_ids(prov)[i] for i in rp.indices)  # what the provider itself learned
+    return barrier == {
+        "alignment": "done",
+        "n_common": len(own),
+        "digest": hashlib.sha256(b"\n".join(own)).hexdigest(),
+    }
+
+
+def test_the_end_of_alignment_barrier_tells_the_peer_only_what_its_own_output_gives(monkeypatch):
+    """The provider's view of the barrier message is a function of the intersection it learns anyway."""
+    bank, prov = [f"c{i}" for i in range(300)], [f"c{i}" for i in range(200, 500)]
+    rb, rp, info = _run_pair(bank, prov, spy=True, batch_size=100)
+    assert _barrier_is_computable_by_the_provider(bank, prov, rp, info)
+
+    # Positive control: a barrier that hashes the sender's whole list (a fingerprint of the bank's
+    # customers) is not computable from the provider's output, and the same check flags it.
+    def leaky(channel, peer, common):  # noqa: ANN001, ANN202
+        mine = [str(x).encode() for x in (bank if channel.role == "bank" else prov)]
+        digest = hashlib.sha256(b"\n".join(sorted(mine))).hexdigest()
+        channel.exchange_json(peer, {"alignment": "done", "n_common": len(common), "digest": digest})
+
+    monkeypatch.setattr("mpc_fl.psi.ecdh.end_of_alignment", leaky)
+    rb, rp, info = _run_pair(bank, prov, spy=True, batch_size=100)
+    assert not _barrier_is_computable_by_the_provider(bank, prov, rp, info)

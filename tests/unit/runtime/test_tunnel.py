@@ -104,3 +104,14 @@ def test_a_peer_that_never_ends_its_tunnel_fails_the_close(monkeypatch):
     a = Tunnel(chans["bank"], "provider", target_port=free_port()).__enter__()
     with pytest.raises(PartyConnectionError, match="did not end tunnel #0"):
         a.close()
+
+
+def test_tunnels_are_numbered_per_channel():
+    """Both parties count the tunnels of their own channel, so a new session starts again at #0."""
+    for _ in range(2):
+        chans = LocalChannel.create(ROLES)
+        a = Tunnel(chans["bank"], "provider", target_port=free_port())
+        b = Tunnel(chans["provider"], "bank", target_port=free_port())
+        assert (a.number, b.number) == (0, 0)
+        a._shut_local()
+        b._shut_local()
