@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mpc_fl.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS
+
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
@@ -300,16 +302,48 @@ def _feature_store(args: argparse.Namespace, model_path: Path, role: str):  # no
     return FeatureStore(source, table=args.table, id_col=args.id_col, columns=columns)
 
 
+def _endpoint_settings(args: argparse.Namespace):  # noqa: ANN202 - an EndpointSettings
+    """``--http [HOST]:PORT`` and its token, checked before anything connects."""
+    from mpc_fl.serving import EndpointSettings, token_from_file
+
+    host, sep, port = args.http.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--http {args.http!r}: give [HOST]:PORT, e.g. 127.0.0.1:8080")
+    token = None
+    if not args.http_no_auth:
+        token_file = Path(args.http_token_file or Path(args.key).with_name("bank.score-token"))
+        token = token_from_file(token_file)
+        print(
+            f"[bank] /score needs 'Authorization: Bearer <token>', the token is in {token_file}", flush=True
+        )
+    settings = EndpointSettings(host=host.strip("[]") or "127.0.0.1", port=int(port), token=token)
+    settings.validate()
+    return settings
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
 
-    from mpc_fl.serving import SERVICE_OP_TIMEOUT_S, BankService, ServiceSettings, serve_http, serve_provider
+    from mpc_fl.serving import (
+        SERVICE_OP_TIMEOUT_S,
+        BankService,
+        DecoySettings,
+        ServiceSettings,
+        serve_http,
+        serve_provider,
+    )
 
     role = args.role
     fed = _federation(args)
     if role not in fed.roles:
         raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
+    decoys = DecoySettings(
+        args.decoys, args.decoys_policy, Path(args.decoy_sets) if args.decoy_sets else None
+    )
+    if role == "bank":  # every option checked before any file is read or any party contacted
+        decoys.validate()
+        endpoint = _endpoint_settings(args) if args.http else None
     model_path = Path(args.model)
     store = _feature_store(args, model_path, role)
     if role != "bank":  # a provider waits for the bank's next query as long as the service runs
@@ -319,13 +353,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve_provider(settings)
         return 0
     settings = ServiceSettings(fed, role, Path(args.key), model_path, store, _listen(args), args.quiet)
-    service = BankService(settings, decoys=args.decoys).start()
-    host, port = (
-        (args.http.rsplit(":", 1)[0], int(args.http.rsplit(":", 1)[1])) if args.http else (None, None)
+    service = BankService(settings, decoys=decoys)
+    server = serve_http(service, endpoint) if endpoint else None  # bound before anyone connects
+    service.start()
+    where = f"; POST {server.url}/score" if server else ""
+    hiding = (
+        f"each applicant sent among {decoys.k}+ decoys" if decoys.k else "the provider sees every applicant"
     )
-    server = serve_http(service, host, port) if args.http else None
-    where = f"; POST http://{args.http}/score" if args.http else ""
-    print(f"[bank] scoring service for {service.model.part.describe()}{where} (Ctrl-C to stop)", flush=True)
+    print(
+        f"[bank] scoring service for {service.model.part.describe()} ({hiding}){where} (Ctrl-C to stop)",
+        flush=True,
+    )
+    if server and endpoint.token is None:
+        print(
+            "[bank] warning: /score has no authentication (--http-no-auth); any local user can call it",
+            flush=True,
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -541,10 +584,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--features", required=True, metavar="CSV_OR_SQLITE", help="this party's features by id")
     sv.add_argument("--table", default="features", help="SQLite table holding the features")
     sv.add_argument("--id-col", default="id")
-    sv.add_argument("--http", default=None, metavar="HOST:PORT", help="bank only: serve POST /score here")
     sv.add_argument(
-        "--decoys", type=int, default=0, metavar="K",
-        help="bank only: send every application id with K decoys, so the provider cannot tell which SME applied",
+        "--http", default=None, metavar="[HOST]:PORT",
+        help="bank only: serve POST /score and GET /health here (HOST defaults to 127.0.0.1)",
+    )  # fmt: skip
+    sv.add_argument(
+        "--http-token-file", default=None, metavar="FILE",
+        help="bank only: the endpoint's bearer token (created 0600 on first use; default: bank.score-token beside --key)",
+    )  # fmt: skip
+    sv.add_argument(
+        "--http-no-auth", action="store_true",
+        help="bank only: no bearer token (refused unless HOST is a loopback address)",
+    )  # fmt: skip
+    sv.add_argument(
+        "--decoys", type=int, default=DEFAULT_DECOYS, metavar="K",
+        help="bank only: send every applicant within a fixed set of K+1..2K+1 of the bank's customers, so the "
+        f"provider sees the same set whoever of them applied (default {DEFAULT_DECOYS})",
+    )  # fmt: skip
+    sv.add_argument(
+        "--decoys-policy", default="refuse", choices=DECOY_POLICIES,
+        help="bank only: for an applicant that cannot be hidden yet (new since the sets were built), "
+        "refuse it or score it with a warning",
+    )  # fmt: skip
+    sv.add_argument(
+        "--decoy-sets", default=None, metavar="FILE",
+        help="bank only: its anonymity sets (secret; default: bank.anonymity-sets.json beside --key)",
     )  # fmt: skip
     _add_member_args(sv)
     sv.set_defaults(func=cmd_serve)

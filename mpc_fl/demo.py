@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
 from mpc_fl.runs import LocalService, result_line, run_protocol_locally
+from mpc_fl.serving.decoys import DEFAULT_DECOYS
 
 LR = {"learning_rate": 0.5, "n_epochs": 3, "batch_size": 1024}
 GBDT = {"n_trees": 10, "max_depth": 3, "learning_rate": 0.3, "n_bins": 32}
@@ -112,8 +113,10 @@ def _service_section(served: list[dict]) -> list[str]:
         f"The secret-shared GBDT was saved (each party its own part), then bank, platform and dealer started "
         f"as a service with their links open; the bank scored {len(served)} applications one at a time, the "
         f"platform reading its features by id from its own SQLite table. Median latency "
-        f"{sorted(ok)[len(ok) // 2] if ok else float('nan'):.1f} ms per application on this machine. The platform "
-        f"learns which SMEs applied (use `--decoys K` to hide each among K others); only the bank sees scores.",
+        f"{sorted(ok)[len(ok) // 2] if ok else float('nan'):.1f} ms per application on this machine. Each "
+        f"application was sent within its fixed anonymity set of {DEFAULT_DECOYS + 1}+ of the bank's customers, so "
+        "the platform learns only that one of them applied, the same set however often it is asked; "
+        "only the bank sees scores.",
         "",
         "| application (SME id) | score | latency ms |",
         "|---|---:|---:|",

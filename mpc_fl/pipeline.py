@@ -232,9 +232,6 @@ def save_model_part(
     params = proto.params_dict()
     meta, arrays = proto.export_state()
     s_meta, s_arrays = scaler_state(scaler)
-    extra = {}
-    if ctx.role == BANK:  # the bank's own customers that the provider also has: decoys for scoring queries
-        extra["aligned_ids"] = np.asarray([str(i) for i in table.ids])
     part = ModelPart(
         role=ctx.role,
         protocol=proto.name,
@@ -244,7 +241,7 @@ def save_model_part(
         fingerprint=fingerprint(model_id, proto.name, params, list(ctx.roles)),
         feature_names=list(table.feature_names),
         meta={"protocol": meta, "scaler": s_meta, "trained_rows": int(table.n_rows)},
-        arrays={**{f"protocol.{k}": v for k, v in arrays.items()}, **s_arrays, **extra},
+        arrays={**{f"protocol.{k}": v for k, v in arrays.items()}, **s_arrays},
     )
     return save_part(part, path)
 

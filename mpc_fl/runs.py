@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpc_fl.runtime.launch import provider_roles, run_parties_locally
 from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.provenance import provenance
 from mpc_fl.runtime.session import one_line
+
+if TYPE_CHECKING:
+    from mpc_fl.serving import DecoySettings
 
 #: Warn when alignment drops more than this share of a party's rows.
 DROPPED_WARNING = 0.5
@@ -186,8 +189,9 @@ class LocalService:
     """
 
     def __init__(
-        self, models_dir: Path, bank_csv: Path, provider_csv: Path, work_dir: Path, *, decoys: int = 0
-    ):
+        self, models_dir: Path, bank_csv: Path, provider_csv: Path, work_dir: Path, *,
+        decoys: DecoySettings | None = None,
+    ):  # fmt: skip
         import sys
 
         from mpc_fl.models.store import load_part

@@ -309,3 +309,21 @@ def test_a_run_into_a_folder_an_earlier_run_used_starts_cleanly(tmp_path):
     record = json.loads((out / "run.json").read_text())  # the failure, not the earlier run's result
     assert record["status"] == "failed" and "more than once" in record["error"]
     assert not (out / "bank.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--decoys", "0"], "--decoys-policy warn"),
+        (["--http", "0.0.0.0:8080", "--http-no-auth"], "without authentication"),
+        (["--http", "somewhere"], "give [HOST]:PORT"),
+        (["--decoys", "-1"], "0 or more"),
+    ],
+)
+def test_unsafe_or_bad_serve_options_are_one_line_before_anything_is_read(tmp_path, extra, says):
+    fed, keys = _federation(tmp_path)
+    cmd = [*CLI, "serve", "--role", "bank", "--federation", str(fed), "--key", str(keys["bank"]),
+           "--model", str(tmp_path / "absent.npz"), "--features", str(tmp_path / "absent.csv"), *extra]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    lines = _error_lines(done.stderr)
+    assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mpc_fl.runs import LocalService, run_protocol_locally
-from mpc_fl.serving import serve_http
+from mpc_fl.serving import DecoySettings, EndpointSettings, serve_http
 from tests.budget import budget_s
 
 N = 600
@@ -59,7 +59,7 @@ def test_single_applications_score_like_the_trained_model_and_bad_ids_fail_alone
         (r,) = d.bank.score(i)
         assert r.error is None and abs(r.score - want[i]) < 2e-3
     (bad,) = d.bank.score("no-such-sme")
-    assert "unknown id" in bad.error
+    assert "the bank cannot score this id" in bad.error
     batch = d.bank.score([some[0], "no-such-sme", some[1]])
     assert batch[0].score is not None and batch[1].error and batch[2].score is not None
     (again,) = d.bank.score(some[2])  # the service keeps running
@@ -72,7 +72,7 @@ def test_a_missing_feature_at_the_provider_is_an_error_for_that_id_only(lr_servi
     with sqlite3.connect(d.provider_db) as con:
         con.execute('UPDATE features SET "d" = NULL WHERE "id" = ?', (victim,))
     (r,) = d.bank.score(victim)
-    assert "provider cannot score it: missing feature(s) d" in r.error
+    assert r.error == "the provider cannot score this id"  # not which of the provider's features is missing
     (ok,) = d.bank.score(other)
     assert ok.error is None
 
@@ -106,28 +106,29 @@ def test_a_provider_restarted_with_another_model_is_refused_by_name(lr_service, 
     assert not d.bank.ready
 
 
-def test_http_endpoint_and_decoys(tmp_path):
+def test_http_endpoint_with_its_token_and_the_default_decoys(tmp_path):
     bank, prov, models, want = _train(tmp_path, "ss_gbdt", 2, {"n_trees": 2, "max_depth": 3, "n_bins": 16})
-    d = LocalService(models, bank, prov, tmp_path, decoys=3)
+    d = LocalService(models, bank, prov, tmp_path)
+    token = "s" * 32
     try:
-        server = serve_http(d.bank, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        health = json.loads(urllib.request.urlopen(f"{url}/health", timeout=10).read())
+        assert d.bank.anonymity is not None and d.bank.anonymity.k == DecoySettings().k
+        server = serve_http(d.bank, EndpointSettings(port=0, token=token))
+        auth = {"Authorization": f"Bearer {token}"}
+        health = json.loads(
+            urllib.request.urlopen(urllib.request.Request(f"{server.url}/health", headers=auth)).read()
+        )
         assert health["ready"] and health["protocol"] == "ss_gbdt"
         ids = list(want)[:5]
         req = urllib.request.Request(
-            f"{url}/score", data=json.dumps({"ids": [*ids, "nope"]}).encode(), method="POST"
+            f"{server.url}/score",
+            data=json.dumps({"ids": [*ids, "nope"]}).encode(),
+            method="POST",
+            headers=auth,
         )
         body = json.loads(urllib.request.urlopen(req, timeout=60).read())
-        assert set(body["scores"]) == set(ids) and "nope" in body["errors"]
+        assert set(body["scores"]) == set(ids) and "nope" in body["errors"] and body["warnings"] == {}
         for i in ids:
             assert abs(body["scores"][i] - want[i]) < 2e-3
-        mixed = d.bank._with_decoys(
-            ids
-        )  # every real id travels with 3 decoys from the bank's aligned customers
-        assert len(mixed) == 4 * len(ids) and set(ids) <= set(mixed)
-        pool = set(d.bank._decoy_pool)
-        assert set(mixed) - set(ids) <= pool
         server.shutdown()
     finally:
         d.stop()

@@ -1,0 +1,211 @@
+"""The scoring endpoint as a hostile client meets it: no token, slow, huge, malformed, too many."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from mpc_fl.serving.http import EndpointSettings, serve_http, token_from_file
+from mpc_fl.serving.service import Scored
+
+TOKEN = "t" * 43
+
+
+@dataclass
+class _Service:
+    """Answers like the bank's service; ``stall`` holds a query, ``fail`` raises inside it."""
+
+    ready: bool = True
+    busy_s: float = 0.0
+    last_error: str | None = None
+    stall: threading.Event | None = None
+    fail: bool = False
+    asked: list = field(default_factory=list)
+    model: object = field(
+        default_factory=lambda: type(
+            "M", (), {"part": type("P", (), {"fingerprint": "f" * 64, "protocol": "ss_lr"})}
+        )
+    )
+
+    def score(self, ids: list[str], timeout_s: float = 60.0) -> list[Scored]:
+        self.asked.append(ids)
+        if self.fail:
+            raise RuntimeError("boom")
+        if self.stall is not None and not self.stall.wait(timeout_s):
+            raise TimeoutError
+        return [
+            Scored(i, score=0.5) if i != "unknown" else Scored(i, error="cannot score this id") for i in ids
+        ]
+
+
+@pytest.fixture
+def endpoint():
+    service = _Service()
+    server = serve_http(
+        service,
+        EndpointSettings(port=0, token=TOKEN, request_deadline_s=1.0, score_timeout_s=1.0, max_connections=8),
+    )
+    yield server, service
+    server.shutdown()
+    server.server_close()
+
+
+def _call(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):  # noqa: ANN001, ANN202
+    con = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    con.request(method, path, body=body, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
+    r = con.getresponse()
+    data = r.read()
+    con.close()
+    return r.status, json.loads(data)
+
+
+def _raw(server, data: bytes) -> tuple[int, dict]:  # noqa: ANN001
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(data)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_scores_need_the_bearer_token(endpoint):
+    server, service = endpoint
+    body = json.dumps({"ids": ["a", "unknown"]}).encode()
+    status, reply = _call(server, "POST", "/score", body)
+    assert status == 200 and reply["scores"] == {"a": 0.5} and "unknown" in reply["errors"]
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        status, reply = _call(server, "POST", "/score", body, headers)
+        assert status == 401 and "token" in reply["error"]
+    status, _ = _call(server, "GET", "/health", headers={"Authorization": ""})
+    assert status == 401
+    assert len(service.asked) == 1  # nothing unauthenticated reached the service
+
+
+def test_no_authentication_is_refused_off_loopback():
+    with pytest.raises(ValueError, match="without authentication"):
+        EndpointSettings(host="0.0.0.0", token=None).validate()
+    EndpointSettings(host="127.0.0.1", token=None).validate()
+    EndpointSettings(host="0.0.0.0", token=TOKEN).validate()
+    assert EndpointSettings().host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"POST /score HTTP/1.0\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n", 411),
+        (b"POST /score HTTP/1.0\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"POST /score HTTP/1.0\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 12000000\r\n\r\n", 413),
+        (b"PUT /score HTTP/1.0\r\n\r\n", 501),
+        (b"GET /health HTTP/9.9\r\n\r\n", 505),
+        (b"GET /health HTTP/1.x\r\n\r\n", 400),
+    ],
+)  # fmt: skip
+def test_malformed_requests_get_a_json_error(endpoint, request_bytes, status):
+    server, service = endpoint
+    got, reply = _raw(server, request_bytes)
+    assert got == status and reply["error"]
+    assert service.asked == []
+
+
+@pytest.mark.parametrize(
+    "body, status, match",
+    [
+        (b"[1, 2]", 400, "not a JSON object"),
+        (b"{", 400, "not JSON"),
+        (json.dumps({"ids": []}).encode(), 400, "ids"),
+        (json.dumps({"ids": [True]}).encode(), 400, "string or an integer"),
+        (json.dumps({"ids": ["x" * 500]}).encode(), 400, "longer than"),
+        (json.dumps({"ids": [str(i) for i in range(257)]}).encode(), 413, "at most 256"),
+    ],
+)
+def test_bodies_are_checked_before_anything_is_scored(endpoint, body, status, match):
+    server, service = endpoint
+    got, reply = _call(server, "POST", "/score", body)
+    assert got == status and match in reply["error"]
+    assert service.asked == []
+
+
+def test_slow_clients_are_cut_off_and_health_answers_meanwhile(endpoint):
+    server, _ = endpoint
+    slow = [socket.create_connection(server.server_address[:2]) for _ in range(5)]
+    for s in slow:  # headers that never end
+        s.sendall(b"POST /score HTTP/1.0\r\nContent-Length: 10\r\n")
+    t0 = time.monotonic()
+    status, health = _call(server, "GET", "/health")
+    assert status == 200 and health["ready"] and time.monotonic() - t0 < 0.5
+    for s in slow:
+        s.settimeout(5)
+        assert s.recv(65536) == b""  # closed once the deadline passes (a timeout here raises)
+        s.close()
+    assert time.monotonic() - t0 < 3
+
+
+def test_a_trickling_body_cannot_hold_a_connection_past_the_deadline(endpoint):
+    server, service = endpoint
+    s = socket.create_connection(server.server_address[:2])
+    s.sendall(
+        b"POST /score HTTP/1.0\r\nAuthorization: Bearer "
+        + TOKEN.encode()
+        + b"\r\nContent-Length: 100\r\n\r\n"
+    )
+    t0 = time.monotonic()
+    s.settimeout(5)
+    closed = False
+    while time.monotonic() - t0 < 4:
+        try:
+            s.sendall(b" ")  # one byte every 0.2 s: each read succeeds, the whole never arrives
+            time.sleep(0.2)
+        except OSError:
+            closed = True
+            break
+    s.close()
+    assert closed and time.monotonic() - t0 < 3 and service.asked == []
+
+
+def test_beyond_max_connections_callers_get_503_at_once(endpoint):
+    server, _ = endpoint
+    held = [socket.create_connection(server.server_address[:2]) for _ in range(8)]
+    end = time.monotonic() + 5
+    while server.in_flight < 8 and time.monotonic() < end:
+        time.sleep(0.01)
+    status, reply = _raw(server, b"GET /health HTTP/1.0\r\n\r\n")
+    assert status == 503 and "too many" in reply["error"]
+    for s in held:
+        s.close()
+
+
+def test_a_stuck_scorer_times_out_in_json_and_health_says_so(endpoint):
+    server, service = endpoint
+    service.stall = threading.Event()
+    status, reply = _call(server, "POST", "/score", json.dumps({"id": "a"}).encode())
+    assert status == 504 and "not scored within" in reply["error"]
+    service.busy_s = 45.0
+    status, health = _call(server, "GET", "/health")
+    assert status == 200 and health["ready"] is False and "busy for 45 s" in health["error"]
+
+
+def test_an_internal_error_is_answered_and_the_endpoint_keeps_serving(endpoint):
+    server, service = endpoint
+    service.fail = True
+    status, reply = _call(server, "POST", "/score", json.dumps({"id": "a"}).encode())
+    assert status == 500 and "internal error" in reply["error"] and "boom" not in reply["error"]
+    service.fail = False
+    status, _ = _call(server, "POST", "/score", json.dumps({"id": "a"}).encode())
+    assert status == 200
+
+
+def test_the_token_file_is_created_private_and_a_shared_one_is_refused(tmp_path):
+    path = tmp_path / "bank.score-token"
+    token = token_from_file(path)
+    assert len(token) >= 32 and token_from_file(path) == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by other users"):
+        token_from_file(path)
