@@ -313,11 +313,19 @@ def _endpoint_settings(args: argparse.Namespace):  # noqa: ANN202 - an EndpointS
     if not args.http_no_auth:
         token_file = Path(args.http_token_file or Path(args.key).with_name("bank.score-token"))
         token = token_from_file(token_file)
+    cert, cert_key = (Path(f) if f else None for f in (args.http_certificate, args.http_certificate_key))
+    settings = EndpointSettings(
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        token=token,
+        certificate=cert,
+        certificate_key=cert_key,
+    )
+    settings.validate()
+    if token is not None:
         print(
             f"[bank] /score needs 'Authorization: Bearer <token>', the token is in {token_file}", flush=True
         )
-    settings = EndpointSettings(host=host.strip("[]") or "127.0.0.1", port=int(port), token=token)
-    settings.validate()
     return settings
 
 
@@ -592,6 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-token-file", default=None, metavar="FILE",
         help="bank only: the endpoint's bearer token (created 0600 on first use; default: bank.score-token beside --key)",
     )  # fmt: skip
+    sv.add_argument(
+        "--http-certificate", default=None, metavar="PEM",
+        help="bank only: serve HTTPS with this certificate chain (required off loopback)",
+    )  # fmt: skip
+    sv.add_argument("--http-certificate-key", default=None, metavar="PEM", help="bank only: its private key")
     sv.add_argument(
         "--http-no-auth", action="store_true",
         help="bank only: no bearer token (refused unless HOST is a loopback address)",

@@ -4,7 +4,7 @@ Why guarded: the endpoint answers for the joint model, so an unauthenticated cal
 any id and learn from the errors which SMEs the provider serves. Every request needs the bank's
 bearer token (``Authorization: Bearer <token>``, compared in constant time) unless the operator
 turns authentication off, which is allowed on a loopback address only. It binds loopback unless
-told otherwise.
+told otherwise, and off loopback it speaks HTTPS only (the token must not cross a network in clear).
 
 Why bounded: a slow, huge or malformed request must not hold a thread, wedge the scoring queue
 or go unanswered. Each connection has a deadline for sending its request; bodies need a
@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ class EndpointSettings:
     max_connections: int = 64
     #: ``/health`` reports not ready while a batch has been scoring longer than this.
     stuck_after_s: float = 30.0
+    #: PEM certificate chain and key: the endpoint speaks HTTPS (required off loopback).
+    certificate: Path | None = None
+    certificate_key: Path | None = None
 
     def validate(self) -> None:
         if not 0 <= self.port < 65536:
@@ -63,6 +67,16 @@ class EndpointSettings:
                 f"--http {self.host}:{self.port} without authentication would let anyone on the network score "
                 "ids: bind a loopback address, or keep the bearer token (drop --http-no-auth)"
             )
+        if not is_loopback(self.host) and self.certificate is None:
+            raise ValueError(
+                f"--http {self.host}:{self.port} would send the bearer token over the network in clear: "
+                "give --http-certificate and --http-certificate-key (HTTPS), or bind a loopback address"
+            )
+        if (self.certificate is None) != (self.certificate_key is None):
+            raise ValueError("--http-certificate and --http-certificate-key go together")
+        for path in (self.certificate, self.certificate_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{path}: no such file (the endpoint's TLS certificate or key)")
         if self.token is not None and len(self.token) < 16:
             raise ValueError("the endpoint's bearer token is shorter than 16 characters")
         for name in ("max_body_bytes", "max_ids", "request_deadline_s", "score_timeout_s", "max_connections"):
@@ -117,11 +131,17 @@ class ScoringEndpoint(ThreadingHTTPServer):
         self._count = threading.Lock()
         self.in_flight = 0
         super().__init__((settings.host, settings.port), _Handler)
+        if settings.certificate is not None:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(settings.certificate, settings.certificate_key)
+            # The handshake runs in the connection's own thread, under its deadline (see _Handler.setup).
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.settings.certificate else 'http'}://{host}:{port}"
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):  # full: answer now, from this thread, and close
@@ -166,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._deadline = threading.Timer(self.server.settings.request_deadline_s, self._expire)
         self._deadline.daemon = True
         self._deadline.start()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # a failure ends this connection only (handle_error)
 
     def _expire(self) -> None:
         if self._reading:  # a client still sending its request after the deadline: cut it off

@@ -316,6 +316,7 @@ def test_a_run_into_a_folder_an_earlier_run_used_starts_cleanly(tmp_path):
     [
         (["--decoys", "0"], "--decoys-policy warn"),
         (["--http", "0.0.0.0:8080", "--http-no-auth"], "without authentication"),
+        (["--http", "0.0.0.0:8080"], "in clear"),
         (["--http", "somewhere"], "give [HOST]:PORT"),
         (["--decoys", "-1"], "0 or more"),
     ],

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -88,12 +89,65 @@ def test_scores_need_the_bearer_token(endpoint):
     assert len(service.asked) == 1  # nothing unauthenticated reached the service
 
 
-def test_no_authentication_is_refused_off_loopback():
+def test_off_loopback_the_endpoint_needs_a_token_and_https(tmp_path):
     with pytest.raises(ValueError, match="without authentication"):
         EndpointSettings(host="0.0.0.0", token=None).validate()
+    with pytest.raises(ValueError, match="in clear"):
+        EndpointSettings(host="0.0.0.0", token=TOKEN).validate()
     EndpointSettings(host="127.0.0.1", token=None).validate()
-    EndpointSettings(host="0.0.0.0", token=TOKEN).validate()
+    cert, key = _certificate(tmp_path)
+    EndpointSettings(host="0.0.0.0", token=TOKEN, certificate=cert, certificate_key=key).validate()
     assert EndpointSettings().host == "127.0.0.1"
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bank scoring")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return tmp / "cert.pem", tmp / "key.pem"
+
+
+def test_with_a_certificate_the_endpoint_speaks_https_only(tmp_path):
+    import ssl
+
+    cert, key = _certificate(tmp_path)
+    server = serve_http(
+        _Service(),
+        EndpointSettings(port=0, token=TOKEN, certificate=cert, certificate_key=key, request_deadline_s=1),
+    )
+    try:
+        assert server.url.startswith("https://")
+        tls = ssl.create_default_context(cafile=str(cert))
+        con = http.client.HTTPSConnection(*server.server_address[:2], timeout=10, context=tls)
+        con.request("GET", "/health", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert con.getresponse().status == 200
+        con.close()
+        with pytest.raises((http.client.HTTPException, OSError)):  # a cleartext caller gets no answer
+            _call(server, "GET", "/health")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize(
