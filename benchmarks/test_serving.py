@@ -9,6 +9,10 @@ bank's ledger over those queries (all traffic of a query passes the bank: the pr
 the dealer exchange nothing after set-up). Throughput: the same service answering
 micro-batches of 100 applications. The predicted WAN latency adds the network model's cost
 (rounds x one-way latency + bytes / bandwidth) to the measured loopback latency.
+
+The services run without decoys (``--decoys 0 --decoys-policy warn``), so these are the
+protocols' own costs; what the default anonymity sets add is measured against this in one run
+by ``benchmarks/test_decoys.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from _bench import GBDT, LR, SPLIT, require_dataset
 
 from mpc_fl.netmodel import LAN, WAN, predict_time
 from mpc_fl.runs import LocalService, run_protocol_locally
+from mpc_fl.serving import DecoySettings
 
 CASES = {
     "plain_lr": ("plain_lr", LR),
@@ -42,7 +47,8 @@ def _service(tmp: Path, protocol: str, opts: dict, bank_csv: Path, provider_csv:
         keep_scores=True, save_models=tmp / "models",
     )  # fmt: skip
     (tmp / "service").mkdir()
-    return run, LocalService(tmp / "models", bank_csv, provider_csv, tmp / "service")
+    no_decoys = DecoySettings(0, "warn")
+    return run, LocalService(tmp / "models", bank_csv, provider_csv, tmp / "service", decoys=no_decoys)
 
 
 @pytest.mark.parametrize("name", list(CASES))
