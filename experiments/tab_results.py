@@ -259,7 +259,11 @@ def security_table(entries: list[dict], numbers: dict) -> list[str]:
 
 
 def leakage_table(entries: list[dict], numbers: dict) -> list[str]:
-    """SS-GBDT: nodes whose rows a party can reconstruct (it owns every split on the path)."""
+    """SS-GBDT: nodes whose rows a party can reconstruct (it owns every split on the path).
+
+    Records with ``nodes`` count internal nodes and leaves beyond those every party knows;
+    earlier records have only the internal-node count, which includes publicly empty nodes.
+    """
     rows = [
         e
         for e in entries
@@ -268,16 +272,21 @@ def leakage_table(entries: list[dict], numbers: dict) -> list[str]:
     if not rows:
         return []
     out = [
-        "| dataset | party | non-root internal nodes | leaves | of which publicly empty |",
-        "|---|---|---:|---:|---:|",
+        "| dataset | party | non-root nodes beyond the public ones | of which leaves | non-root internal nodes "
+        "(incl. publicly empty) | publicly empty |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for e in sorted(rows, key=lambda e: e["dataset"]):
         for role, c in e["run_info"]["reconstructable_nodes"].items():
+            nodes = f"{c['nodes']} of {c['nodes_total']}" if "nodes" in c else "not recorded"
+            leaves = c.get("nodes_leaves", "not recorded")
             out.append(
-                f"| {e['dataset']} | {role} | {c['internal']} of {c['internal_total']} | "
-                f"{c['leaves']} of {c['leaves_total']} | {c['empty']} |"
+                f"| {e['dataset']} | {role} | {nodes} | {leaves} | {c['internal']} of {c['internal_total']} | "
+                f"{c['empty']} |"
             )
             numbers[f"leakage.{e['dataset']}.{role}.internal"] = c["internal"]
+            if "nodes" in c:
+                numbers[f"leakage.{e['dataset']}.{role}.nodes"] = c["nodes"]
     return out + [""]
 
 

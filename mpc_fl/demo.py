@@ -75,8 +75,8 @@ def _reconstructable(record: dict) -> str:
     counts = record.get("run_info", {}).get("reconstructable_nodes", {})
     return (
         "; ".join(
-            f"{role} could reconstruct {c['internal']} of {c['internal_total']} non-root internal nodes "
-            f"and {c['leaves']} of {c['leaves_total']} leaves"
+            f"{role} could reconstruct {c['nodes']} of {c['nodes_total']} non-root nodes "
+            f"({c['nodes_leaves']} of them leaves) beyond the {c['public']} every party knows"
             for role, c in counts.items()
         )
         or "not reported"

@@ -224,7 +224,8 @@ def reconstructable_nodes(owners: list[np.ndarray], party: int) -> list[np.ndarr
     no-split node. This is exactly the set of nodes whose rows ``party`` can tell from the owners,
     its own splits and its own data when ``min_child_weight > 0`` (each valid split then leaves
     both children non-empty, so no other node is ever known to be empty); for the others the
-    other parties' splits matter.
+    other parties' splits matter. The mask includes the nodes every party knows
+    (:func:`reconstructable_by_all`); :func:`reconstructable_summary` counts the others.
     """
     if party < 0:
         raise ValueError(f"party must be a rank >= 0, got {party}")
@@ -240,28 +241,71 @@ def reconstructable_nodes(owners: list[np.ndarray], party: int) -> list[np.ndarr
     return out
 
 
-def reconstructable_summary(owners: list[np.ndarray], party: int) -> dict[str, int]:
-    """Counts of :func:`reconstructable_nodes` over all trees, root excluded (everyone knows it).
+def reconstructable_by_all(owners: list[np.ndarray]) -> list[np.ndarray]:
+    """Per tree, the nodes whose row set *every* party knows from the public owners alone.
 
-    ``internal``/``internal_total``: non-root internal nodes; ``leaves``/``leaves_total``: leaves;
-    ``empty``: how many of the counted nodes are publicly empty (known to every party, no leak).
+    These are the root (every row), the nodes reached from the root through left branches of
+    no-split nodes only (every row as well: a no-split node sends all its rows left), and the
+    publicly empty nodes (:func:`publicly_empty_nodes`: the right child of a no-split node and
+    all below it). No party learns anything from them, so they are no leakage; they are what
+    :func:`reconstructable_nodes` gives a party that owns no split. Layout as there.
     """
-    internal = leaves = internal_total = leaves_total = empty = 0
-    masks = zip(reconstructable_nodes(owners, party), publicly_empty_nodes(owners), strict=True)
-    for o, (known, emp) in zip(owners, masks, strict=True):
+    out = []
+    for o, empty in zip(owners, publicly_empty_nodes(owners), strict=True):
+        known = empty.copy()
+        known[0] = True
+        for k in range(_n_internal(o)):
+            if known[k] and o[k] == NO_SPLIT:
+                known[2 * k + 1 : 2 * k + 3] = True
+        out.append(known)
+    return out
+
+
+def reconstructable_summary(owners: list[np.ndarray], party: int) -> dict[str, int]:
+    """Per party, how many nodes' training rows it can reconstruct that not every party knows.
+
+    The leakage counts (the root is never counted: everyone knows it holds every row):
+
+    * ``nodes``: non-root nodes, internal *and* leaves, that :func:`reconstructable_nodes` gives
+      ``party`` and that are not known to all (:func:`reconstructable_by_all`: not publicly empty,
+      i.e. not the right child of a no-split node or below one, and not reached through no-split
+      nodes only). With ``min_child_weight > 0`` each of them holds at least one training row.
+      The left child of a no-split node on an owned path counts (its rows are its parent's);
+    * ``nodes_internal`` + ``nodes_leaves`` = ``nodes``: of them, internal nodes and leaves;
+    * ``nodes_total``: all non-root nodes (internal and leaves) of all trees;
+    * ``public``: the non-root nodes known to all, left out of ``nodes`` (the same for every party).
+
+    Kept for earlier records and their readers, with their earlier meaning: ``internal`` /
+    ``leaves`` count the masks' non-root internal nodes / leaves *including* the nodes known to
+    all (so the same publicly empty nodes for every party), out of ``internal_total`` /
+    ``leaves_total``; ``empty``: the publicly empty non-root nodes.
+    """
+    counts = dict.fromkeys(
+        ("nodes", "nodes_internal", "nodes_leaves", "nodes_total", "public")
+        + ("internal", "internal_total", "leaves", "leaves_total", "empty"),
+        0,
+    )
+    trees = zip(
+        owners,
+        reconstructable_nodes(owners, party),
+        reconstructable_by_all(owners),
+        publicly_empty_nodes(owners),
+        strict=True,
+    )
+    for o, known, by_all, empty in trees:
         n_internal = len(o)
-        internal += int(known[1:n_internal].sum())
-        internal_total += n_internal - 1
-        leaves += int(known[n_internal:].sum())
-        leaves_total += n_internal + 1
-        empty += int(emp[1:].sum())
-    return {
-        "internal": internal,
-        "internal_total": internal_total,
-        "leaves": leaves,
-        "leaves_total": leaves_total,
-        "empty": empty,
-    }
+        leaked = known & ~by_all
+        counts["nodes_internal"] += int(leaked[1:n_internal].sum())
+        counts["nodes_leaves"] += int(leaked[n_internal:].sum())
+        counts["nodes_total"] += 2 * n_internal
+        counts["public"] += int(by_all[1:].sum())
+        counts["internal"] += int(known[1:n_internal].sum())
+        counts["internal_total"] += n_internal - 1
+        counts["leaves"] += int(known[n_internal:].sum())
+        counts["leaves_total"] += n_internal + 1
+        counts["empty"] += int(empty[1:].sum())
+    counts["nodes"] = counts["nodes_internal"] + counts["nodes_leaves"]
+    return counts
 
 
 def _n_internal(owners_t: np.ndarray) -> int:

@@ -48,21 +48,41 @@ feature count, the hyperparameters):
   the node has no valid split (so the tree shape and split ownership are public);
 * the owner of a split: the feature index and bin index of that split, hence which of *all*
   training (and test) rows satisfy it; the threshold value (the bin edge) never leaves its owner;
+* these split choices are label information in their own right: each is the argmax of gains
+  computed from the label-dependent gradients ``g = p - y``, ``h = p(1-p)`` of the node's rows
+  (in the first tree ``p`` is the constant label mean, so the gains are functions of how many
+  positives each side of a candidate holds). Everyone learns, per node, that the owner's best
+  split was at least as good as every candidate of the other parties on those gradients (ties
+  go to the first in the joint feature order), and at a no-split node that no candidate left
+  ``min_child_weight`` of hessian on both sides; the owner learns that its feature f at bin b
+  was the best split of all for that node's gradients. Where the owner also knows the node's
+  rows (below), these are inequalities between gradient sums (in the first tree: label counts)
+  over row sets it can list for each of its candidates, e.g. that "f <= edge b" separates the
+  defaulters among those rows better than any other of its thresholds;
 * so a party that owns every split on the path from the root to a node (no-split nodes count
   as anyone's: they send every row left) learns exactly which training rows reach that node,
-  and at scoring which test rows do; everyone knows that the right child of a no-split node,
-  and all below it, is empty. :func:`mpc_fl.models.gbdt.reconstructable_nodes` gives these
-  nodes from the public owners and :meth:`SecretSharedGBDT.run_info` reports their count per
-  party (default_credit, 20 trees of depth 4: the provider 104, the bank 51 of the 280
-  non-root internal nodes, one of them publicly empty);
+  internal node or leaf, and at scoring which test rows do.
+  :func:`mpc_fl.models.gbdt.reconstructable_nodes` gives these nodes from the public owners and
+  :meth:`SecretSharedGBDT.run_info` reports their count per party, leaving out the nodes every
+  party knows from the owners alone (:func:`mpc_fl.models.gbdt.reconstructable_by_all`): the
+  root and any node reached only through no-split nodes' left branches (every row), and the
+  publicly empty nodes (the right child of a no-split node and all below it). With
+  ``min_child_weight > 0`` every counted node holds at least one training row. On
+  default_credit (20 trees of depth 4, 32 bins, the benchmarks' stratified-public split, 600
+  non-root nodes: 280 internal, 320 leaves): the provider 114 (102 internal, 12 leaves), the
+  bank 74 (48 internal, 26 leaves), 13 nodes publicly empty, in a run that reproduces the
+  recorded one (benchmarks/results/protocols.json). The counts are per run: fixed-point
+  rounding, which depends on the random shares, can flip a close argmax (another run at the
+  same settings took another bin at one node of tree 7 and drifted from there: provider 118,
+  bank 74, 12 publicly empty);
 * the bank (rank 0): the test scores it asked for; it also knows the base margin (its own
   label mean).
 
 Nothing else is revealed: labels, the memberships of all other nodes (and the paths of training
-or test rows through them), gradients, histograms, gains, leaf weights and margins stay
-secret-shared. Scoring: each party bins the test rows with its own edges, shares the test-row
-indicator of each split it owns, path indicators are multiplied down the trees on shares, and
-only the bank receives the scores.
+or test rows through them), gradients, histograms, gains (beyond their argmax, above), leaf
+weights and margins stay secret-shared. Scoring: each party bins the test rows with its own
+edges, shares the test-row indicator of each split it owns, path indicators are multiplied down
+the trees on shares, and only the bank receives the scores.
 
 Oblivious mode (``oblivious=True``): nothing about the trees is opened. The argmax one-hot
 stays shared; a node's left-indicator of every row is ``sum_q B_q v_q`` with ``v_q`` the
@@ -362,14 +382,26 @@ class SecretSharedGBDT(VerticalProtocol):
     def run_info(self) -> dict:
         """Per party (by role), how many nodes' training rows it can reconstruct: the measured leakage.
 
-        Split owners are public, so every party computes the same numbers for everyone.
-        Empty before ``fit``.
+        ``reconstructable_nodes[role]`` is :func:`mpc_fl.models.gbdt.reconstructable_summary`:
+        ``nodes`` (``nodes_internal`` + ``nodes_leaves``) of ``nodes_total`` non-root nodes,
+        internal and leaves, leaving out the ``public`` ones every party knows from the owners
+        (the root is never counted). The earlier keys ``internal``/``leaves`` (of
+        ``internal_total``/``leaves_total``) keep their meaning for earlier records: they also
+        count the publicly empty nodes (``empty``). In the oblivious mode nothing is
+        reconstructable (every count 0 but the totals). Split
+        owners are public, so every party computes the same numbers for everyone. Empty before
+        ``fit``.
         """
         if not hasattr(self, "owners_"):
             return {}
         if self.oblivious:  # no owner, split or membership is ever opened: nothing to reconstruct
             n_internal = 2**self.params.max_depth - 1
             nothing = {
+                "nodes": 0,
+                "nodes_internal": 0,
+                "nodes_leaves": 0,
+                "nodes_total": self.params.n_trees * 2 * n_internal,
+                "public": 0,
                 "internal": 0,
                 "internal_total": self.params.n_trees * (n_internal - 1),
                 "leaves": 0,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,11 @@ from mpc_fl.models.gbdt import (
     best_split,
     grow_tree,
     histograms,
+    publicly_empty_nodes,
     quantile_bin_edges,
+    reconstructable_by_all,
+    reconstructable_nodes,
+    reconstructable_summary,
     split_gains,
 )
 
@@ -72,3 +78,128 @@ def test_default_credit_matches_xgboost_with_the_same_settings(default_credit):
     ref_auc = metrics.auc(d["y_test"], ref.predict_proba(d["X_test"])[:, 1])
     assert abs(own - ref_auc) <= 0.005, (own, ref_auc)
     assert own >= 0.77
+
+
+# Reconstructable-node counts on hand-built trees (depth 2: internal nodes 0-2, leaves 3-6).
+X_ = NO_SPLIT
+HAND_TREES = [
+    # A: party 0 owns the root and node 2; node 1 is party 1's. Party 0 knows 1, 2 and the leaves
+    # 5, 6 under its own node 2; party 1 knows nothing (party 0's split is above everything).
+    np.array([0, 1, 0]),
+    # B: node 1 has no split: leaf 3 gets all of node 1's rows, leaf 4 is publicly empty. Party 1
+    # knows 1, 2 and leaf 3 (not leaf 4: everyone knows it is empty); party 0 knows nothing.
+    np.array([1, X_, 0]),
+    # C: the root has no split: node 1 holds every row (known to all, like the root), node 2 and
+    # its leaves 5, 6 are publicly empty. Party 0 knows the leaves 3, 4 under its node 1.
+    np.array([X_, 0, X_]),
+]
+#: by hand, per party and tree: (nodes, nodes_internal, nodes_leaves)
+HAND_COUNTS = {0: [(4, 2, 2), (0, 0, 0), (2, 0, 2)], 1: [(0, 0, 0), (3, 2, 1), (0, 0, 0)]}
+
+
+def _check_hand_counts(count: Callable) -> None:
+    """``count(owners, party) -> (nodes, nodes_internal, nodes_leaves)`` must give the hand counts."""
+    for party, per_tree in HAND_COUNTS.items():
+        for owners_t, expected in zip(HAND_TREES, per_tree, strict=True):
+            assert tuple(count([owners_t], party)) == expected, (party, owners_t)
+        assert tuple(count(HAND_TREES, party)) == tuple(np.sum(per_tree, axis=0)), party
+
+
+def _summary_counts(owners: list[np.ndarray], party: int) -> tuple[int, int, int]:
+    s = reconstructable_summary(owners, party)
+    return s["nodes"], s["nodes_internal"], s["nodes_leaves"]
+
+
+def test_reconstructable_summary_counts_hand_built_trees():
+    _check_hand_counts(_summary_counts)
+    s0, s1 = (reconstructable_summary(HAND_TREES, p) for p in (0, 1))
+    # totals: 3 trees of 6 non-root nodes; known to all: B's leaf 4, C's nodes 1, 2, 5, 6
+    assert s0["nodes_total"] == s1["nodes_total"] == 18
+    assert s0["public"] == s1["public"] == 1 + 4
+    assert [np.flatnonzero(m).tolist() for m in reconstructable_by_all(HAND_TREES)] == [
+        [0],
+        [0, 4],
+        [0, 1, 2, 5, 6],
+    ]
+    # the earlier keys keep their meaning: masks including the nodes known to all
+    assert {k: s0[k] for k in ("internal", "internal_total", "leaves", "leaves_total", "empty")} == {
+        "internal": 2 + 0 + 2,
+        "internal_total": 6,
+        "leaves": 2 + 1 + 4,
+        "leaves_total": 12,
+        "empty": 0 + 1 + 3,
+    }
+    assert (s1["internal"], s1["leaves"]) == (0 + 2 + 2, 0 + 2 + 2)
+
+
+def test_reconstructable_by_all_is_what_a_party_owning_nothing_knows():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        owners = [rng.choice([X_, 0, 1], size=15, p=[0.3, 0.35, 0.35]) for _ in range(3)]
+        nobody = reconstructable_nodes(owners, 2)
+        for by_all, nob, empty in zip(
+            reconstructable_by_all(owners), nobody, publicly_empty_nodes(owners), strict=True
+        ):
+            assert np.array_equal(by_all, nob)
+            assert not (empty & ~by_all).any()
+        for p in (0, 1):
+            s = reconstructable_summary(owners, p)
+            assert s["nodes"] == s["nodes_internal"] + s["nodes_leaves"] <= s["nodes_total"] - s["public"]
+            assert s["internal"] + s["leaves"] == s["nodes"] + s["public"]
+
+
+def _count(
+    known_of: Callable = reconstructable_nodes,
+    drop: Callable = reconstructable_by_all,
+    *,
+    root: bool = False,
+    leaves: bool = True,
+) -> Callable:
+    """The count written out from masks: ``known_of(owners, party)`` minus ``drop(owners)``.
+
+    With the defaults it is the right count; the other arguments make the miscounts below.
+    """
+
+    def count(owners: list[np.ndarray], party: int) -> tuple[int, int, int]:
+        internal = n_leaves = 0
+        for o, known, dropped in zip(owners, known_of(owners, party), drop(owners), strict=True):
+            m = known & ~dropped
+            m[0] |= root
+            internal += int(m[int(not root) : len(o)].sum())
+            n_leaves += int(m[len(o) :].sum()) if leaves else 0
+        return internal + n_leaves, internal, n_leaves
+
+    return count
+
+
+def _no_split_blocks(owners: list[np.ndarray], party: int) -> list[np.ndarray]:
+    """Wrong masks: a no-split node stops the chain (its left child's rows are not inherited)."""
+    return reconstructable_nodes([np.where(o == X_, -2, o) for o in owners], party)
+
+
+def _nothing(owners: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.zeros(2 * len(o) + 1, bool) for o in owners]
+
+
+MISCOUNTS = {
+    "counts publicly empty nodes": _count(drop=_nothing),
+    "takes only publicly empty nodes as known to all": _count(drop=publicly_empty_nodes),
+    "counts the root": _count(root=True),
+    "leaves out leaves": _count(leaves=False),
+    "a no-split node blocks the path": _count(known_of=_no_split_blocks),
+}
+
+
+def test_the_written_out_count_agrees_with_the_summary():
+    _check_hand_counts(_count())  # positive control for the miscounts: the same code, right arguments
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        owners = [rng.choice([X_, 0, 1], size=15, p=[0.3, 0.35, 0.35]) for _ in range(3)]
+        for p in (0, 1):
+            assert _count()(owners, p) == _summary_counts(owners, p)
+
+
+@pytest.mark.parametrize("count", MISCOUNTS.values(), ids=MISCOUNTS.keys())
+def test_hand_counts_catch_a_miscount(count: Callable):
+    with pytest.raises(AssertionError):
+        _check_hand_counts(count)

@@ -20,6 +20,7 @@ from mpc_fl.models.gbdt import (
     apply_bins,
     publicly_empty_nodes,
     quantile_bin_edges,
+    reconstructable_by_all,
     reconstructable_nodes,
     reconstructable_summary,
 )
@@ -137,7 +138,7 @@ def test_each_party_reconstructs_exactly_the_nodes_the_function_names(
         # what SS-GBDT's party computes: bins of its own features on its own rows
         my_bins = apply_bins(own_cols[party], quantile_bin_edges(own_cols[party], PARAMS.n_bins))
         masks = reconstructable_nodes(owners, party)
-        n_known = n_unknown = 0
+        n_known = n_known_leaves = n_unknown = 0
         for t, tree in enumerate(model.trees_):
             truth = _true_memberships(tree, joint_bins)
             n_internal = len(tree.feature)
@@ -157,7 +158,17 @@ def test_each_party_reconstructs_exactly_the_nodes_the_function_names(
                     assert owners[t][parent] not in (party, NO_SPLIT)
                     assert not np.array_equal(guess[v], truth[v]), (name, party, t, v)
                     n_unknown += 1
-            n_known += int(masks[t][1:].sum() - publicly_empty_nodes(owners)[t][1:].sum())
+            # what a party owning no split gets: the nodes known to all (every row, or none)
+            public = _attack(owners[t], {}, my_bins, party=2)
+            assert [r is not None for r in public] == reconstructable_by_all(owners)[t].tolist()
+            assert all(r.all() or not r.any() for r in public if r is not None)
+            for v in range(1, len(attacked)):
+                if attacked[v] is not None and public[v] is None:  # learnt beyond what all know
+                    assert attacked[v].any(), (name, party, t, v)  # min_child_weight > 0: not empty
+                    n_known += 1
+                    n_known_leaves += v >= n_internal
+        summary = reconstructable_summary(owners, party)
+        assert (summary["nodes"], summary["nodes_leaves"]) == (n_known, n_known_leaves), (name, party)
         assert n_known > 0 and n_unknown > 0, (name, party)  # both cases occur for both parties
 
 
@@ -185,14 +196,30 @@ def test_no_split_paths_and_public_empty_nodes():
     # an empty node below another party's split is still known (empty); its sibling is not
     (m0,) = reconstructable_nodes([np.array([1, X_, 1])], 0)
     assert np.flatnonzero(m0).tolist() == [0, 4]
+    # counted: what party 0 knows beyond the nodes known to all (the root, node 1 = every row,
+    # and the publicly empty 2, 5, 6, 11-14): nodes 3, 4 and leaves 9, 10 under its node 4
+    assert np.flatnonzero(reconstructable_by_all(owners)[0]).tolist() == [0, 1, 2, 5, 6, 11, 12, 13, 14]
     assert reconstructable_summary(owners, 0) == {
+        "nodes": 4,
+        "nodes_internal": 2,
+        "nodes_leaves": 2,
+        "nodes_total": 14,
+        "public": 8,
+        # earlier keys, earlier meaning (nodes known to all included)
         "internal": 6,
         "internal_total": 6,
         "leaves": 6,
         "leaves_total": 8,
         "empty": 7,
     }
+    # party 1: in the first tree nothing beyond the nodes known to all (party 0's node 1 is above
+    # its node 3); in the second every non-root node but the leaves 7, 8 below party 0's node 3
     assert reconstructable_summary(owners + [np.array([1, 1, 1, 0, 1, 1, 1])], 1) == {
+        "nodes": 0 + 12,
+        "nodes_internal": 0 + 6,
+        "nodes_leaves": 0 + 6,
+        "nodes_total": 28,
+        "public": 8,
         "internal": 4 + 6,
         "internal_total": 12,
         "leaves": 4 + 6,
@@ -218,14 +245,27 @@ def test_run_info_reports_counts_per_role():
     proto.owners_ = [np.array([0, 1, 0]), np.array([1, X_, 1])]
     proto.roles_ = ("bank", "provider")
     info = proto.run_info()["reconstructable_nodes"]
+    # bank: nodes 1, 2 and leaves 5, 6 of the first tree (leaf 4 of the second is publicly empty)
     assert info["bank"] == {
+        "nodes": 4,
+        "nodes_internal": 2,
+        "nodes_leaves": 2,
+        "nodes_total": 12,
+        "public": 1,
         "internal": 2,
         "internal_total": 4,
         "leaves": 2 + 1,
         "leaves_total": 8,
         "empty": 1,
     }
+    # provider: nodes 1, 2 and leaves 3, 5, 6 of the second tree (leaf 3 has node 1's rows: no
+    # split; leaf 4 is publicly empty)
     assert info["provider"] == {
+        "nodes": 5,
+        "nodes_internal": 2,
+        "nodes_leaves": 3,
+        "nodes_total": 12,
+        "public": 1,
         "internal": 2,
         "internal_total": 4,
         "leaves": 4,
