@@ -6,6 +6,9 @@ party down with no word on what failed, and its console output and exit-time log
 caught with file-descriptor tricks. Here it runs alone: the party keeps its links, tunnel and
 state, sees the exit status, and reports a crash as a crash of the PSI library, naming itself.
 
+Its link: its server and the peer's address are Unix sockets in the party's private working
+directory (brpc accepts ``unix:/path``), never TCP ports (see :mod:`mpc_fl.psi.ot`).
+
 This process loads the library and no torch, CrypTen or protocol code. Its exit status:
 0 the PSI ran, 3 the library raised (the message is on stderr, which the party logs), or
 minus the signal number that killed it.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import sys
 
 EXIT_LIBRARY_ERROR = 3
@@ -24,11 +28,12 @@ def run(config: dict) -> None:
     from mpc_fl.psi._libpsi import load
 
     libspu, libpsi = load()
+    os.umask(0o077)  # the server's socket file: this user only (its directory is private too)
     desc = libspu.link.Desc()
     desc.id = "mpc_fl-psi"
-    for rank, role in enumerate(config["ranks"]):
-        port = config["brpc_port"] if rank == config["me"] else config["tunnel_port"]
-        desc.add_party(role, f"127.0.0.1:{port}")
+    for rank, role in enumerate(config["ranks"]):  # our server; the peer is the party's tunnel
+        path = config["server"] if rank == config["me"] else config["tunnel"]
+        desc.add_party(role, f"unix:{path}")
     desc.brpc_channel_connection_type = "single"
     desc.recv_timeout_ms = config["recv_timeout_ms"]
     lctx = libspu.link.create_brpc(desc, config["me"])

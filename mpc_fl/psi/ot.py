@@ -7,12 +7,25 @@ OPRF from OT extension) align a million ids per side in seconds. We do not write
 ``spu`` wheel ships SecretFlow's maintained implementation (``libpsi``), loaded by
 :mod:`mpc_fl.psi._libpsi`.
 
-Transport: the library speaks brpc over its own TCP sockets. Both parties route them through a
+Transport: the library speaks brpc over its own sockets. Both parties route them through a
 :class:`~mpc_fl.runtime.tunnel.Tunnel` over the channel, so every byte travels on the parties'
 TLS links (identity from keys), is counted by the ledger under ``"alignment"`` and is shaped by
-link emulation. The library listens on loopback only, and runs in a process of its own
-(:mod:`mpc_fl.psi._ot_worker`): a crash in it is reported as a crash of the PSI library,
-naming the party, and leaves the party's links and state intact.
+link emulation. The library runs in a process of its own (:mod:`mpc_fl.psi._ot_worker`): a
+crash in it is reported as a crash of the PSI library, naming the party, and leaves the
+party's links and state intact.
+
+The local link (library to party) carries no key, so only the party's own library may use it.
+Both its ends are Unix sockets in the run's working directory, created 0700, never TCP ports:
+processes of other users cannot connect at all. The tunnel admits exactly
+:data:`LIBRARY_CONNECTIONS` connection(s), only from the library's process (checked by peer
+credentials), then unlinks its socket; the party itself makes the connection into its
+library's server, checks that it is the library's process and unlinks that socket too. Any
+other process found on either socket stops the run with a line naming the PSI tunnel
+(``tests/integration/test_psi_local_link.py`` tries as user nobody and as this user). Not
+protected: processes of the same user and root, which can read the party's keys and data
+anyway; of those, one that pushes into the library's server in the millisecond between its
+binding and the party connecting, and leaves at once, goes unseen
+(:mod:`mpc_fl.runtime.tunnel`).
 
 Protocol (both parties call :func:`run_ot_psi` with the same code)
 ------------------------------------------------------------------
@@ -71,7 +84,6 @@ from mpc_fl.psi._libpsi import SPU_VERSION, check_installed
 from mpc_fl.psi.barrier import end_of_alignment
 from mpc_fl.psi.ecdh import PSIResult, canonical_ids
 from mpc_fl.runtime.channel import Channel
-from mpc_fl.runtime.federation import free_port
 from mpc_fl.runtime.tunnel import Tunnel
 
 __all__ = ["OT_PROTOCOLS", "PSILibraryError", "run_ot_psi"]
@@ -83,6 +95,9 @@ _TAG = "mpc_fl/psi/{}/v1"
 CONCEAL_INPUT_DIGEST = True
 #: How long the library waits for one message from the peer before it gives up.
 RECV_TIMEOUT_MS = 600_000
+#: Connections the library opens to the peer per PSI (brpc, "single" connection type): one, for
+#: RR22 and KKRT, either role, 10 to 200,000 ids. The tunnel takes exactly this many.
+LIBRARY_CONNECTIONS = 1
 
 
 class PSILibraryError(RuntimeError):
@@ -127,7 +142,9 @@ def _start_library(workdir: Path, config: dict) -> tuple[subprocess.Popen, Path]
     return proc, log
 
 
-def _library_failure(role: str, protocol: str, peer: str, code: int, log: Path) -> PSILibraryError:
+def _library_failure(
+    role: str, protocol: str, peer: str, code: int, log: Path, refusals: Sequence[str] = ()
+) -> PSILibraryError:
     lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
     if code < 0:
         try:
@@ -139,7 +156,7 @@ def _library_failure(role: str, protocol: str, peer: str, code: int, log: Path) 
     tail = " | ".join(lines[-3:])
     return PSILibraryError(
         f"{role}: the PSI library ({protocol}, with {peer!r}) {how}; this party's links and state are "
-        f"intact, the run stops" + (f" [{tail}]" if tail else "")
+        f"intact, the run stops" + (f" [{tail}]" if tail else "") + "".join(f" ({r})" for r in refusals)
     )
 
 
@@ -153,15 +170,19 @@ def _run_with_tunnel(
     receiver_rank: int,
     protocol: str,
 ) -> list[str]:
-    """Run the library in its own process behind a tunnel; return the common encoded ids (sorted)."""
-    brpc_port = free_port()  # below the ephemeral range, where no tunnel or dial can take it
-    with Tunnel(channel, peer, target_port=brpc_port) as tunnel:
+    """Run the library in its own process behind a tunnel; return the common encoded ids (sorted).
+
+    Both ends of the library's link are Unix sockets in ``workdir`` (private to this user), not
+    ports: see "The local link" above.
+    """
+    with Tunnel(channel, peer, workdir, connections=LIBRARY_CONNECTIONS, label="PSI tunnel") as tunnel:
         config = {
             "ranks": ranks, "me": me, "receiver_rank": receiver_rank, "protocol": protocol,
-            "brpc_port": brpc_port, "tunnel_port": tunnel.port, "recv_timeout_ms": RECV_TIMEOUT_MS,
+            "server": str(tunnel.target), "tunnel": str(tunnel.path), "recv_timeout_ms": RECV_TIMEOUT_MS,
             "input": str(src), "output": str(workdir / "common.csv"),
         }  # fmt: skip
         proc, log = _start_library(workdir, config)
+        tunnel.admit(proc.pid)  # only this process may connect to the tunnel
         try:
             while (code := proc.poll()) is None:  # watch the tunnel too, so a lost peer fails now
                 if tunnel.failed is not None:
@@ -171,9 +192,10 @@ def _run_with_tunnel(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            tunnel.library_stopped()  # a stream the peer opens from now on is refused at once
             _remove_trace_files(log)
         if code != 0:
-            raise _library_failure(channel.role, protocol, peer, code, log)
+            raise _library_failure(channel.role, protocol, peer, code, log, tunnel.refusals)
     return [k.strip('"') for k in (workdir / "common.csv").read_text().split("\n")[1:] if k]
 
 

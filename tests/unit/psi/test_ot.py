@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -161,3 +163,82 @@ def test_alignment_ends_with_a_barrier_that_compares_the_intersections():
         chans["provider"].send_json("bank", {"alignment": "done", "n_common": 2, "digest": "0" * 64})
     with chans["bank"].phase("alignment"), pytest.raises(ValueError, match="ended differently"):
         end_of_alignment(chans["bank"], "provider", [b"1", b"2"])
+
+
+def _sockets(pid: int) -> set[str]:
+    """Inodes of the sockets process ``pid`` holds now."""
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.add(link[8:-1])
+    except OSError:
+        pass
+    return out
+
+
+def _inet_inodes() -> set[str]:
+    """Inodes of every TCP and UDP socket of this machine (IPv4 and IPv6)."""
+    out = set()
+    for name in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/net/{name}") as fh:
+            out |= {line.split()[9] for line in list(fh)[1:]}
+    return out
+
+
+def _watch_library_sockets(monkeypatch, seen: dict[int, set[str]]) -> threading.Event:  # noqa: ANN001
+    """Record the sockets of every library process started from now on, every 5 ms."""
+    started: list[int] = []
+    real = ot._start_library
+
+    def start(workdir, config):  # noqa: ANN001, ANN202
+        proc, log = real(workdir, config)
+        started.append(proc.pid)
+        return proc, log
+
+    monkeypatch.setattr(ot, "_start_library", start)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.005):
+            inet = _inet_inodes()
+            for pid in started:
+                mine = _sockets(pid)
+                seen.setdefault(pid, set()).update(mine & inet)
+                seen.setdefault(-pid, set()).update(mine)  # all of them, to show the watch saw some
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def test_the_library_uses_no_network_socket(monkeypatch):
+    """The library's link is Unix sockets only: no TCP or UDP port another local user could find."""
+    seen: dict[int, set[str]] = {}
+    stop = _watch_library_sockets(monkeypatch, seen)
+    chans = LocalChannel.create(ROLES)
+    with ThreadPoolExecutor(2) as ex:
+        fb = ex.submit(run_ot_psi, chans["bank"], np.arange(0, 2000), "provider")
+        fp = ex.submit(run_ot_psi, chans["provider"], np.arange(1000, 3000), "bank")
+        fb.result(timeout=120), fp.result(timeout=120)
+    stop.set()
+    workers = [p for p in seen if p > 0]
+    assert len(workers) == 2 and all(seen[-p] for p in workers)  # both watched, sockets seen
+    assert all(seen[p] == set() for p in workers), seen
+
+
+def test_positive_control_the_watch_sees_a_tcp_port():
+    """The same watch on a process that listens on loopback TCP, as the library used to."""
+    code = (
+        "import socket, time; s = socket.create_server(('127.0.0.1', 0)); print(1, flush=True); time.sleep(5)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        proc.stdout.readline()
+        assert _sockets(proc.pid) & _inet_inodes()
+    finally:
+        proc.kill()
+        proc.wait()
