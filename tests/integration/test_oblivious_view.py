@@ -9,6 +9,11 @@ value is a revealed plaintext. In the default mode the attack finds the revealed
 different for two datasets whose trees differ (the positive control). In the oblivious mode it
 finds nothing but the bank's own scores; the two datasets (every split the bank's, every split
 the provider's) give message sequences of the same lengths; the opened values look uniform.
+
+Those checks are marginal: they pass a pad reused across trees or levels, whose two openings
+subtract to a difference of plaintexts. So each party's whole view must also be fresh
+(:mod:`tests.attacks.freshness`), in both modes, and two mutants that reuse the histogram pad
+(across trees; across levels and trees) are the positive controls.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import torch
 from mpc_fl.models.gbdt import NO_SPLIT, GBDTParams, PlainGBDT
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.runtime.local import run_local
+from tests.attacks import view as views
 from tests.budget import budget_s
 
 SMALL = 2**32
 PARAMS = GBDTParams(n_trees=2, max_depth=2, n_bins=8)
 PHASES = ("training", "scoring")
+#: the whole run: set-up opens the bin matrices
+VIEW_PHASES = ("setup", *PHASES)
 N, N_TEST = 300, 40
 
 
@@ -45,80 +53,96 @@ def _owners(Xb: np.ndarray, Xp: np.ndarray, y: np.ndarray) -> list[list[int]]:
     return [[NO_SPLIT if f == NO_SPLIT else int(f >= 3) for f in t.feature] for t in plain.trees_]
 
 
-def _install_recorder(monkeypatch) -> dict:  # noqa: ANN001
-    """Patch the transport so each (forked) party keeps what is opened to it and every message length."""
-    from mpc_fl.runtime import crypten_comm
+def _reuse_histogram_pad(monkeypatch, across: str) -> None:  # noqa: ANN001
+    """Mutant: each level's histogram opening ``U - b`` reuses a pad. ``across="trees"``: every tree's
+    level ``l`` takes tree 0's level-``l`` pad; ``"levels"``: every level of every tree takes the first
+    pad (levels 0 and 1 open the same shape). The dealer reuses the same ``b`` for its correlation,
+    so the trees stay exact; each draw still advances the streams. The forked parties and dealer
+    inherit the patch."""
+    from crypten.mpc.provider.ttp_provider import TTPClient
+
+    from mpc_fl.crypto import fixed_mask
+    from mpc_fl.crypto.dealer import Dealer
+
+    first: dict = {}
+    calls = [0]
+
+    def reused(b: torch.Tensor) -> torch.Tensor:
+        level = calls[0] % PARAMS.max_depth  # one histogram opening per level
+        calls[0] += 1
+        return first.setdefault((level if across == "trees" else None, tuple(b.shape)), b)
+
+    def t_matmul_many(mats, u):  # noqa: ANN001, ANN202 - FixedMaskMatrix.t_matmul_many, pad reused
+        client, comm = TTPClient.get(), fixed_mask.comm.get()
+        size_b = tuple(u.size())
+        b = reused(fixed_mask.generate_random_ring_element(size_b, generator=client.get_generator()))
+        c_sizes = [(m.shape[1], *size_b[1:]) for m in mats]
+        if comm.get_rank() == 0:
+            flat = client.ttp_request("fixed_mask_triple_many", None, [m.key for m in mats], size_b)
+            cs = list(torch.split(flat, [torch.Size(c).numel() for c in c_sizes]))
+            cs = [c.reshape(size) for c, size in zip(cs, c_sizes, strict=True)]
+        else:
+            cs = [
+                fixed_mask.generate_random_ring_element(c, generator=client.get_generator()) for c in c_sizes
+            ]
+        f = comm.all_reduce(u._tensor.share - b)
+        return [m._result("t_matmul", f, b, c, None, u) for m, c in zip(mats, cs, strict=True)]
+
+    def triple_many(self, keys, size_b):  # noqa: ANN001, ANN202 - Dealer.fixed_mask_triple_many, b reused
+        b = reused(self._get_additive_PRSS(tuple(size_b)))
+        out = []
+        for key in keys:
+            c = self._mask_op(key, "t_matmul", b)
+            out.append((c - self._get_additive_PRSS(c.size(), remove_rank=True)).reshape(-1))
+        return torch.cat(out)
+
+    monkeypatch.setattr(fixed_mask.FixedMaskMatrix, "t_matmul_many", staticmethod(t_matmul_many))
+    monkeypatch.setattr(Dealer, "fixed_mask_triple_many", triple_many)
+
+
+def _run(data: tuple, oblivious: bool, mutant: str | None = None) -> dict:
+    """One run; each party's whole view (:mod:`tests.attacks.view`) and every message length it receives."""
+    from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
     from mpc_fl.runtime.crypten_comm import MeshCommunicator
 
-    seen: dict = {"opened": [], "lengths": []}
-    original = {
-        name: getattr(MeshCommunicator, name) for name in ("all_reduce", "reduce", "broadcast", "_recv_bytes")
-    }
-
-    def phase(comm) -> str | None:  # noqa: ANN001
-        name = comm.mesh.ledger.phase_name
-        return name if name in PHASES else None
-
-    def keep(comm, out, batched: bool) -> None:  # noqa: ANN001
-        if out is not None and phase(comm):
-            for t in out if batched else [out]:
-                if isinstance(t, torch.Tensor) and t.dtype == torch.int64:
-                    seen["opened"].append((phase(comm), t.clone().reshape(-1)))
-
-    def all_reduce(self, input, op=crypten_comm._SUM, batched=False):  # noqa: A002, ANN001, ANN202
-        out = original["all_reduce"](self, input, op, batched)
-        if op == crypten_comm._SUM:  # arithmetic openings (XOR ones open single masked bits)
-            keep(self, out, batched)
-        return out
-
-    def reduce(self, input, dst, op=crypten_comm._SUM, batched=False):  # noqa: A002, ANN001, ANN202
-        out = original["reduce"](self, input, dst, op, batched)
-        if op == crypten_comm._SUM:
-            keep(self, out, batched)
-        return out
-
-    def broadcast(self, input, src, group=None, batched=False):  # noqa: A002, ANN001, ANN202
-        out = original["broadcast"](self, input, src, group, batched)
-        if self.rank != src and group in (None, self.main_group):
-            keep(self, out, batched)
-        return out
-
-    def recv_bytes(self, src, group, expect=None):  # noqa: ANN001, ANN202
-        data = original["_recv_bytes"](self, src, group, expect)
-        if phase(self):
-            seen["lengths"].append(len(data))
-        return data
-
-    for name, fn in (("all_reduce", all_reduce), ("reduce", reduce), ("broadcast", broadcast)):
-        monkeypatch.setattr(MeshCommunicator, name, fn)
-    monkeypatch.setattr(MeshCommunicator, "_recv_bytes", recv_bytes)
-    return seen
-
-
-def _run(monkeypatch, data: tuple, oblivious: bool) -> dict:  # noqa: ANN001
-    from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
-
     Xb, Xp, y = data
-    seen = _install_recorder(monkeypatch)
+    with pytest.MonkeyPatch.context() as mp:
+        whole = views.record(mp)
+        lengths: list[int] = []
+        recv_bytes = MeshCommunicator._recv_bytes
 
-    def fn(session):  # noqa: ANN001, ANN202
-        X = Xb if session.role == "bank" else Xp
-        proto = SecretSharedGBDT(PARAMS, oblivious=oblivious)
-        proto.fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None))
-        proto.decision_function(session, LocalData(X[N:]))
-        return {
-            "small": {
-                ph: torch.cat(
-                    [t[t.abs() < SMALL] for p, t in seen["opened"] if p == ph] or [torch.zeros(0)]
-                ).numpy()
-                for ph in PHASES
-            },
-            "top_bit": [float((t < 0).double().mean()) for p, t in seen["opened"] if p == "training"],
-            "sizes": [t.numel() for p, t in seen["opened"] if p == "training"],
-            "lengths": list(seen["lengths"]),
-        }
+        def spy_lengths(self, src, group, expect=None):  # noqa: ANN001, ANN202
+            out = recv_bytes(self, src, group, expect)
+            if self.mesh.ledger.phase_name in PHASES:
+                lengths.append(len(out))
+            return out
 
-    return run_local(fn, timeout_s=budget_s(60))
+        mp.setattr(MeshCommunicator, "_recv_bytes", spy_lengths)
+        if mutant:
+            _reuse_histogram_pad(mp, mutant)
+
+        def fn(session):  # noqa: ANN001, ANN202
+            X = Xb if session.role == "bank" else Xp
+            proto = SecretSharedGBDT(PARAMS, oblivious=oblivious)
+            proto.fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None))
+            scores = proto.decision_function(session, LocalData(X[N:]))
+            return {"view": whole.export(), "lengths": list(lengths), "scores": scores}
+
+        return {r: out["result"] for r, out in run_local(fn, timeout_s=budget_s(60)).items()}
+
+
+def _small(view: views.View, phase: str) -> np.ndarray:
+    """Every plaintext-sized value the party sees opened or broadcast: the attack's finds."""
+    opened = view.ring_words((phase,), ("open", "broadcast"))
+    return np.concatenate(
+        [v[np.abs(v.astype(np.float64)) < SMALL] for v in opened] or [np.zeros(0, np.int64)]
+    )
+
+
+def _top_bit_balanced(view: views.View) -> bool:
+    """The top bit of all training openings together is set about half the time (a marginal check)."""
+    words = np.concatenate(view.ring_words(("training",), ("open", "broadcast")))
+    return abs(float((words < 0).mean()) - 0.5) < 5 * 0.5 / np.sqrt(words.size)
 
 
 @pytest.fixture(scope="module")
@@ -130,69 +154,89 @@ def datasets() -> dict:
     return data
 
 
-def test_positive_control_the_attack_finds_the_owners_in_the_default_mode(monkeypatch, datasets):
-    views = {name: _run(monkeypatch, d, oblivious=False) for name, d in datasets.items()}
+@pytest.fixture(scope="module")
+def runs(datasets) -> dict:
+    """Each (dataset, mode) run once, for every test that reads it."""
+    memo: dict = {}
+
+    def get(name: str, oblivious: bool) -> dict:
+        if (name, oblivious) not in memo:
+            memo[(name, oblivious)] = _run(datasets[name], oblivious)
+        return memo[(name, oblivious)]
+
+    return get
+
+
+def test_positive_control_the_attack_finds_the_owners_in_the_default_mode(runs, datasets):
+    views_ = {name: runs(name, False) for name in datasets}
     for role in ("bank", "provider"):
-        a, b = (views[name][role]["result"]["small"]["training"] for name in ("bank", "provider"))
+        a, b = (_small(views_[name][role]["view"], "training") for name in ("bank", "provider"))
         assert a.size and b.size  # revealed plaintexts
         assert not np.array_equal(a, b)  # and they tell the two datasets apart
 
 
-def test_the_attack_finds_nothing_in_the_oblivious_mode(monkeypatch, datasets):
-    views = {name: _run(monkeypatch, d, oblivious=True) for name, d in datasets.items()}
+def test_the_attack_finds_nothing_in_the_oblivious_mode(runs, datasets):
+    views_ = {name: runs(name, True) for name in datasets}
     for name in datasets:
         for role in ("bank", "provider"):
-            r = views[name][role]["result"]
-            assert r["small"]["training"].size == 0, (name, role)
-            # uniform openings: the top bit of all training openings together is set half the time
-            n = sum(r["sizes"])
-            frac = sum(f * s for f, s in zip(r["top_bit"], r["sizes"], strict=True)) / n
-            assert abs(frac - 0.5) < 5 * 0.5 / np.sqrt(n), (name, role, frac)
+            v = views_[name][role]["view"]
+            assert _small(v, "training").size == 0, (name, role)
+            assert _top_bit_balanced(v), (name, role)
         # scoring: the provider learns nothing, the bank only its scores (one value per test row)
-        assert views[name]["provider"]["result"]["small"]["scoring"].size == 0
-        assert views[name]["bank"]["result"]["small"]["scoring"].size == N_TEST
+        assert _small(views_[name]["provider"]["view"], "scoring").size == 0
+        assert _small(views_[name]["bank"]["view"], "scoring").size == N_TEST
     for role in ("bank", "provider"):  # the schedule does not depend on the trees
-        assert views["bank"][role]["result"]["lengths"] == views["provider"][role]["result"]["lengths"]
+        assert views_["bank"][role]["lengths"] == views_["provider"][role]["lengths"]
 
 
-def test_default_mode_routing_sends_only_padded_shares_and_bits(monkeypatch, datasets):
+@pytest.mark.parametrize("oblivious", [True, False], ids=["oblivious", "default"])
+def test_every_pad_in_a_partys_whole_view_is_fresh(runs, datasets, oblivious):
+    """No two received ring words closer than chance (over all of them, and at the same position of
+    any two equally long vectors: across levels and trees), no two bit vectors agreeing beyond
+    chance, in training and scoring. The vectors left out are the revealed plaintexts: the public
+    feature counts, in the default mode the split owners (everyone) and own splits (the owner), and
+    the bank's scores."""
+    for name in datasets:
+        for role in ("bank", "provider"):
+            found, revealed = runs(name, oblivious)[role]["view"].freshness(VIEW_PHASES)
+            assert not [f for f in found if f.flagged], (name, role, [str(f) for f in found])
+            assert all(f.pairs > 0 for f in found), (name, role, [str(f) for f in found])
+            sizes = sorted(v.size for v in revealed)
+            if oblivious:  # the feature counts, and the bank's scores
+                assert sizes == ([2, N_TEST] if role == "bank" else [2]), (name, role, sizes)
+            else:  # plus, per level of each tree, the owners and this party's own candidates
+                assert len(sizes) == 1 + PARAMS.n_trees * PARAMS.max_depth * 2 + (role == "bank"), (
+                    name,
+                    sizes,
+                )
+
+
+@pytest.mark.parametrize("across", ["trees", "levels"])
+def test_positive_control_a_histogram_pad_reused_across_trees_or_levels_is_flagged(runs, datasets, across):
+    """The mutant's trees are exact (the bank's scores match the honest run's) and its openings pass
+    the marginal checks above (no small value, top bits balanced), yet two histogram openings
+    subtract to a difference of histograms' inputs: every party's freshness test flags it."""
+    honest = runs("provider", True)
+    mutant = _run(datasets["provider"], oblivious=True, mutant=across)
+    np.testing.assert_allclose(mutant["bank"]["scores"], honest["bank"]["scores"], atol=1e-3)
+    for role in ("bank", "provider"):
+        v = mutant[role]["view"]
+        assert _small(v, "training").size == 0 and _top_bit_balanced(v), role
+        found, _ = v.freshness(VIEW_PHASES)
+        assert "same position" in {f.name for f in found if f.flagged}, (role, [str(f) for f in found])
+
+
+def test_default_mode_routing_sends_only_padded_shares_and_bits(runs):
     """Default mode routes rows with the owner's private bits: the owner receives the other party's
     shares under one-time pads (never a small value), the other party the owner's bits under
-    one-time pads (balanced), in training and in the margin update."""
-    from mpc_fl.crypto import private_bits
-
-    def _record(name: str):  # noqa: ANN202
-        original = getattr(private_bits, name)
-
-        def spy(data, shape):  # noqa: ANN001, ANN202
-            out = original(data, shape)
-            _received.append((name, np.asarray(out).reshape(-1).copy()))
-            return out
-
-        monkeypatch.setattr(private_bits, name, spy)
-
-    _received: list = []
-    _record("_words")
-    _record("_unpack")
-
-    def fn(session):  # noqa: ANN001, ANN202
-        from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
-
-        Xb, Xp, y = datasets["provider"]  # both parties own splits here
-        X = Xb if session.role == "bank" else Xp
-        SecretSharedGBDT(PARAMS).fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None))
-        words = [v for k, v in _received if k == "_words"]
-        bits = [v for k, v in _received if k == "_unpack"]
-        return {
-            "words": np.concatenate(words) if words else np.zeros(0, np.int64),
-            "bits": np.concatenate(bits) if bits else np.zeros(0, bool),
-        }
-
-    out = run_local(fn, timeout_s=budget_s(60))
-    received_words = sum(out[r]["result"]["words"].size for r in out)
-    assert received_words > 0  # the provider owns splits, so somebody receives masked shares
+    one-time pads (balanced), in training and in the margin update. (Their freshness across
+    levels and trees is part of the whole-view test above.)"""
+    out = runs("provider", False)  # both parties own splits here
+    words = {r: out[r]["view"].ring_words(("training",), ("private",)) for r in out}
+    assert sum(w.size for ws in words.values() for w in ws) > 0  # so somebody receives masked shares
     for role in ("bank", "provider"):
-        r = out[role]["result"]
-        assert not (np.abs(r["words"].astype(np.float64)) < SMALL).any(), role
-        if r["bits"].size:
-            assert abs(r["bits"].mean() - 0.5) < 5 * 0.5 / np.sqrt(r["bits"].size), role
+        assert not any((np.abs(w.astype(np.float64)) < SMALL).any() for w in words[role]), role
+        bits = out[role]["view"].bit_vectors(("training",), ("private",))
+        if bits:
+            b = np.concatenate(bits)
+            assert abs(b.mean() - 0.5) < 5 * 0.5 / np.sqrt(b.size), role

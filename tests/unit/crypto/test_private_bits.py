@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from mpc_fl.runtime.local import run_local
+from tests.attacks import mutants
+from tests.attacks.view import View, record
 
 N, K = 300, 5
 #: column owners: party 0, party 1, nobody (all ones), the last party, party 0
@@ -21,7 +23,7 @@ def _public(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, scalars, bits
 
 
-def _run(session, seed: int) -> dict:  # noqa: ANN001
+def _run(session, seed: int, whole: View | None = None) -> dict:  # noqa: ANN001
     import torch
 
     from mpc_fl.crypto import private_bits
@@ -52,6 +54,7 @@ def _run(session, seed: int) -> dict:  # noqa: ANN001
         "bcast": bcast.get_plain_text().numpy(),
         "rounds_one": rounds_one,
         "seen": seen,
+        "view": whole.export() if whole is not None else None,
     }
 
 
@@ -69,10 +72,11 @@ def test_products_with_private_bits_are_exact_in_one_round(roles):
         assert got["rounds_one"] == (4 if role == "bank" else 1), (role, got["rounds_one"])
 
 
-def test_what_each_party_receives_is_padded():
+def test_what_each_party_receives_is_padded(monkeypatch):
     """The owner receives masked shares (uniform 64-bit words), the others masked bits (balanced);
     with other data the sizes are the same and the words show no relation to the data."""
-    a = run_local(lambda s: _run(s, 0))
+    whole = record(monkeypatch)
+    a = run_local(lambda s: _run(s, 0, whole))
     b = run_local(lambda s: _run(s, 1))
     for role in ("bank", "provider"):
         sa, sb = a[role]["result"]["seen"], b[role]["result"]["seen"]
@@ -87,6 +91,34 @@ def test_what_each_party_receives_is_padded():
         msg = a[role]["result"]["seen"][0]
         words = np.frombuffer(msg[offset : offset + 8 * N * 3 * 2], np.int64)
         assert (np.abs(words.astype(np.float64)) < 2.0**40).mean() < 0.01, role
+    # and every pad is fresh: the two products' masked bits (equally long: N x K indicators each)
+    # agree in about half their bits, no two received words are close (the products' phase: the
+    # test opens the results afterwards)
+    for role in ("bank", "provider"):
+        found, revealed = a[role]["result"]["view"].freshness(("training",))
+        assert not [f for f in found if f.flagged], (role, [str(f) for f in found])
+        assert {f.name for f in found if f.pairs} == {"nearest words", "xor agreement"}, role
+        assert not revealed, role
+
+
+def test_positive_control_a_bit_pad_reused_in_two_products_is_flagged(monkeypatch):
+    """Mutant: the dealer and the owner reuse the first product's bit pad ``c`` in the second (the
+    products stay exact). The second product's masked bits then equal the first's (the same
+    indicators), which the marginal check above (balanced bits) passes; the XOR test flags it."""
+    whole = record(monkeypatch)
+    mutants.reuse_plan_draw(monkeypatch, "private_bits", 1)  # draws: a, then c, then shares of t
+    results = run_local(lambda s: _run(s, 0, whole))
+    x, scalars, bits = _public(0)
+    bits = bits.copy()
+    bits[..., 2] = True
+    for role, r in results.items():
+        got = r["result"]
+        np.testing.assert_allclose(got["full"], x * bits, atol=1e-3, err_msg=role)
+        np.testing.assert_allclose(got["bcast"], scalars * bits[:, 0], atol=1e-3, err_msg=role)
+        masked = np.unpackbits(np.frombuffer(b"".join(got["seen"]), np.uint8))
+        assert abs(masked.mean() - 0.5) < 0.02, role  # marginally balanced
+        found, _ = got["view"].freshness(("training",))
+        assert "xor agreement" in {f.name for f in found if f.flagged}, (role, [str(f) for f in found])
 
 
 def test_a_party_that_owns_columns_must_pass_its_bits():
