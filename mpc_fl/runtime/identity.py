@@ -8,6 +8,13 @@ certificate authority to trust. Every party pins every other party's certificate
 federation file (:mod:`mpc_fl.runtime.federation`); a TLS peer is who its certificate says
 only if that exact certificate is in the file. The private key never leaves its owner's
 file (created with mode 0600).
+
+Why ``CA:FALSE``: a member's certificate must not be able to vouch for anyone else. With
+``CA:TRUE`` (what ``mpc-fl keygen`` made before; such keys still work) a member could sign a
+certificate naming another member that TLS chain checks accept, and only the exact pin
+refused it. ``CA:FALSE`` with the key usage ``digitalSignature`` makes OpenSSL itself refuse
+such chains; the exact pin stays the rule either way (:func:`signer_of` names who minted a
+refused certificate).
 """
 
 from __future__ import annotations
@@ -18,11 +25,24 @@ import os
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.x509.oid import NameOID
 
 _VALIDITY = datetime.timedelta(days=3650)
+#: Key usage of a member certificate: TLS handshake signatures only, no certificate signing.
+_SIGNING_ONLY = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 class IdentityError(ValueError):
@@ -55,8 +75,9 @@ def make_identity(role: str, key_dir: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
-        # a self-signed trust anchor: the federation file pins it
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # a self-signed certificate that the federation file pins; it can sign nothing else
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_SIGNING_ONLY, critical=True)
         .sign(key, None)
     )
     pem = key.private_bytes(
@@ -75,6 +96,39 @@ def certificate_der(pem: str) -> bytes:
         return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
     except ValueError as err:
         raise IdentityError(f"not a PEM certificate ({err})") from None
+
+
+def signer_of(der: bytes, certificates: dict[str, str]) -> str | None:
+    """The role (a key of ``certificates``, PEM) whose key signed the certificate ``der``; None if none did.
+
+    Only the signature counts, not the issuer name the certificate claims: a member minting a
+    certificate may write any issuer into it.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    for role, pem in certificates.items():
+        issuer = x509.load_pem_x509_certificate(pem.encode())
+        key = issuer.public_key()
+        try:
+            if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+                key.verify(cert.signature, cert.tbs_certificate_bytes)
+            else:  # other key types need the issuer name to match as well
+                cert.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        return role
+    return None
+
+
+def subject_of(der: bytes) -> str:
+    """The common name a certificate (DER) claims, for error messages."""
+    try:
+        names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return "?"
+    return str(names[0].value) if names else "?"
 
 
 def fingerprint(der: bytes) -> str:

@@ -219,3 +219,96 @@ def test_a_member_listens_only_on_its_own_address(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _minted_listener(tmp_path, fed, keys, port: int):  # noqa: ANN001, ANN202
+    """A TLS listener at ``port`` presenting a fresh key's certificate naming 'provider', signed by the dealer's key."""
+    import contextlib
+    import datetime
+    import socket
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    dealer_key = serialization.load_pem_private_key(keys["dealer"].read_bytes(), password=None)
+    dealer_cert = x509.load_pem_x509_certificate(fed.member("dealer").certificate.encode())
+    key = ed25519.Ed25519PrivateKey.generate()
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provider")]))
+        .issuer_name(dealer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(dealer_key, None)  # type: ignore[arg-type]
+    )
+    minted = tmp_path / "minted.key"
+    minted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(minted))
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        with listener:
+            listener.settimeout(60)
+            sock, _ = listener.accept()
+            with (
+                sock,
+                contextlib.suppress(OSError, ssl.SSLError),
+                ctx.wrap_socket(sock, server_side=True) as tls,
+            ):
+                tls.recv(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def test_a_certificate_a_member_minted_for_another_is_refused_in_one_line_naming_the_signer(tmp_path):
+    """The dealer (a member) listens at the provider's address with a 'provider' certificate its own key signed."""
+    from mpc_fl.runtime.federation import federation_text
+
+    fed, keys = local_federation(("bank", "provider"), tmp_path / "keys", dealer=True)
+    fed_file = tmp_path / "federation.toml"
+    fed_file.write_text(federation_text(list(fed.members)))
+    _, _, _, bank, _ = _files(tmp_path / "data")
+    provider = fed.member("provider")
+    _minted_listener(tmp_path, fed, keys, provider.port)
+    start = time.monotonic()
+    proc = subprocess.run(
+        _party_cmd(fed_file, "bank", keys["bank"], bank, 30), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        f"the party listening at {provider.address} is not 'provider': it presented a certificate for "
+        f"'provider' signed by member 'dealer', not 'provider''s own key" in proc.stderr
+    ), proc.stderr
+    assert time.monotonic() - start < 25  # well before the 30 s connect timeout
+
+
+def test_members_started_in_different_link_modes_both_stop_within_seconds_naming_the_mode(tmp_path):
+    fed, keys, fed_file, bank, prov = _files(tmp_path)
+    start = time.monotonic()
+    bank_proc = subprocess.Popen(_party_cmd(fed_file, "bank", keys["bank"], bank, 60), stderr=subprocess.PIPE, text=True)  # fmt: skip
+    prov_proc = subprocess.run(
+        [*_party_cmd(fed_file, "provider", keys["provider"], prov, 60), "--insecure-cleartext"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _, bank_err = bank_proc.communicate(timeout=120)
+    elapsed = time.monotonic() - start
+    assert bank_proc.returncode == 2 and prov_proc.returncode == 2
+    assert "Traceback" not in bank_err + prov_proc.stderr
+    assert "'provider' at 127.0.0.1:" in bank_err and "speaks cleartext (it runs with --insecure-cleartext)" in bank_err, bank_err  # fmt: skip
+    assert "'bank' at 127.0.0.1:" in prov_proc.stderr and "speaks TLS, but this member runs with --insecure-cleartext" in prov_proc.stderr, prov_proc.stderr  # fmt: skip
+    assert elapsed < 40  # the connect timeout is 60 s; process start-up takes a few seconds each
