@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import GBDT, LR, SPLIT, record, require_dataset
+from _bench import GBDT, LR, OU, PAILLIER, SPLIT, record, require_dataset
 
 from mpc_fl.netmodel import NetworkProfile, predict_from_ledgers, traffic_summary
 from mpc_fl.runs import run_protocol_locally
@@ -22,8 +22,10 @@ from mpc_fl.runs import run_protocol_locally
 CASES = {
     "ss_lr": ("ss_lr", {**LR, "n_epochs": 1, "mask": "fixed"}),
     "ss_gbdt": ("ss_gbdt", {**GBDT, "n_trees": 2, "mask": "fixed"}),
-    "paillier_lr_2048": ("paillier_lr", {**LR, "n_epochs": 1, "key_bits": 2048}),
-    "secureboost_2048": ("secureboost", {**GBDT, "n_trees": 2, "key_bits": 2048}),
+    "paillier_lr_ou3072": ("paillier_lr", {**LR, "n_epochs": 1, **OU}),
+    "paillier_lr_2048": ("paillier_lr", {**LR, "n_epochs": 1, **PAILLIER}),
+    "secureboost_ou3072": ("secureboost", {**GBDT, "n_trees": 2, **OU}),
+    "secureboost_2048": ("secureboost", {**GBDT, "n_trees": 2, **PAILLIER}),
 }
 #: (round-trip ms, Mbit/s); (0, 0) is the unshaped loopback run the model starts from
 SETTINGS = [(0.0, 0.0), (5.0, 100.0), (20.0, 100.0), (40.0, 100.0)]

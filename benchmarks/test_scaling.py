@@ -21,7 +21,10 @@ from mpc_fl.runs import run_protocol_locally
 SIZES = [12_500, 125_000, 1_250_000]
 #: largest size each protocol runs at here (every protocol runs at every size at present)
 LIMITS = {"ss_gbdt": 1_250_000}
-CASES = ["plain_lr", "ss_lr", "paillier_lr_2048", "plain_gbdt", "ss_gbdt", "secureboost_2048"]
+CASES = [
+    "plain_lr", "ss_lr", "paillier_lr_ou3072", "paillier_lr_2048",
+    "plain_gbdt", "ss_gbdt", "secureboost_ou3072", "secureboost_2048",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bench import GBDT, LR, SPLIT, require_dataset
+from _bench import GBDT, LR, OU, PAILLIER, SPLIT, require_dataset
 
 from mpc_fl.netmodel import LAN, WAN, predict_time
 from mpc_fl.runs import LocalService, run_protocol_locally
@@ -31,10 +31,12 @@ from mpc_fl.serving import DecoySettings
 CASES = {
     "plain_lr": ("plain_lr", LR),
     "ss_lr": ("ss_lr", {**LR, "mask": "fixed"}),
-    "paillier_lr_2048": ("paillier_lr", {**LR, "key_bits": 2048}),
+    "paillier_lr_ou3072": ("paillier_lr", {**LR, **OU}),
+    "paillier_lr_2048": ("paillier_lr", {**LR, **PAILLIER}),
     "plain_gbdt": ("plain_gbdt", GBDT),
     "ss_gbdt": ("ss_gbdt", {**GBDT, "mask": "fixed"}),
-    "secureboost_2048": ("secureboost", {**GBDT, "key_bits": 2048}),
+    "secureboost_ou3072": ("secureboost", {**GBDT, **OU}),
+    "secureboost_2048": ("secureboost", {**GBDT, **PAILLIER}),
 }
 N_QUERIES = 1000
 BATCH = 100

@@ -17,16 +17,20 @@ NUMBERS = ROOT / "paper" / "numbers"
 LABELS = {
     "plain_lr": "Plaintext LR",
     "ss_lr": "SS-LR (CrypTen)",
-    "paillier_lr_2048": "Paillier LR 2048",
+    "paillier_lr_ou3072": "HE-LR, OU 3072",
+    "paillier_lr_2048": "HE-LR, Paillier 2048",
     "plain_gbdt": "Plaintext GBDT",
     "ss_gbdt": "SS-GBDT (CrypTen)",
     "ss_gbdt_oblivious": "SS-GBDT oblivious",
-    "secureboost_2048": "SecureBoost 2048",
+    "secureboost_ou3072": "SecureBoost, OU 3072",
+    "secureboost_2048": "SecureBoost, Paillier 2048",
 }
 COLORS = {"plain": "#7f7f7f", "ss": "#1f77b4", "paillier": "#d62728", "secureboost": "#d62728"}
 
 
 def color(case: str) -> str:
+    if case.endswith("_ou3072"):
+        return "#ff7f0e"  # the OU baselines beside their ZPaillier twins
     return COLORS[case.split("_")[0]]
 
 

@@ -1,23 +1,45 @@
-"""Paillier backend for the FATE/SecretFlow-style baselines (hetero-LR, SecureBoost).
+"""Additively homomorphic backend for the FATE/SecretFlow-style baselines (hetero-LR, SecureBoost).
 
-The protocols talk to :class:`PaillierBackend` only, so another library (e.g. ``pypaillier``) can stand in for HEU
-without touching protocol code. :class:`HeuPaillier` is the HEU ``ZPaillier`` implementation (DJN short-exponent
-encryption, native multi-threaded kernels); see ``shared/docs/paillier.md`` for why it is the fastest honest choice.
+The protocols talk to :class:`PaillierBackend` only, so another library can stand in for HEU without touching
+protocol code. :class:`HeuBackend` runs either of HEU's two recommended schemes (:data:`SCHEMES`):
+
+* ``paillier``: HEU ``ZPaillier`` (DJN short-exponent encryption); plaintexts mod n (``key_bits - 2`` usable bits).
+* ``ou``: HEU ``OU`` (Okamoto-Uchiyama, n = p^2 q, Coron-Naccache-Paillier acceleration), SecretFlow SGB's
+  default: 10-17x faster to encrypt and decrypt and half the ciphertext bytes of ZPaillier at equal key size;
+  plaintexts mod the secret p (~key_bits / 3 bits, so fewer packing slots).
+
+Security per key size (:data:`SCHEMES` says it in one line each). Paillier: 2048 bits ~112-bit, 3072 ~128-bit
+security (factoring n; NIST SP 800-57 Part 1 Rev. 5, Table 2; HEU's ``algo_choice`` doc gives the same). OU: the
+best known attacks are the number field sieve on n (same cost as for an RSA modulus of that size: 112 / 128
+bits at 2048 / 3072) and the elliptic-curve method on the ~|n|/3-bit factor p (L_p[1/2, sqrt 2], Lenstra 1987:
+about 2^110 at 2048, 2^139 at 3072); HEU's doc notes that some papers ask for n 500-600 bits longer than
+Paillier's for parity (citing Boneh-Durfee-Howgrave-Graham, CRYPTO 1999). So the baselines default to OU at
+3072 bits, at least as strong as ZPaillier at 2048 under every one of these estimates, and accept OU from 2048
+bits (SecretFlow's default size) as a clearly labelled case.
 
 Conventions (all backends):
 
 * Plaintexts are integers. Callers encode floats themselves with :func:`encode_fixed` (rounds, HEU's float encoder
   truncates). ``int64`` arrays are the fast path; ``object`` arrays of Python ints carry values wider than 63 bits
-  (packed GH values, squeezed histograms).
+  (packed GH values, squeezed histograms). :attr:`PaillierBackend.plaintext_bits` is how wide a non-negative
+  plaintext may be (packing sizes its slots from it).
 * Ciphertexts are an opaque handle (``Ciphertexts``) of shape ``(n,)`` or ``(n, k)``; row slicing/gathering go through
   backend methods.
 * Ciphertext x plaintext costs one modular exponentiation whose exponent is the plaintext: keep multipliers
   non-negative and narrow (HEU is ~4x slower on negative scalars). :meth:`PaillierBackend.matmul_plain` avoids
   exponentiations altogether for tall plaintext matrices (bucket method, see there).
 
-Key floor: moduli below :data:`MIN_KEY_BITS` (2048, ~112-bit security) are refused both when a key is generated
-and when a peer's public key is loaded, so neither party can be talked into a weak key. Unit tests use 1024-bit keys
-for speed through :func:`allow_short_keys_for_tests`, which nothing outside the tests calls.
+Key floor: moduli below :data:`MIN_KEY_BITS` (2048) are refused for either scheme, both when a key is generated
+and when a peer's public key is loaded (which must also be of the scheme the run agreed on), so neither party can
+be talked into a weak key or another scheme. Unit tests use 1024-bit keys for speed through
+:func:`allow_short_keys_for_tests`, which nothing outside the tests calls.
+
+Decryptions in range: OU decrypts modulo the secret p, so a key holder that reveals the decryption of a
+ciphertext its peer built that overflowed p hands the peer a multiple of p (``gcd`` with n factors it: HEU's
+doc, "OU plaintext overflow attack"). Every value a key holder decrypts from its peer is checked against the
+range the protocol allows (:func:`check_range`, :func:`unsqueeze`, :meth:`GHPacker.unpack`) before anything
+derived from it leaves the key holder; an overflowed OU plaintext lands in that range with probability below
+2^-(|p| - range bits).
 
 Re-randomisation: homomorphic results are deterministic functions of the input ciphertexts, so a ciphertext sent back
 to the key holder lets it test guesses about the evaluator's plaintext operands (which rows fell in which bin, the
@@ -34,7 +56,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,16 +66,20 @@ import numpy as np
 __all__ = [
     "Ciphertexts",
     "GHPacker",
+    "HeuBackend",
     "MIN_KEY_BITS",
-    "HeuPaillier",
     "PaillierBackend",
+    "SCHEMES",
+    "Scheme",
     "SecretKeyRequiredError",
     "allow_short_keys_for_tests",
+    "check_he_options",
     "check_key_bits",
+    "check_range",
     "decode_fixed",
     "encode_fixed",
+    "resolve_key_bits",
     "unsqueeze",
-    "usable_plaintext_bits",
     "values_per_ciphertext",
 ]
 
@@ -64,21 +92,80 @@ MAX_BINS = 128
 _CHUNK_BITS = 7
 
 
-#: Smallest accepted Paillier modulus: factoring-based keys below 2048 bits are below ~112-bit security
+#: Smallest accepted modulus for either scheme: factoring-based keys below 2048 bits are below ~112-bit security
 #: (NIST SP 800-57), and 1024-bit moduli are within reach of well-funded attackers.
 MIN_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One additively homomorphic scheme of HEU, as the baselines use it."""
+
+    name: str
+    #: ``heu.phe.SchemaType`` member
+    heu_schema: str
+    #: key size the baselines use unless told otherwise
+    default_key_bits: int
+    #: security per key size, and where the estimate comes from
+    security: str
+
+
+#: The schemes a baseline can run (``--param scheme=...``): every list of schemes reads this.
+SCHEMES: dict[str, Scheme] = {
+    "ou": Scheme(
+        "ou", "OU", 3072,
+        "Okamoto-Uchiyama (n = p^2 q): 3072 bits >= 128-bit by NFS on n and ~139-bit by ECM on p; 2048 bits "
+        "112-bit by NFS, ~110-bit by ECM, and disputed (HEU algo_choice doc: some papers ask n 500-600 bits "
+        "longer than Paillier's)",
+    ),
+    "paillier": Scheme(
+        "paillier", "ZPaillier", 2048,
+        "Paillier (DCRA, DJN short exponent): 2048 bits ~112-bit, 3072 bits ~128-bit (NIST SP 800-57 Pt 1 "
+        "Rev 5, Table 2)",
+    ),
+}  # fmt: skip
+#: the baselines' scheme unless told otherwise: the faster one at (at least) equal security
+DEFAULT_SCHEME = "ou"
 
 
 class SecretKeyRequiredError(RuntimeError):
     """Raised when a public-key-only backend (the passive party's) is asked to decrypt."""
 
 
-def check_key_bits(bits: int, what: str = "key_bits") -> None:
+def check_key_bits(bits: int, what: str = "key_bits", scheme: str = "paillier") -> None:
     """One-line ValueError below :data:`MIN_KEY_BITS` (read at call time, so the test override applies)."""
     if int(bits) < MIN_KEY_BITS:
+        label = "Paillier" if scheme == "paillier" else scheme.upper()
         raise ValueError(
-            f"Paillier keys below {MIN_KEY_BITS} bits are refused (got {int(bits)}, {what}); "
+            f"{label} keys below {MIN_KEY_BITS} bits are refused (got {int(bits)}, {what}); "
             f"use key_bits >= {MIN_KEY_BITS}"
+        )
+
+
+def resolve_key_bits(scheme: str, key_bits: int) -> int:
+    """``key_bits``, or the scheme's default where it is 0."""
+    return int(key_bits) or SCHEMES[scheme].default_key_bits
+
+
+def check_he_options(options: Mapping[str, Any]) -> None:
+    """Validate ``scheme`` and ``key_bits`` of a baseline before anything connects (one line each)."""
+    scheme = options.get("scheme", DEFAULT_SCHEME)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    bits = int(options.get("key_bits", 0))
+    if bits:
+        check_key_bits(bits, "key_bits", scheme)
+
+
+def check_range(values: np.ndarray, bits: int, what: str) -> None:
+    """Refuse decrypted values with ``|v| >= 2**bits``: the protocol never makes them (see "Decryptions in range")."""
+    bound = 1 << int(bits)
+    flat = np.asarray(values, dtype=object).ravel()
+    if any(not -bound < int(v) < bound for v in flat):
+        raise ValueError(
+            f"{what} decrypted outside the range the protocol allows (|value| < 2^{bits}): refusing to use it "
+            f"(a ciphertext that overflowed the plaintext space, as in the OU key-recovery attack, or a peer "
+            f"that is not following the protocol)"
         )
 
 
@@ -125,14 +212,9 @@ def decode_fixed(v: np.ndarray | int, frac_bits: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def usable_plaintext_bits(key_bits: int) -> int:
-    """Bits a non-negative plaintext may use: values < 2**(key_bits-2) <= n/4 never wrap into the negative half."""
-    return key_bits - 2
-
-
-def values_per_ciphertext(key_bits: int, bits_per_value: int) -> int:
-    """How many ``bits_per_value``-bit slots fit in one plaintext (the squeeze factor)."""
-    return usable_plaintext_bits(key_bits) // bits_per_value
+def values_per_ciphertext(plaintext_bits: int, bits_per_value: int) -> int:
+    """How many ``bits_per_value``-bit slots fit in a ``plaintext_bits``-bit plaintext (the squeeze factor)."""
+    return int(plaintext_bits) // int(bits_per_value)
 
 
 def _squeeze_layout(n_values: int, values_per_ct: int) -> tuple[int, int]:
@@ -154,10 +236,14 @@ def unsqueeze(
     if len(flat) != q:
         raise ValueError(f"expected {q} squeezed values for n_values={n_values}, got {len(flat)}")
     mask = (1 << bits_per_value) - 1
+    top = 1 << (bits_per_value * slots)
     out = np.empty(n_values, dtype=object)
     for g, x in enumerate(flat):
-        if x < 0:
-            raise ValueError("squeezed plaintext is negative: a slot overflowed")
+        if not 0 <= x < top:  # nothing the protocol computes lands here (see "Decryptions in range")
+            raise ValueError(
+                f"squeezed plaintext outside [0, 2^{bits_per_value * slots}): a slot overflowed, or the "
+                f"ciphertext is not a histogram the protocol made"
+            )
         for j in range(slots):
             out[min(j * q, n_values - q) + g] = (x >> (bits_per_value * (slots - 1 - j))) & mask
     return out
@@ -183,7 +269,7 @@ class GHPacker:
     def __init__(
         self,
         n_samples: int,
-        key_bits: int,
+        plaintext_bits: int,
         frac_bits: int = 20,
         g_bound: float = 1.0,
         h_bound: float = 0.25,
@@ -192,7 +278,8 @@ class GHPacker:
         if n_samples < 1 or frac_bits < 0 or g_bound <= 0 or h_bound <= 0:
             raise ValueError("n_samples >= 1, frac_bits >= 0, g_bound > 0, h_bound > 0 required")
         self.n_samples = int(n_samples)
-        self.key_bits = int(key_bits)
+        #: width of a non-negative plaintext of the key (:attr:`PaillierBackend.plaintext_bits`)
+        self.plaintext_bits = int(plaintext_bits)
         self.frac_bits = int(frac_bits)
         self.g_bound = float(g_bound)
         self.h_bound = float(h_bound)
@@ -205,13 +292,13 @@ class GHPacker:
         self.count_bits = self.n_samples.bit_length() if self.count_slot else 0
         #: width of one packed value (and of one bin sum): the slot width for :meth:`PaillierBackend.squeeze`
         self.bits_per_value = self.h_bits + self.g_bits + self.count_bits
-        if self.bits_per_value > usable_plaintext_bits(self.key_bits):
+        if self.bits_per_value > self.plaintext_bits:
             raise ValueError(
-                f"{self.bits_per_value}-bit packed value does not fit a {self.key_bits}-bit key "
+                f"{self.bits_per_value}-bit packed value does not fit a {self.plaintext_bits}-bit plaintext "
                 f"(n_samples={self.n_samples}, frac_bits={self.frac_bits}); lower frac_bits or n_samples"
             )
         #: bins per ciphertext after squeezing
-        self.values_per_ct = values_per_ciphertext(self.key_bits, self.bits_per_value)
+        self.values_per_ct = values_per_ciphertext(self.plaintext_bits, self.bits_per_value)
         self._g_shift = self.h_bits
         self._c_shift = self.h_bits + self.g_bits
 
@@ -278,17 +365,21 @@ class PaillierBackend(abc.ABC):
     """
 
     key_bits: int
+    #: a non-negative plaintext below ``2**plaintext_bits`` never wraps (Paillier: ``key_bits - 2``; OU: ``|p| - 1``)
+    plaintext_bits: int
+    #: the scheme's name in :data:`SCHEMES`
+    scheme: str
 
     # --- keys -----------------------------------------------------------------------------------------------
     @classmethod
     @abc.abstractmethod
-    def generate(cls, key_bits: int) -> PaillierBackend:
-        """New key pair; the result can decrypt (active party)."""
+    def generate(cls, key_bits: int, scheme: str = "paillier") -> PaillierBackend:
+        """New key pair of ``scheme``; the result can decrypt (active party)."""
 
     @classmethod
     @abc.abstractmethod
-    def from_public_key(cls, data: bytes) -> PaillierBackend:
-        """Encrypt/evaluate-only backend from :meth:`public_key_bytes` (passive party)."""
+    def from_public_key(cls, data: bytes, scheme: str = "paillier") -> PaillierBackend:
+        """Encrypt/evaluate-only backend from :meth:`public_key_bytes` (passive party); refuses another scheme."""
 
     @abc.abstractmethod
     def public_key_bytes(self) -> bytes: ...
@@ -414,8 +505,10 @@ class PaillierBackend(abc.ABC):
         m = self.shape(ct)[0]
         if values_per_ct < 1 or bits_per_value < 1:
             raise ValueError("values_per_ct and bits_per_value must be >= 1")
-        if values_per_ct * bits_per_value > usable_plaintext_bits(self.key_bits):
-            raise ValueError(f"{values_per_ct} x {bits_per_value} bits do not fit a {self.key_bits}-bit key")
+        if values_per_ct * bits_per_value > self.plaintext_bits:
+            raise ValueError(
+                f"{values_per_ct} x {bits_per_value} bits do not fit a {self.plaintext_bits}-bit plaintext"
+            )
         q, slots = _squeeze_layout(m, values_per_ct)
         acc = self.slice_rows(ct, 0, q)
         shift = np.full((1,) * len(self.shape(ct)), 1 << bits_per_value, dtype=object)
@@ -462,13 +555,27 @@ def _check_order(order: np.ndarray, n: int, n_bins: int) -> np.ndarray:
     return np.ascontiguousarray(o, dtype=np.int8)
 
 
-class HeuPaillier(PaillierBackend):
-    """HEU ``ZPaillier`` (sf-heu 0.5.2b0); uses HEU's internal thread pool (all cores)."""
+_MODULUS = re.compile(r"\bn=([0-9A-Fa-f]+)")
 
-    def __init__(self, kit: Any, key_bits: int, has_secret_key: bool) -> None:
+
+def _modulus_bits(public_key: Any) -> int:
+    """Bit length of n from HEU's public key (HEU has no accessor; its text form prints n in hex)."""
+    found = _MODULUS.search(str(public_key))
+    if found is None:
+        raise ValueError("cannot read the modulus of the peer's public key")
+    return int(found.group(1), 16).bit_length()
+
+
+class HeuBackend(PaillierBackend):
+    """HEU (sf-heu 0.5.2b0) ``ZPaillier`` or ``OU``; uses HEU's internal thread pool (all cores)."""
+
+    def __init__(self, kit: Any, scheme: str, key_bits: int, has_secret_key: bool) -> None:
         """Use :meth:`generate` or :meth:`from_public_key`."""
         self._kit = kit
+        self.scheme = scheme
         self.key_bits = key_bits
+        # a non-negative value below 2^(bits(bound) - 1) <= bound encrypts and decrypts exactly
+        self.plaintext_bits = kit.public_key().plaintext_bound().bit_count() - 1
         self._has_sk = has_secret_key
         self._int = kit.integer_encoder(scale=1)  # default scale is 1e6: must be 1 for raw integers
         self._big = kit.bigint_encoder()
@@ -477,28 +584,36 @@ class HeuPaillier(PaillierBackend):
         self._dec = kit.decryptor() if has_secret_key else None
 
     @classmethod
-    def generate(cls, key_bits: int) -> HeuPaillier:
-        """New ZPaillier key pair; refuses ``key_bits`` below :data:`MIN_KEY_BITS`."""
-        check_key_bits(key_bits)
+    def generate(cls, key_bits: int, scheme: str = "paillier") -> HeuBackend:
+        """New key pair of ``scheme``; refuses ``key_bits`` below :data:`MIN_KEY_BITS`."""
+        spec = SCHEMES[scheme]
+        check_key_bits(key_bits, scheme=scheme)
         phe, hnp = _heu()
-        return cls(hnp.setup(phe.SchemaType.ZPaillier, int(key_bits)), int(key_bits), True)
+        kit = hnp.setup(getattr(phe.SchemaType, spec.heu_schema), int(key_bits))
+        return cls(kit, scheme, _modulus_bits(kit.public_key()), True)
 
     @classmethod
-    def from_public_key(cls, data: bytes) -> HeuPaillier:
-        """Load the peer's key, refusing a non-ZPaillier schema or a modulus below :data:`MIN_KEY_BITS`.
+    def from_public_key(cls, data: bytes, scheme: str = "paillier") -> HeuBackend:
+        """Load the peer's key, refusing another scheme than ``scheme`` or a modulus below :data:`MIN_KEY_BITS`.
 
         The receiving party checks for itself: it is the one whose data the key will protect. HEU also loads
         e.g. ``Mock`` keys (no encryption at all) from the same wire format, hence the schema check.
         """
         phe, hnp = _heu()
-        pk = phe.PublicKey.load_from(data)
+        spec = SCHEMES[scheme]
+        try:
+            pk = phe.PublicKey.load_from(data)
+        except Exception as err:  # noqa: BLE001 - HEU raises its own error types
+            raise ValueError(f"the peer's public key cannot be read ({str(err)[:80]})") from None
         kit = hnp.setup(pk)
-        if kit.get_schema() != phe.SchemaType.ZPaillier:
-            raise ValueError(f"peer sent a {kit.get_schema()} public key; only ZPaillier keys are accepted")
-        # HEU exposes no modulus accessor: the plaintext bound is floor(n/2), one bit shorter than n
-        bits = pk.plaintext_bound().bit_count() + 1
-        check_key_bits(bits, "public key received from the peer")
-        return cls(kit, bits, False)
+        got = kit.get_schema()
+        if got != getattr(phe.SchemaType, spec.heu_schema):
+            raise ValueError(
+                f"peer sent a {got.name} public key; this run agreed on {spec.heu_schema} (scheme={scheme})"
+            )
+        bits = _modulus_bits(pk)
+        check_key_bits(bits, "public key received from the peer", scheme)
+        return cls(kit, scheme, bits, False)
 
     def public_key_bytes(self) -> bytes:
         return bytes(self._kit.public_key().serialize())

@@ -27,9 +27,22 @@ class Spec:
     options: dict[str, tuple[Any, str]] = field(default_factory=dict)
     #: computes on CrypTen shares, so it needs the dealer
     uses_crypten: bool = False
+    #: "module:function" that checks the values of :attr:`options` (raises ValueError), or ""
+    check: str = ""
 
 
-_KEY_BITS = {"key_bits": (2048, "Paillier modulus size in bits (at least 2048)")}
+#: the homomorphic baselines' own options (schemes: mpc_fl.crypto.paillier.SCHEMES)
+_HE_OPTIONS = {
+    "scheme": (
+        "ou",
+        "additive HE scheme: ou (Okamoto-Uchiyama, SecretFlow SGB's default) or paillier (ZPaillier)",
+    ),
+    "key_bits": (
+        0,
+        "modulus bits, at least 2048; 0: the scheme's default (ou 3072, paillier 2048: equal security)",
+    ),
+}
+_HE_CHECK = "mpc_fl.crypto.paillier:check_he_options"
 REGISTRY: dict[str, Spec] = {
     "plain_lr": Spec(
         "mpc_fl.protocols.plain", "CentralisedLR", "mpc_fl.models.lr:LRParams",
@@ -60,13 +73,15 @@ REGISTRY: dict[str, Spec] = {
     ),
     "paillier_lr": Spec(
         "mpc_fl.protocols.paillier_lr", "PaillierLR", "mpc_fl.models.lr:LRParams",
-        "Paillier hetero-LR without arbiter (FATE/SecretFlow-style); the bank sees partial logits",
-        _KEY_BITS,
+        "hetero-LR on additive HE (OU or Paillier) without arbiter (FATE/SecretFlow-style); the bank "
+        "sees partial logits",
+        _HE_OPTIONS, check=_HE_CHECK,
     ),
     "secureboost": Spec(
         "mpc_fl.protocols.secureboost", "SecureBoost", "mpc_fl.models.gbdt:GBDTParams",
-        "SecureBoost with Paillier (FATE-style); the provider sees every node's customers",
-        _KEY_BITS,
+        "SecureBoost on additive HE (OU or Paillier; FATE/SecretFlow SGB-style); the provider sees every "
+        "node's customers",
+        _HE_OPTIONS, check=_HE_CHECK,
     ),
 }  # fmt: skip
 
@@ -127,10 +142,13 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
                 f"{name}: {k} must be of type {type(default).__name__} (like {default!r}), got {v!r}"
             )
         out[k] = v
-    params_cls = _load(_spec(name).params)
+    spec = _spec(name)
+    params_cls = _load(spec.params)
     fields = {f.name for f in dataclasses.fields(params_cls)}
     try:
         params_cls(**{k: v for k, v in out.items() if k in fields}).validate()  # values, not just types
+        if spec.check:
+            _load(spec.check)({k: v for k, v in out.items() if k not in fields})
     except ValueError as err:
         raise ValueError(f"{name}: {err} (see `mpc-fl protocols {name}`)") from None
     return out

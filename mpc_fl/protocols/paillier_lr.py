@@ -1,11 +1,13 @@
-"""Paillier hetero-LR without a third-party arbiter (FATE/SecretFlow-style baseline), two parties.
+"""Hetero-LR on additive HE without a third-party arbiter (FATE/SecretFlow-style baseline), two parties.
 
 Protocol ("bank encrypts residuals, provider returns masked encrypted gradients"; the two-party,
 coordinator-free variant of FATE's hetero-LR, cf. Yang et al. 2019, without the Taylor sigmoid):
 
-* setup: the bank (label holder) generates a Paillier key pair (HEU ``ZPaillier``, ``key_bits``; keys below
+* setup: the bank (label holder) generates a key pair of the run's ``scheme`` (HEU ``OU`` by default, or
+  ``ZPaillier``; ``key_bits``, 0 for the scheme's default: OU 3072, ZPaillier 2048; keys below
   :data:`~mpc_fl.crypto.paillier.MIN_KEY_BITS` = 2048 bits are refused) and sends the public key; the provider
-  refuses a received key that is shorter or not ZPaillier. Both parties refuse a batch schedule with a mini-batch
+  refuses a received key that is shorter or of another scheme, and tells the bank how wide its masked
+  gradients are (public: it follows from sizes and the features' magnitude). Both parties refuse a batch schedule with a mini-batch
   of at most ``d_p`` rows (see the leakage below). The provider encodes its features once in fixed point
   (``FEATURE_FRAC_BITS``).
 * per mini-batch (the schedule of :func:`mpc_fl.models.lr.minibatches`, public):
@@ -20,13 +22,18 @@ coordinator-free variant of FATE's hetero-LR, cf. Yang et al. 2019, without the 
      non-negative inside the backend) and adds a fresh random mask ``r`` (``MASK_BITS`` statistical
      security bits above the gradient's range), re-randomises the result (adds a fresh ``[[0]]``) and sends
      ``[[g_p + r]]``;
-  4. the bank decrypts and returns ``g_p + r``; the provider removes ``r`` and updates ``w_p``
+  4. the bank decrypts, checks the value lies in the announced range (it returns plaintexts of ciphertexts
+     the provider built: under OU an overflowed one would reveal a multiple of the secret p, see
+     :mod:`mpc_fl.crypto.paillier`), and returns ``g_p + r``; the provider removes ``r`` and updates ``w_p``
      (including its own L2 term).
 
 * scoring: the provider sends its partial scores ``X_p w_p`` for the test rows; only the bank adds its part
   and learns the probabilities.
 
-Threat model: semi-honest bank and provider, no third party; Paillier keys of at least 2048 bits.
+Threat model: semi-honest bank and provider, no third party; OU (p-subgroup / factoring n = p^2 q) or Paillier
+(DCRA) keys of at least 2048 bits (security per size: :data:`mpc_fl.crypto.paillier.SCHEMES`). Both schemes
+reveal the same things; OU is faster and smaller per ciphertext. The range check also holds against a
+provider that sends crafted ciphertexts.
 
 What each party learns beyond its own inputs and outputs:
 
@@ -54,7 +61,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpc_fl.crypto.paillier import HeuPaillier, encode_fixed
+from mpc_fl.crypto.paillier import (
+    DEFAULT_SCHEME,
+    HeuBackend,
+    check_he_options,
+    check_range,
+    encode_fixed,
+    resolve_key_bits,
+)
 from mpc_fl.models.lr import LRParams, n_iterations, schedule, sigmoid
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
@@ -106,7 +120,8 @@ class PaillierLR(VerticalProtocol):
     name = "paillier_lr"
 
     threat_model: ClassVar[str] = (
-        "semi-honest bank and provider; Paillier (DCRA + DJN short exponent), >= 2048-bit keys; no arbiter"
+        "semi-honest bank and provider; OU (default, 3072-bit) or Paillier (DCRA + DJN short exponent, 2048-bit), "
+        ">= 2048-bit keys; no arbiter"
     )
     leakage: ClassVar[dict[str, str]] = {
         "bank": "provider's partial logits X_p w_p of every batch row and test row (hence the full logits); "
@@ -115,12 +130,14 @@ class PaillierLR(VerticalProtocol):
         "each batch's residuals, so batches of <= d_p rows are refused; public sizes and schedule",
     }
 
-    def __init__(self, params: LRParams = LRParams(), *, key_bits: int = 2048):
+    def __init__(self, params: LRParams = LRParams(), *, scheme: str = DEFAULT_SCHEME, key_bits: int = 0):
+        check_he_options({"scheme": scheme, "key_bits": key_bits})
         self.params = params
-        self.key_bits = int(key_bits)
+        self.scheme = scheme
+        self.key_bits = resolve_key_bits(scheme, key_bits)
 
     def params_dict(self) -> dict:
-        return {**self.params.to_dict(), "key_bits": self.key_bits}
+        return {**self.params.to_dict(), "scheme": self.scheme, "key_bits": self.key_bits}
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self, ctx: Context, data: LocalData) -> None:
@@ -134,17 +151,24 @@ class PaillierLR(VerticalProtocol):
             if ctx.role == BANK:
                 if data.y is None:
                     raise ValueError("the bank must hold the labels")
-                he = HeuPaillier.generate(self.key_bits)
+                he = HeuBackend.generate(self.key_bits, self.scheme)
                 ch.send_bytes(peer, he.public_key_bytes())
                 info = ch.recv_json(peer)
                 self.n_provider_features_ = int(info["n_features"])
                 if int(info["n_rows"]) != n:
                     raise ValueError("bank and provider disagree on the number of aligned rows")
                 check_batch_schedule(n, p.batch_size, self.n_provider_features_)
+                # the range every masked gradient must decrypt into (OU overflow guard, module docstring)
+                mask_bits = int(info["mask_bits"])
+                # at most what int64 features allow, so an overflowed OU plaintext (uniform mod p) lands in
+                # range with probability < 2^-(|p| - widest): negligible for every accepted key
+                widest = int(p.batch_size).bit_length() + RESIDUAL_FRAC_BITS + 63 + MASK_BITS
+                if not 0 < mask_bits <= min(widest, he.plaintext_bits - 4):
+                    raise ValueError(
+                        f"the provider announced an impossible gradient mask of {mask_bits} bits"
+                    )
             else:
-                he = HeuPaillier.from_public_key(ch.recv_bytes(peer))
-                ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n})
-                check_batch_schedule(n, p.batch_size, data.X.shape[1])  # same check as the bank: both stop
+                he = HeuBackend.from_public_key(ch.recv_bytes(peer), self.scheme)
                 Xq = encode_fixed(data.X, FEATURE_FRAC_BITS)
                 # |X^T d| < batch * 2^(RES) * max|Xq|: the mask is MASK_BITS wider than that bound
                 g_bits = (
@@ -153,8 +177,13 @@ class PaillierLR(VerticalProtocol):
                     + int(np.abs(Xq).max(initial=1)).bit_length()
                 )
                 mask_bits = g_bits + MASK_BITS
-                if mask_bits + 2 > he.key_bits - 2:
-                    raise ValueError("key too short for the masked gradient")
+                if mask_bits > he.plaintext_bits - 4:
+                    raise ValueError(
+                        f"the {he.key_bits}-bit {self.scheme} key's {he.plaintext_bits}-bit plaintexts are too "
+                        f"short for the {mask_bits}-bit masked gradient"
+                    )
+                ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n, "mask_bits": mask_bits})
+                check_batch_schedule(n, p.batch_size, data.X.shape[1])  # same check as the bank: both stop
         X = data.X
         w = np.zeros(X.shape[1])
         b = 0.0
@@ -174,6 +203,8 @@ class PaillierLR(VerticalProtocol):
                     w -= p.learning_rate * (X[rows].T @ residual / len(rows) + p.l2 * w)
                     b -= p.learning_rate * residual.mean()
                     masked = he.decrypt_big(he.deserialize(ch.recv_bytes(peer))).ravel()
+                    # g_p + r with |g_p| < 2^g_bits and 0 <= r < 2^mask_bits: nothing else goes back
+                    check_range(masked, mask_bits + 1, "the provider's masked gradient")
                     ch.send_json(peer, [str(int(v)) for v in masked])
                 else:
                     ch.send_arrays(peer, u=X[rows] @ w)

@@ -1,4 +1,4 @@
-"""Exact round trips of the HEU Paillier backend and the SecureBoost packing/compression built on it."""
+"""Exact round trips of the HEU backend (OU and ZPaillier) and the SecureBoost packing/compression built on it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import pytest
 from mpc_fl.crypto import paillier
 from mpc_fl.crypto.paillier import (
     MIN_KEY_BITS,
+    SCHEMES,
     GHPacker,
-    HeuPaillier,
+    HeuBackend,
     SecretKeyRequiredError,
     allow_short_keys_for_tests,
+    check_range,
     decode_fixed,
     encode_fixed,
     unsqueeze,
@@ -21,16 +23,16 @@ from mpc_fl.crypto.paillier import (
 N, F, BINS = 200, 5, 8
 
 
-@pytest.fixture(scope="module")
-def owner() -> HeuPaillier:
+@pytest.fixture(scope="module", params=list(SCHEMES))
+def owner(request: pytest.FixtureRequest) -> HeuBackend:
     with allow_short_keys_for_tests():  # 1024 bits for speed; real runs refuse them
-        return HeuPaillier.generate(1024)
+        return HeuBackend.generate(1024, request.param)
 
 
 @pytest.fixture(scope="module")
-def peer(owner: HeuPaillier) -> HeuPaillier:
+def peer(owner: HeuBackend) -> HeuBackend:
     with allow_short_keys_for_tests():
-        return HeuPaillier.from_public_key(owner.public_key_bytes())
+        return HeuBackend.from_public_key(owner.public_key_bytes(), owner.scheme)
 
 
 @pytest.fixture()
@@ -65,48 +67,103 @@ def test_encode_fixed_rounds_and_decodes():
 # --- keys, encryption, wire format ----------------------------------------------------------------------------
 
 
-def test_encrypt_decrypt_round_trip_with_negatives(owner: HeuPaillier, rng: np.random.Generator):
+def test_encrypt_decrypt_round_trip_with_negatives(owner: HeuBackend, rng: np.random.Generator):
     v1 = rng.integers(-(2**62), 2**62, size=N, dtype=np.int64)
     v2 = rng.integers(-(2**40), 2**40, size=(N, 3), dtype=np.int64)
     assert np.array_equal(owner.decrypt(owner.encrypt(v1)), v1)
     out = owner.decrypt(owner.encrypt(v2))
     assert out.dtype == np.int64 and out.shape == (N, 3)
     assert np.array_equal(out, v2)
-    big = np.array([1 << 900, -(1 << 900) + 17, 0, -1], dtype=object)
+    wide = owner.plaintext_bits - 1
+    big = np.array([1 << wide, -(1 << wide) + 17, 0, -1], dtype=object)
     assert list(owner.decrypt_big(owner.encrypt(big))) == list(big)
     with pytest.raises(ValueError):
         owner.decrypt(owner.encrypt(big))  # does not fit int64: refuse instead of HEU's silent 0
 
 
-def test_short_keys_are_refused_by_default(owner: HeuPaillier):
+def test_short_keys_are_refused_by_default(owner: HeuBackend):
     """Neither generating nor loading a peer's 1024-bit key works outside the test-only override."""
     assert MIN_KEY_BITS == paillier.MIN_KEY_BITS == 2048
+    label = "Paillier" if owner.scheme == "paillier" else "OU"
     with pytest.raises(
-        ValueError, match=r"^Paillier keys below 2048 bits are refused \(got 1024, key_bits\)"
+        ValueError, match=rf"^{label} keys below 2048 bits are refused \(got 1024, key_bits\)"
     ):
-        HeuPaillier.generate(1024)
+        HeuBackend.generate(1024, owner.scheme)
     with pytest.raises(
-        ValueError, match=r"below 2048 bits are refused \(got 1024, public key received from the peer"
+        ValueError, match=r"below 2048 bits are refused \(got 10\d\d, public key received from the peer"
     ):
-        HeuPaillier.from_public_key(owner.public_key_bytes())  # what a bank with a short key would send
+        HeuBackend.from_public_key(
+            owner.public_key_bytes(), owner.scheme
+        )  # what a bank with a short key sends
     with allow_short_keys_for_tests():
         assert paillier.MIN_KEY_BITS == 1024
         with pytest.raises(ValueError, match="got 512"):
-            HeuPaillier.generate(512)  # the test override still has a floor
+            HeuBackend.generate(512, owner.scheme)  # the test override still has a floor
     assert paillier.MIN_KEY_BITS == 2048  # restored
 
 
-def test_non_paillier_public_key_is_refused():
+def test_a_key_of_another_scheme_is_refused(owner: HeuBackend):
+    """The receiver loads only the scheme the run agreed on: neither an OU key for ZPaillier nor the reverse."""
+    other = next(s for s in SCHEMES if s != owner.scheme)
+    with (
+        allow_short_keys_for_tests(),
+        pytest.raises(ValueError, match=r"^peer sent a .* public key; this run agreed on"),
+    ):
+        HeuBackend.from_public_key(owner.public_key_bytes(), other)
+    with pytest.raises(ValueError, match="cannot be read"):
+        HeuBackend.from_public_key(b"not a key", owner.scheme)
+
+
+def test_mock_public_key_is_refused():
     """HEU loads a Mock key (no encryption at all) from the same wire format: the receiver must refuse it."""
     from heu import numpy as hnp
     from heu import phe
 
     mock = hnp.setup(phe.SchemaType.Mock, 2048)
-    with pytest.raises(ValueError, match="only ZPaillier keys are accepted"):
-        HeuPaillier.from_public_key(bytes(mock.public_key().serialize()))
+    for scheme in SCHEMES:
+        with pytest.raises(ValueError, match=r"peer sent a Mock public key"):
+            HeuBackend.from_public_key(bytes(mock.public_key().serialize()), scheme)
 
 
-def test_rerandomize_unlinks_identical_computations(owner: HeuPaillier, peer: HeuPaillier):
+def test_plaintext_space_per_scheme(owner: HeuBackend):
+    """ZPaillier's plaintexts are mod n (key_bits - 2 usable bits); OU's mod the secret p (about key_bits / 3)."""
+    assert 1024 <= owner.key_bits <= 1040  # HEU's OU modulus may come out a few bits longer than asked
+    if owner.scheme == "paillier":
+        assert owner.plaintext_bits == 1022
+    else:
+        assert 330 <= owner.plaintext_bits <= 342
+    top = np.array([(1 << owner.plaintext_bits) - 1], dtype=object)
+    assert owner.decrypt_big(owner.encrypt(top))[0] == top[0]
+
+
+def _modulus(backend: HeuBackend) -> int:
+    return int(paillier._MODULUS.search(str(backend._kit.public_key())).group(1), 16)
+
+
+def test_ou_overflow_attack_recovers_the_key_unless_the_range_is_checked():
+    """HEU's "OU plaintext overflow attack", played by the evaluator: it multiplies a ciphertext so that its plaintext
+    passes p; a key holder that returns the decryption hands it p (gcd with n). Positive control: the attack
+    works on the raw decryption. The guard: check_range and unsqueeze refuse that decryption."""
+    import math
+
+    with allow_short_keys_for_tests():
+        owner = HeuBackend.generate(1024, "ou")
+        evaluator = HeuBackend.from_public_key(owner.public_key_bytes(), "ou")
+    n = _modulus(evaluator)
+    m = (1 << evaluator.plaintext_bits) - 12345  # the widest plaintext the scheme accepts
+    crafted = evaluator.mul_plain(evaluator.encrypt(np.array([m], dtype=object)), np.array([7], dtype=object))
+    leaked = int(owner.decrypt_big(crafted)[0])  # what a careless key holder would send back
+    assert leaked != 7 * m
+    p = math.gcd(7 * m - leaked, n)
+    assert 1 < p < n and n % (p * p) == 0  # the positive control: p recovered, the key is broken
+    with pytest.raises(ValueError, match="outside the range the protocol allows"):
+        check_range(owner.decrypt_big(crafted), 200, "the peer's value")
+    with pytest.raises(ValueError, match="outside"):
+        unsqueeze(owner.decrypt_big(crafted), 100, 3, 3)
+    check_range(np.array([(1 << 200) - 1, -(1 << 200) + 1], dtype=object), 200, "in range")  # no false alarm
+
+
+def test_rerandomize_unlinks_identical_computations(owner: HeuBackend, peer: HeuBackend):
     """The review's finding: the same homomorphic computation twice gives byte-identical ciphertexts; re-randomised,
     the bytes differ (from each other and from the deterministic result) and decrypt to the same values."""
     v = np.array([[5], [-7], [1 << 40]], dtype=np.int64)
@@ -123,24 +180,25 @@ def test_rerandomize_unlinks_identical_computations(owner: HeuPaillier, peer: He
     assert peer.shape(one_d) == (3,) and list(owner.decrypt(one_d)) == list(v[:, 0])
 
 
-def test_encrypt_rejects_floats(owner: HeuPaillier):
+def test_encrypt_rejects_floats(owner: HeuBackend):
     with pytest.raises(TypeError):
         owner.encrypt(np.array([0.5]))
 
 
-def test_serialize_through_bytes(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_serialize_through_bytes(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     v = rng.integers(-1000, 1000, size=(N, 1), dtype=np.int64)
     ct = peer.encrypt(v)
     data = peer.serialize(ct)
     assert isinstance(data, bytes)
     assert peer.n_bytes(ct) == len(data)
-    assert 256 * N <= len(data) <= 300 * N  # ~|n^2| per ciphertext at 1024 bits
+    per_ct = 2 * owner.key_bits // 8 if owner.scheme == "paillier" else owner.key_bits // 8  # |n^2| vs |n|
+    assert per_ct * N <= len(data) <= (per_ct + 44) * N
     assert np.array_equal(owner.decrypt(owner.deserialize(data)), v)
 
 
-def test_public_key_side_encrypts_and_evaluates_but_cannot_decrypt(owner: HeuPaillier, peer: HeuPaillier):
+def test_public_key_side_encrypts_and_evaluates_but_cannot_decrypt(owner: HeuBackend, peer: HeuBackend):
     assert owner.has_secret_key and not peer.has_secret_key
-    assert peer.key_bits == owner.key_bits == 1024
+    assert peer.key_bits == owner.key_bits >= 1024
     a = peer.encrypt(np.array([5, -7, 11], dtype=np.int64))
     b = peer.add_plain(peer.mul_plain(a, np.array([2, 3, 4])), np.array([1, 1, 1]))
     with pytest.raises(SecretKeyRequiredError):
@@ -153,7 +211,7 @@ def test_public_key_side_encrypts_and_evaluates_but_cannot_decrypt(owner: HeuPai
 # --- element-wise and reductions ------------------------------------------------------------------------------
 
 
-def test_add_sub_plain_ops(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_add_sub_plain_ops(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     n = 60  # decryption dominates test time
     a = rng.integers(-(2**30), 2**30, size=(n, 2), dtype=np.int64)
     b = rng.integers(-(2**30), 2**30, size=(n, 2), dtype=np.int64)
@@ -170,7 +228,7 @@ def test_add_sub_plain_ops(owner: HeuPaillier, peer: HeuPaillier, rng: np.random
     assert list(owner.decrypt_big(peer.mul_plain(c1, big))) == [int(x) << 200 for x in a[:, 0]]
 
 
-def test_sum_axes_and_row_access(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_sum_axes_and_row_access(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     a = rng.integers(-(2**30), 2**30, size=(N, 3), dtype=np.int64)
     ca = peer.encrypt(a)
     assert np.array_equal(owner.decrypt(peer.sum(ca, axis=0)), a.sum(0, keepdims=True))
@@ -184,7 +242,7 @@ def test_sum_axes_and_row_access(owner: HeuPaillier, peer: HeuPaillier, rng: np.
 
 
 @pytest.mark.parametrize("method", ["bucket", "heu", "auto"])
-def test_matmul_plain_gradient_shape(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator, method):
+def test_matmul_plain_gradient_shape(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator, method):
     """X^T [[d]] for the hetero-LR gradient, including mixed-sign and multi-chunk (> 7 bit) features."""
     d = rng.integers(-(2**20), 2**20, size=(N, 1), dtype=np.int64)
     X = rng.integers(0, 2**10, size=(N, F), dtype=np.int64)
@@ -203,7 +261,7 @@ def test_matmul_plain_gradient_shape(owner: HeuPaillier, peer: HeuPaillier, rng:
     assert np.array_equal(owner.decrypt(peer.matmul_plain(X.T, peer.encrypt(d2), method=method)), X.T @ d2)
 
 
-def test_matmul_plain_bucket_many_outputs_and_zeros(owner: HeuPaillier, peer: HeuPaillier, rng):
+def test_matmul_plain_bucket_many_outputs_and_zeros(owner: HeuBackend, peer: HeuBackend, rng):
     """More than 128 output rows takes the grouped second stage; an all-zero matrix still returns ciphertexts."""
     n, m = 60, 300
     d = rng.integers(-(2**20), 2**20, size=(n, 2), dtype=np.int64)
@@ -214,7 +272,7 @@ def test_matmul_plain_bucket_many_outputs_and_zeros(owner: HeuPaillier, peer: He
     assert np.array_equal(owner.decrypt(peer.matmul_plain(Z, cd, method="bucket")), np.zeros((3, 2)))
 
 
-def test_rmatmul_plain(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_rmatmul_plain(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     d = rng.integers(-(2**20), 2**20, size=(1, 30), dtype=np.int64)
     X = rng.integers(0, 2**8, size=(30, F), dtype=np.int64)
     assert np.array_equal(owner.decrypt(peer.rmatmul_plain(peer.encrypt(d), X)), d @ X)
@@ -223,7 +281,7 @@ def test_rmatmul_plain(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Gen
 # --- SecureBoost kernels --------------------------------------------------------------------------------------
 
 
-def test_bucket_sum_matches_numpy_histogram(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_bucket_sum_matches_numpy_histogram(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     v = rng.integers(-(2**30), 2**30, size=(N, 1), dtype=np.int64)
     order = rng.integers(0, BINS, size=(N, F)).astype(np.int8)
     cv = peer.encrypt(v)
@@ -242,7 +300,7 @@ def test_bucket_sum_matches_numpy_histogram(owner: HeuPaillier, peer: HeuPaillie
     assert np.array_equal(owner.decrypt(peer.add(both[0], both[1])), owner.decrypt(out))
 
 
-def test_bucket_sum_rejects_bad_bins(peer: HeuPaillier):
+def test_bucket_sum_rejects_bad_bins(peer: HeuBackend):
     cv = peer.encrypt(np.arange(4, dtype=np.int64))
     with pytest.raises(ValueError):
         peer.bucket_sum(cv, np.array([[0], [1], [8], [2]]), 8)
@@ -250,10 +308,10 @@ def test_bucket_sum_rejects_bad_bins(peer: HeuPaillier):
         peer.bucket_sum(cv, np.zeros((4, 1)), 129)
 
 
-def test_squeeze_unsqueeze_round_trip(owner: HeuPaillier, peer: HeuPaillier, rng: np.random.Generator):
+def test_squeeze_unsqueeze_round_trip(owner: HeuBackend, peer: HeuBackend, rng: np.random.Generator):
     bits = 60
-    k = values_per_ciphertext(1024, bits)
-    assert k == 17
+    k = values_per_ciphertext(peer.plaintext_bits, bits)
+    assert k == peer.plaintext_bits // bits >= 5
     for m in (1, 16, 17, 18, 40, 100):
         vals = rng.integers(0, 2**bits, size=m, dtype=np.uint64).astype(object)
         ct = peer.encrypt(vals.reshape(m, 1))
@@ -265,7 +323,7 @@ def test_squeeze_unsqueeze_round_trip(owner: HeuPaillier, peer: HeuPaillier, rng
         peer.squeeze(ct, bits, k + 1)  # would not fit the key
 
 
-def test_gh_packing_histogram_compression_end_to_end(owner: HeuPaillier, peer: HeuPaillier, rng):
+def test_gh_packing_histogram_compression_end_to_end(owner: HeuBackend, peer: HeuBackend, rng):
     """pack -> encrypt -> bucket_sum (node subset) -> squeeze -> bytes -> decrypt -> unsqueeze -> unpack."""
     p = 1 / (1 + np.exp(-rng.normal(size=N)))
     y = (rng.random(N) < 0.5).astype(np.float64)
@@ -273,7 +331,7 @@ def test_gh_packing_histogram_compression_end_to_end(owner: HeuPaillier, peer: H
     g[:2], h[:2] = [-1.0, 1.0], [0.0, 0.25]  # the bounds themselves
     order = rng.integers(0, BINS, size=(N, F)).astype(np.int8)
     rows = rng.random(N) < 0.6
-    packer = GHPacker(N, key_bits=1024, frac_bits=20)
+    packer = GHPacker(N, peer.plaintext_bits, frac_bits=20)
     assert packer.bits_per_value == packer.count_bits + packer.g_bits + packer.h_bits
     k = packer.values_per_ct
     assert k >= 2
@@ -306,11 +364,13 @@ def test_gh_packing_histogram_compression_end_to_end(owner: HeuPaillier, peer: H
 
 def test_gh_packer_guards():
     with pytest.raises(ValueError):
-        GHPacker(n_samples=2**340, key_bits=1024, frac_bits=20)  # slots would overflow the plaintext
+        GHPacker(n_samples=2**340, plaintext_bits=1022, frac_bits=20)  # slots would overflow the plaintext
     with pytest.raises(ValueError):
-        GHPacker(n_samples=1000, key_bits=1024, frac_bits=600)
-    assert GHPacker(n_samples=2**300, key_bits=1024, frac_bits=20).values_per_ct == 1  # 942 bits: still fits
-    packer = GHPacker(n_samples=10, key_bits=1024)
+        GHPacker(n_samples=1000, plaintext_bits=1022, frac_bits=600)
+    assert (
+        GHPacker(n_samples=2**300, plaintext_bits=1022, frac_bits=20).values_per_ct == 1
+    )  # 942 bits: still fits
+    packer = GHPacker(n_samples=10, plaintext_bits=1022)
     with pytest.raises(ValueError):
         packer.pack(np.zeros(11), np.zeros(11))  # more rows than the slots were sized for
     with pytest.raises(ValueError):
@@ -323,7 +383,7 @@ def test_gh_packer_guards():
 
 def test_gh_packer_without_count_slot_takes_counts():
     g, h = np.array([-1.0, 0.5, 0.25]), np.array([0.25, 0.1, 0.0])
-    with_c, without = GHPacker(3, key_bits=1024), GHPacker(3, key_bits=1024, count_slot=False)
+    with_c, without = GHPacker(3, plaintext_bits=1022), GHPacker(3, plaintext_bits=1022, count_slot=False)
     assert without.bits_per_value == with_c.bits_per_value - with_c.count_bits
     total = without.pack(g, h).sum(keepdims=True)
     G, H, C = without.unpack(total, counts=np.array([3]))
@@ -334,19 +394,20 @@ def test_gh_packer_without_count_slot_takes_counts():
         with_c.unpack(with_c.pack(g, h), counts=np.ones(3))
 
 
-def test_2048_bit_key_round_trip_and_histogram():
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_2048_bit_key_round_trip_and_histogram(scheme: str):
     """The floor itself: 2048-bit keys need no override."""
-    owner = HeuPaillier.generate(2048)
-    peer = HeuPaillier.from_public_key(owner.public_key_bytes())
-    assert peer.key_bits == 2048
+    owner = HeuBackend.generate(2048, scheme)
+    peer = HeuBackend.from_public_key(owner.public_key_bytes(), scheme)
+    assert peer.key_bits == owner.key_bits >= 2048 and peer.plaintext_bits == owner.plaintext_bits
     rng = np.random.default_rng(3)
     n = 50
     g, h = rng.uniform(-1, 1, n), rng.uniform(0, 0.25, n)
     order = rng.integers(0, 4, size=(n, 3)).astype(np.int8)
-    packer = GHPacker(n, key_bits=2048, frac_bits=30)
+    packer = GHPacker(n, peer.plaintext_bits, frac_bits=30)
     hist = peer.bucket_sum(owner.encrypt(packer.pack(g, h)), order, 4)
     sq = peer.rerandomize(peer.squeeze(hist, packer.bits_per_value, packer.values_per_ct))
-    assert peer.shape(sq)[0] == 1  # 12 bins fit one 2048-bit ciphertext
+    assert peer.shape(sq)[0] == -(-12 // packer.values_per_ct)  # ZPaillier: all 12 bins in one; OU: 2
     G, H, C = packer.unpack(unsqueeze(owner.decrypt_big(sq), packer.bits_per_value, packer.values_per_ct, 12))
     assert np.array_equal(C, _hist(np.ones(n, np.int64), order, 4).astype(np.int64).ravel())
     assert np.max(np.abs(G - _hist(g.astype(object), order, 4).astype(np.float64).ravel())) <= n * 2.0**-31

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mpc_fl.crypto.paillier import Ciphertexts, HeuPaillier, allow_short_keys_for_tests
+from mpc_fl.crypto.paillier import Ciphertexts, HeuBackend, allow_short_keys_for_tests
 from mpc_fl.runtime.channel import LocalChannel
 
 
@@ -53,17 +53,17 @@ class CiphertextSpy:
 def ciphertext_spy(monkeypatch: pytest.MonkeyPatch) -> CiphertextSpy:
     """Record channel traffic and re-randomisations (the parties are threads of this process)."""
     spy = CiphertextSpy()
-    send, rerandomize = LocalChannel.send_bytes, HeuPaillier.rerandomize
+    send, rerandomize = LocalChannel.send_bytes, HeuBackend.rerandomize
 
     def spy_send(self: LocalChannel, to: str, data: bytes, **kw: object) -> None:
         spy.sent.setdefault(self.role, []).append(bytes(data))
         send(self, to, data, **kw)
 
-    def spy_rerandomize(self: HeuPaillier, ct: Ciphertexts) -> Ciphertexts:
+    def spy_rerandomize(self: HeuBackend, ct: Ciphertexts) -> Ciphertexts:
         out = rerandomize(self, ct)
         spy.rerandomized.append((self.serialize(ct), self.serialize(out)))
         return out
 
     monkeypatch.setattr(LocalChannel, "send_bytes", spy_send)
-    monkeypatch.setattr(HeuPaillier, "rerandomize", spy_rerandomize)
+    monkeypatch.setattr(HeuBackend, "rerandomize", spy_rerandomize)
     return spy

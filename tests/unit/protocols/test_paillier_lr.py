@@ -1,10 +1,11 @@
-"""Paillier hetero-LR (no arbiter) reproduces PlainLR on the joined features, two parties as threads."""
+"""Hetero-LR on OU and on Paillier (no arbiter) reproduces PlainLR on the joined features, two parties as threads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from mpc_fl.crypto.paillier import SCHEMES, allow_short_keys_for_tests
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.paillier_lr import PaillierLR, check_batch_schedule
@@ -28,8 +29,9 @@ def _data(n: int = 300, seed: int = 0):  # noqa: ANN202
 
 
 @pytest.mark.usefixtures("short_keys")
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 @pytest.mark.parametrize("sig,l2", [("exact", 0.0), ("hard", 0.01)])
-def test_matches_plaintext(sig: str, l2: float) -> None:
+def test_matches_plaintext(sig: str, l2: float, scheme: str) -> None:
     X, y, X_te = _data()
     d_b = 2
     params = LRParams(
@@ -38,7 +40,7 @@ def test_matches_plaintext(sig: str, l2: float) -> None:
 
     def fn(ctx):  # noqa: ANN001, ANN202
         cols = slice(0, d_b) if ctx.role == "bank" else slice(d_b, None)
-        proto = PaillierLR(params, key_bits=KEY_BITS)
+        proto = PaillierLR(params, scheme=scheme, key_bits=KEY_BITS)
         proto.fit(ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None))
         return proto.predict_proba(ctx, LocalData(X_te[:, cols])), proto
 
@@ -53,10 +55,11 @@ def test_matches_plaintext(sig: str, l2: float) -> None:
     assert proto_p.intercept_ is None
     n_iter = 2 * -(-240 // 64)
     assert len(proto_b.history_) == n_iter
-    # ciphertexts really cross the wire: >= one 2*key_bits-bit ciphertext per residual per iteration
+    # ciphertexts really cross the wire: >= one ciphertext (|n^2| Paillier, |n| OU) per residual per iteration
+    ct_bytes = (2 if scheme == "paillier" else 1) * KEY_BITS // 8
     tr_b = led_b.by_phase["training"]
-    assert tr_b.bytes_sent >= 240 * 2 * (2 * KEY_BITS // 8)
-    assert led_p.by_phase["training"].bytes_sent >= n_iter * 3 * (2 * KEY_BITS // 8)
+    assert tr_b.bytes_sent >= 240 * 2 * ct_bytes
+    assert led_p.by_phase["training"].bytes_sent >= n_iter * 3 * ct_bytes
     assert led_b.by_phase["setup"].bytes_sent > KEY_BITS // 8  # the public key
     assert led_b.by_phase["scoring"].bytes_recv > 0
 
@@ -77,12 +80,42 @@ def test_every_returned_ciphertext_is_rerandomized(ciphertext_spy) -> None:  # n
     ciphertext_spy.assert_all_rerandomized("provider", expected=2)  # one [[g_p + r]] per batch
 
 
-def test_short_key_is_refused_outside_tests() -> None:
+@pytest.mark.parametrize("scheme,label", [("paillier", "Paillier"), ("ou", "OU")])
+def test_short_key_is_refused_outside_tests(scheme: str, label: str) -> None:
+    with pytest.raises(ValueError, match=rf"{label} keys below 2048 bits are refused \(got 1024"):
+        PaillierLR(LRParams(n_epochs=1), scheme=scheme, key_bits=1024)
+    with pytest.raises(ValueError, match="scheme must be one of ou, paillier"):
+        PaillierLR(scheme="rsa")
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_the_bank_refuses_to_return_a_decryption_outside_the_masked_range(monkeypatch) -> None:  # noqa: ANN001
+    """A provider that sends a crafted ciphertext in place of [[g_p + r]] (the OU overflow attack's first step)
+    gets nothing back: the bank's range check stops the run before it returns the decryption. Positive
+    control: the check itself is what stops it (patched out, the decryption goes back)."""
+    from mpc_fl.crypto import paillier
+    from mpc_fl.protocols import paillier_lr
+
     X, y, _ = _data()
-    roles = ("bank", "provider")
-    ctx = ThreadContext("bank", roles, LocalChannel.create(roles)["bank"])
-    with pytest.raises(ValueError, match=r"Paillier keys below 2048 bits are refused \(got 1024"):
-        PaillierLR(LRParams(n_epochs=1), key_bits=1024).fit(ctx, LocalData(X[:, :2], y))
+    params = LRParams(learning_rate=0.5, n_epochs=1, batch_size=120, min_iterations=0, seed=1)
+    real_add_plain = paillier.HeuBackend.add_plain
+
+    def crafted(self, ct, p):  # noqa: ANN001, ANN202 - the provider adds a huge value instead of its mask
+        return real_add_plain(
+            self, ct, np.full(self.shape(ct), (1 << self.plaintext_bits) - 99, dtype=object)
+        )
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 2) if ctx.role == "bank" else slice(2, None)
+        PaillierLR(params, scheme="ou", key_bits=KEY_BITS).fit(
+            ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None)
+        )
+
+    monkeypatch.setattr(paillier.HeuBackend, "add_plain", crafted)
+    with pytest.raises(ValueError, match="masked gradient decrypted outside the range the protocol allows"):
+        run_threads(("bank", "provider"), fn)
+    monkeypatch.setattr(paillier_lr, "check_range", lambda *a, **k: None)  # the mutant: no range check
+    run_threads(("bank", "provider"), fn)  # the decryption goes back to the provider: the attack's channel
 
 
 def test_batch_schedule_guard() -> None:
@@ -118,6 +151,7 @@ def test_protocol_refuses_a_short_last_batch() -> None:
         run_threads(("bank", "provider"), fn)
 
 
+@pytest.mark.usefixtures("short_keys")
 def test_rejects_more_than_two_parties() -> None:
     X, y, _ = _data(n=60)
     roles = ("bank", "p1", "p2")
@@ -128,6 +162,12 @@ def test_rejects_more_than_two_parties() -> None:
         PaillierLR(LRParams(n_epochs=1), key_bits=KEY_BITS).predict_proba(ctx, LocalData(X[:, :2]))
 
 
-def test_params_dict_has_key_bits() -> None:
-    assert PaillierLR(key_bits=1024).params_dict()["key_bits"] == 1024
+def test_params_dict_has_scheme_and_key_bits() -> None:
+    with allow_short_keys_for_tests():
+        assert PaillierLR(key_bits=1024).params_dict()["key_bits"] == 1024
+    assert {k: PaillierLR().params_dict()[k] for k in ("scheme", "key_bits")} == {
+        "scheme": "ou",
+        "key_bits": 3072,
+    }
+    assert PaillierLR(scheme="paillier").params_dict()["key_bits"] == 2048
     assert PaillierLR().name == "paillier_lr"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpc_fl.crypto.paillier import SCHEMES, allow_short_keys_for_tests
 from mpc_fl.models.gbdt import GBDTParams, PlainGBDT
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.protocols.secureboost import SecureBoost
@@ -30,6 +31,7 @@ def _synthetic(n: int = 400, seed: int = 0):  # noqa: ANN202
 
 
 @pytest.mark.usefixtures("short_keys")
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 @pytest.mark.parametrize(
     "params",
     [
@@ -37,13 +39,13 @@ def _synthetic(n: int = 400, seed: int = 0):  # noqa: ANN202
         GBDTParams(n_trees=2, max_depth=4, n_bins=8, learning_rate=0.5, min_child_weight=5.0),
     ],
 )
-def test_matches_plaintext(params: GBDTParams) -> None:
+def test_matches_plaintext(params: GBDTParams, scheme: str) -> None:
     X, y, X_te = _synthetic()
     d_b = 3
 
     def fn(ctx):  # noqa: ANN001, ANN202
         cols = slice(0, d_b) if ctx.role == "bank" else slice(d_b, None)
-        proto = SecureBoost(params, key_bits=KEY_BITS)
+        proto = SecureBoost(params, scheme=scheme, key_bits=KEY_BITS)
         proto.fit(ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None))
         return proto.predict_proba(ctx, LocalData(X_te[:, cols])), proto
 
@@ -66,7 +68,7 @@ def test_matches_plaintext(params: GBDTParams) -> None:
     np.testing.assert_allclose(p_bank, plain.predict_proba(X_te), rtol=0, atol=1e-9)
     assert len(sb.history_) == params.n_trees == len(sp.history_)
     # encrypted (g, h) of every row, once per tree, and compressed histograms really go over the channel
-    ct_bytes = 2 * KEY_BITS // 8
+    ct_bytes = (2 if scheme == "paillier" else 1) * KEY_BITS // 8  # |n^2| Paillier, |n| OU
     assert led_b.by_phase["training"].bytes_sent >= params.n_trees * len(y) * ct_bytes
     assert led_p.by_phase["training"].bytes_sent >= params.n_trees * (2**params.max_depth - 1) * ct_bytes
     assert led_b.by_phase["setup"].bytes_sent > KEY_BITS // 8
@@ -74,21 +76,23 @@ def test_matches_plaintext(params: GBDTParams) -> None:
 
 
 @pytest.mark.usefixtures("short_keys")
-def test_histogram_compression_and_subtraction_are_used() -> None:
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_histogram_compression_and_subtraction_are_used(scheme: str) -> None:
     """The provider sends few ciphertexts per node: fewer than one per (feature, bin)."""
     X, y, X_te = _synthetic(n=200, seed=1)
     params = GBDTParams(n_trees=1, max_depth=2, n_bins=32)
 
     def fn(ctx):  # noqa: ANN001, ANN202
         cols = slice(0, 2) if ctx.role == "bank" else slice(2, None)
-        proto = SecureBoost(params, key_bits=KEY_BITS)
+        proto = SecureBoost(params, scheme=scheme, key_bits=KEY_BITS)
         proto.fit(ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None))
         return proto
 
     res = run_threads(("bank", "provider"), fn)
     led_p = res["provider"][1]
-    uncompressed = 3 * 4 * 32 * (2 * KEY_BITS // 8)  # 3 nodes x 4 features x 32 bins
-    assert led_p.by_phase["training"].bytes_sent < uncompressed / 4
+    uncompressed = 3 * 4 * 32 * ((2 if scheme == "paillier" else 1) * KEY_BITS // 8)  # 3 nodes x 4 x 32 bins
+    # ~15 packed bins per 1024-bit ZPaillier plaintext, ~5 per OU one (its plaintexts are mod p, |n| / 3 bits)
+    assert led_p.by_phase["training"].bytes_sent < uncompressed / (4 if scheme == "paillier" else 2)
 
 
 @pytest.mark.usefixtures("short_keys")
@@ -108,14 +112,37 @@ def test_every_returned_ciphertext_is_rerandomized(ciphertext_spy) -> None:  # n
     ciphertext_spy.assert_all_rerandomized("provider", expected=2 * 3)
 
 
-def test_short_key_is_refused_outside_tests() -> None:
-    X, y, _ = _synthetic(n=80)
-    roles = ("bank", "provider")
-    ctx = ThreadContext("bank", roles, LocalChannel.create(roles)["bank"])
-    with pytest.raises(ValueError, match=r"Paillier keys below 2048 bits are refused \(got 1024"):
-        SecureBoost(GBDTParams(n_trees=1), key_bits=1024).fit(ctx, LocalData(X[:, :3], y))
+@pytest.mark.parametrize("scheme,label", [("paillier", "Paillier"), ("ou", "OU")])
+def test_short_key_is_refused_outside_tests(scheme: str, label: str) -> None:
+    with pytest.raises(ValueError, match=rf"{label} keys below 2048 bits are refused \(got 1024"):
+        SecureBoost(GBDTParams(n_trees=1), scheme=scheme, key_bits=1024)
 
 
+@pytest.mark.usefixtures("short_keys")
+def test_the_bank_refuses_a_histogram_outside_the_packed_range(monkeypatch) -> None:  # noqa: ANN001
+    """A provider that sends an overflowed ciphertext for a histogram (the OU key-recovery attack's first step)
+    stops the run at the bank before any split derived from it goes out."""
+    from mpc_fl.crypto import paillier
+
+    X, y, _ = _synthetic(n=160, seed=2)
+    real_squeeze = paillier.HeuBackend.squeeze
+
+    def crafted(self, ct, bits, k):  # noqa: ANN001, ANN202
+        sq = real_squeeze(self, ct, bits, k)
+        return self.mul_plain(sq, np.full(self.shape(sq), 1 << (self.plaintext_bits // 2), dtype=object))
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if ctx.role == "bank" else slice(3, None)
+        SecureBoost(GBDTParams(n_trees=1, max_depth=2, n_bins=8), scheme="ou", key_bits=KEY_BITS).fit(
+            ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None)
+        )
+
+    monkeypatch.setattr(paillier.HeuBackend, "squeeze", crafted)
+    with pytest.raises(ValueError, match="squeezed plaintext outside"):
+        run_threads(("bank", "provider"), fn)
+
+
+@pytest.mark.usefixtures("short_keys")
 def test_rejects_more_than_two_parties() -> None:
     X, y, _ = _synthetic(n=80)
     roles = ("bank", "p1", "p2")
@@ -124,7 +151,9 @@ def test_rejects_more_than_two_parties() -> None:
         SecureBoost(GBDTParams(n_trees=1), key_bits=KEY_BITS).fit(ctx, LocalData(X[:, :2], y))
 
 
-def test_params_dict_has_key_bits() -> None:
-    d = SecureBoost(GBDTParams(n_trees=3), key_bits=1024).params_dict()
-    assert d["key_bits"] == 1024 and d["n_trees"] == 3
+def test_params_dict_has_scheme_and_key_bits() -> None:
+    with allow_short_keys_for_tests():
+        d = SecureBoost(GBDTParams(n_trees=3), key_bits=1024).params_dict()
+    assert d["key_bits"] == 1024 and d["n_trees"] == 3 and d["scheme"] == "ou"
+    assert SecureBoost(scheme="paillier").params_dict()["key_bits"] == 2048
     assert SecureBoost.name == "secureboost"
