@@ -22,16 +22,17 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mpc_fl.cli demo
+	$(PY) -m mpc_fl.app.cli demo
 
 test: $(STAMP)
 	$(PY) -m ruff check mpc_fl tests benchmarks experiments paper
+	$(PY) -m ruff format --check mpc_fl tests benchmarks experiments paper
 	$(PY) -m pytest tests
 	$(PY) -m pytest benchmarks -m smoke --benchmark-disable
 
 lint: $(STAMP)
-	$(PY) -m ruff check mpc_fl tests benchmarks experiments
-	$(PY) -m ruff format --check mpc_fl tests benchmarks experiments
+	$(PY) -m ruff check mpc_fl tests benchmarks experiments paper
+	$(PY) -m ruff format --check mpc_fl tests benchmarks experiments paper
 
 bench: $(STAMP)
 	PY=$(PY) benchmarks/run_all.sh "not heavy"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _bench import LR, SPLIT, record, require_dataset
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.local import run_protocol_locally
 
 
 @pytest.mark.parametrize("sigmoid", ["poly", "exact", "hard", "taylor1"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from _bench import GBDT, SPLIT, record
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.local import run_protocol_locally
 
 N_BANK = 1_250_000
 MODES = {"ss_gbdt": False, "ss_gbdt_oblivious": True}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import PROTOCOLS, SPLIT, options, record, require_dataset
+from _bench import SPLIT, options, record, require_dataset, suite
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.jobs import RunRecord
+from mpc_fl.app.local import run_protocol_locally
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,7 @@ def sme_files(tmp_path_factory) -> tuple[str, str]:
     return str(bank), str(platform)
 
 
-def _run(benchmark, tmp_path: Path, files: tuple[str, str], name: str, smoke: bool, align: str) -> dict:
+def _run(benchmark, tmp_path: Path, files: tuple[str, str], name: str, smoke: bool, align: str) -> RunRecord:
     protocol, opts = options(name, smoke)
     run = benchmark.pedantic(
         lambda: run_protocol_locally(
@@ -41,21 +42,21 @@ def _run(benchmark, tmp_path: Path, files: tuple[str, str], name: str, smoke: bo
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("name", list(PROTOCOLS))
+@pytest.mark.parametrize("name", suite("protocols"))
 def test_smoke_breast(benchmark, tmp_path, name):
     run = _run(benchmark, tmp_path, require_dataset("breast"), name, smoke=True, align="sorted")
-    assert run["metrics"]["auc"] > 0.9
+    assert run.metrics["auc"] > 0.9
 
 
-@pytest.mark.parametrize("name", list(PROTOCOLS))
+@pytest.mark.parametrize("name", suite("protocols"))
 def test_default_credit(benchmark, tmp_path, name):
     benchmark.extra_info["dataset"] = "default_credit"
     run = _run(benchmark, tmp_path, require_dataset("default_credit"), name, smoke=False, align="sorted")
-    assert run["metrics"]["auc"] > 0.65
+    assert run.metrics["auc"] > 0.65
 
 
-@pytest.mark.parametrize("name", list(PROTOCOLS))
+@pytest.mark.parametrize("name", suite("protocols"))
 def test_sme(benchmark, tmp_path, sme_files, name):
     benchmark.extra_info["dataset"] = "sme"
     run = _run(benchmark, tmp_path, sme_files, name, smoke=False, align="psi")
-    assert run["metrics"]["auc"] > 0.6
+    assert run.metrics["auc"] > 0.6

@@ -1,6 +1,6 @@
 """PSI between two party processes over the real transport (TLS links, ledger): time and bytes.
 
-Every protocol runs through ``mpc_fl.pipeline._intersect``, the function behind ``--align``.
+Every protocol runs through ``mpc_fl.psi.align.intersect``, the function behind ``--align``.
 Balanced: n ids per side, half of them common. Unbalanced: a bank with 100,000 customers
 against a platform with 10,000,000 ids (50,000 common), the case a bank meets.
 """
@@ -31,14 +31,14 @@ def _ids(role: str, n_bank: int, n_provider: int, n_common: int) -> np.ndarray:
 
 def _psi(method: str, n_bank: int, n_provider: int, n_common: int, receiver: str | None = None):
     def fn(session):
-        from mpc_fl.pipeline import _intersect
+        from mpc_fl.psi.align import intersect
         from mpc_fl.psi.ot import run_ot_psi
 
         ids = _ids(session.role, n_bank, n_provider, n_common)
         peer = "provider" if session.role == "bank" else "bank"
         start = time.perf_counter()
         if receiver is None:  # the --align path, with its defaults
-            rows = _intersect(session.channel, ids, peer, method, False)
+            rows = intersect(session.channel, ids, peer, method, False)
         else:
             rows = run_ot_psi(session.channel, ids, peer, protocol=method, receiver=receiver).indices
         return {

@@ -13,18 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _bench import LR, SPLIT, options, record
+from _bench import LR, SPLIT, options, record, suite
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.local import run_protocol_locally
 
 #: common customers; 80% of them are training rows
 SIZES = [12_500, 125_000, 1_250_000]
 #: largest size each protocol runs at here (every protocol runs at every size at present)
 LIMITS = {"ss_gbdt": 1_250_000}
-CASES = [
-    "plain_lr", "ss_lr", "paillier_lr_ou3072", "paillier_lr_2048",
-    "plain_gbdt", "ss_gbdt", "secureboost_ou3072", "secureboost_2048",
-]  # fmt: skip
+CASES = suite("scaling")
 
 
 @pytest.fixture(scope="module")

@@ -22,22 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bench import GBDT, LR, OU, PAILLIER, SPLIT, require_dataset
+from _bench import SPLIT, options, require_dataset, suite
 
+from mpc_fl.app.local import LocalService, run_protocol_locally
+from mpc_fl.app.serving import DecoySettings
 from mpc_fl.netmodel import LAN, WAN, predict_time
-from mpc_fl.runs import LocalService, run_protocol_locally
-from mpc_fl.serving import DecoySettings
 
-CASES = {
-    "plain_lr": ("plain_lr", LR),
-    "ss_lr": ("ss_lr", {**LR, "mask": "fixed"}),
-    "paillier_lr_ou3072": ("paillier_lr", {**LR, **OU}),
-    "paillier_lr_2048": ("paillier_lr", {**LR, **PAILLIER}),
-    "plain_gbdt": ("plain_gbdt", GBDT),
-    "ss_gbdt": ("ss_gbdt", {**GBDT, "mask": "fixed"}),
-    "secureboost_ou3072": ("secureboost", {**GBDT, **OU}),
-    "secureboost_2048": ("secureboost", {**GBDT, **PAILLIER}),
-}
+CASES = suite("serving")
 N_QUERIES = 1000
 BATCH = 100
 N_BATCHES = 20
@@ -53,14 +44,14 @@ def _service(tmp: Path, protocol: str, opts: dict, bank_csv: Path, provider_csv:
     return run, LocalService(tmp / "models", bank_csv, provider_csv, tmp / "service", decoys=no_decoys)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", CASES)
 def test_serving(benchmark, tmp_path, name):
     bank_csv, provider_csv = (Path(p) for p in require_dataset("default_credit"))
-    protocol, opts = CASES[name]
+    protocol, opts = options(name)
     run, deployment = _service(tmp_path, protocol, opts, bank_csv, provider_csv)
     service = deployment.bank
     try:
-        ids = run["parties"]["bank"]["test_ids"]
+        ids = run.parties["bank"].test_ids
         for i in ids[:20]:  # warm-up
             service.score(i)
         ledger = service.session.channel.ledger
@@ -93,7 +84,7 @@ def test_serving(benchmark, tmp_path, name):
                 "case": name,
                 "protocol": protocol,
                 "dataset": "default_credit",
-                "params": run["params"],
+                "params": run.params,
                 "n_queries": N_QUERIES,
                 "latency_ms": {
                     "p50": p50,

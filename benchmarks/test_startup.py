@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.local import run_protocol_locally
 from mpc_fl.runtime.federation import federation_text, local_federation
 
-CLI = [sys.executable, "-m", "mpc_fl.cli"]
+CLI = [sys.executable, "-m", "mpc_fl.app.cli"]
 REPEATS = 5
 _READY = re.compile(r"ready to connect after ([0-9.]+) s")
 

@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-from _bench import PROTOCOLS, options
+from _bench import family, options, suite
 
-from mpc_fl.runs import run_protocol_locally
+from mpc_fl.app.local import run_protocol_locally
 from mpc_fl.runtime.local import PartyFailed
 
 RUNS = 50
 #: Bank customers of the synthetic SME scenario each run aligns (60% also at the platform).
 N_BANK = 2000
-#: One case per protocol. SS-GBDT's oblivious mode runs the same phases over the same streams as
-#: its default mode, so it is left out to keep the suite within the hour.
-CASES = [name for name in PROTOCOLS if name != "ss_gbdt_oblivious"]
+#: The registry's stress cases (SS-GBDT's oblivious mode runs the same phases over the same streams
+#: as its default mode, so it is not one of them: the suite stays within the hour).
+CASES = suite("stress")
 #: The smoke settings, with the LR family's floor of 50 steps lifted (2,048-bit Paillier spent a
 #: minute per run on it): what is stressed is alignment and the phases around training.
 FAST = {"lr": {"min_iterations": 0}, "gbdt": {}}
@@ -59,7 +59,7 @@ class CPUBurner:
 @pytest.mark.parametrize("name", CASES)
 def test_psi_then_protocol_under_load(benchmark, tmp_path, sme_files, name):
     protocol, opts = options(name, smoke=True)
-    opts = {**opts, **FAST[PROTOCOLS[name][1]]}
+    opts = {**opts, **FAST[family(name)]}
     failures: list[str] = []
     loads: list[float] = []
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from mpc_fl.protocols import cases
+
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,17 +16,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "paper" / "figures"
 NUMBERS = ROOT / "paper" / "numbers"
 
-LABELS = {
-    "plain_lr": "Plaintext LR",
-    "ss_lr": "SS-LR (CrypTen)",
-    "paillier_lr_ou3072": "HE-LR, OU 3072",
-    "paillier_lr_2048": "HE-LR, Paillier 2048",
-    "plain_gbdt": "Plaintext GBDT",
-    "ss_gbdt": "SS-GBDT (CrypTen)",
-    "ss_gbdt_oblivious": "SS-GBDT oblivious",
-    "secureboost_ou3072": "SecureBoost, OU 3072",
-    "secureboost_2048": "SecureBoost, Paillier 2048",
-}
+#: every case's label in figures and tables, from the one table of cases
+LABELS = {c.name: c.label for c in cases()}
 COLORS = {"plain": "#7f7f7f", "ss": "#1f77b4", "paillier": "#d62728", "secureboost": "#d62728"}
 
 

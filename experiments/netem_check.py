@@ -2,7 +2,7 @@
 
 Run by hand, as root (not part of the test suite)::
 
-    sudo /work/main/.venv/bin/python experiments/netem_check.py \
+    sudo .venv/bin/python experiments/netem_check.py \
         --setting 5:100 --setting 20:100 --setting 0:1
 
 What it does:
@@ -55,8 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mpc_fl.app.launch import launch  # noqa: E402
 from mpc_fl.netmodel import LAN, WAN, NetworkProfile, predict_time, traffic_summary  # noqa: E402
-from mpc_fl.runtime.launch import launch  # noqa: E402
 from mpc_fl.runtime.provenance import provenance  # noqa: E402
 
 ADDR = {"bank": "10.200.0.1", "provider": "10.200.0.2", "dealer": "10.200.0.3"}
@@ -200,7 +200,7 @@ def run_once(topo: Topology, args: argparse.Namespace, out_dir: Path, port: int)
     from mpc_fl.runtime.federation import Member, federation_text
     from mpc_fl.runtime.identity import make_identity
 
-    py = [sys.executable, "-m", "mpc_fl.cli"]
+    py = [sys.executable, "-m", "mpc_fl.app.cli"]
     keys, members = {}, []
     for role in (*PARTIES, "dealer"):  # a fresh federation per run: members listen inside their namespaces
         keys[role], cert = make_identity(role, out_dir / "keys")

@@ -14,9 +14,11 @@ only), keep CrypTen's circuit. The result is exact for every ring value, like Cr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from mpc_fl.crypto._crypten_compat import crypten
 from mpc_fl.crypto.online import TwoParty, plan_msb
 from mpc_fl.crypto.preprocessing import Plan, fetch
-from mpc_fl.crypto.secure_crypten import crypten
 
 # isort: split
 
@@ -25,6 +27,8 @@ from crypten.mpc.provider.ttp_provider import TrustedThirdParty  # noqa: E402
 from crypten.mpc.ptype import ptype as share_type  # noqa: E402
 
 _crypten_ltz = MPCTensor._ltz
+#: set by :func:`install`: whether CrypTen's randomness is the cryptographic one (never true before)
+_rng_is_secure: Callable[[], bool] = lambda: False  # noqa: E731
 
 
 def carry_only_applies(x: MPCTensor) -> bool:
@@ -39,9 +43,13 @@ def carry_only_applies(x: MPCTensor) -> bool:
 
 def ltz(x: MPCTensor) -> MPCTensor:
     """``[x < 0]`` as exact 0/1 shares (precision 0), like CrypTen's ``_ltz``."""
+    if not _rng_is_secure():  # a stray direct import must not compare over MT19937 pads
+        raise RuntimeError(
+            "comparisons need mpc_fl.crypto.secure_crypten's randomness: import crypten from there"
+        )
     if not carry_only_applies(x):
         return _crypten_ltz(x)
-    share = x._tensor.share
+    share = x.share
     plan = Plan()
     plan_msb(plan, share.numel())
     comm = crypten.communicator.get()
@@ -49,8 +57,14 @@ def ltz(x: MPCTensor) -> MPCTensor:
     return MPCTensor.from_shares(engine.msb(share), precision=0)
 
 
-def install() -> None:
-    """Route CrypTen's comparisons through :func:`ltz` (idempotent)."""
+def install(rng_is_secure: Callable[[], bool]) -> None:
+    """Route CrypTen's comparisons through :func:`ltz` (idempotent).
+
+    Called by :func:`mpc_fl.crypto.secure_crypten.install` once CrypTen's randomness is replaced;
+    ``rng_is_secure`` is re-checked at every comparison, so this module needs no import back.
+    """
+    global _rng_is_secure
+    _rng_is_secure = rng_is_secure
     MPCTensor._ltz = ltz
 
 

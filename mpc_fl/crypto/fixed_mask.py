@@ -39,6 +39,7 @@ import torch
 from crypten.mpc import MPCTensor
 from crypten.mpc.provider.ttp_provider import TTPClient
 
+from mpc_fl.crypto import share_math
 from mpc_fl.crypto.dealer import MASK_OPS, RowBlockMask, apply_mask_op, row_blocks
 from mpc_fl.crypto.prg import KEY_BYTES
 
@@ -94,7 +95,7 @@ class FixedMaskMatrix:
 
     def _product(self, v: MPCTensor, op: str, rows: torch.Tensor | None) -> MPCTensor:
         b, c = self._correlation(op, tuple(v.size()), rows)
-        f = comm.get().all_reduce(v._tensor.share - b)  # opens v - b: uniformly random
+        f = comm.get().all_reduce(v.share - b)  # opens v - b: uniformly random
         return self._result(op, f, b, c, rows, v)
 
     @staticmethod
@@ -106,7 +107,7 @@ class FixedMaskMatrix:
         round count.
         """
         pairs = [m._correlation("matmul", tuple(v.size()), None) for m, v in zip(mats, vs, strict=True)]
-        masked = torch.cat([(v._tensor.share - b).reshape(-1) for v, (b, _) in zip(vs, pairs, strict=True)])
+        masked = torch.cat([(v.share - b).reshape(-1) for v, (b, _) in zip(vs, pairs, strict=True)])
         f = comm.get().all_reduce(masked)
         out, start = [], 0
         for m, v, (b, c) in zip(mats, vs, pairs, strict=True):
@@ -125,10 +126,9 @@ class FixedMaskMatrix:
         v: MPCTensor,
     ) -> MPCTensor:
         """This party's share of the product as a tensor at the vector ``v``'s scale."""
-        scale_bits = v._tensor.encoder.scale.bit_length() - 1
-        out = MPCTensor.from_shares(self.combine(op, f, b, c, rows), precision=scale_bits)
+        out = MPCTensor.from_shares(self.combine(op, f, b, c, rows), precision=share_math.precision(v))
         if self.precision > 0:
-            out._tensor.div_(2**self.precision)  # back to the vector's scale (CrypTen's truncation)
+            out = out.div(2**self.precision)  # back to the vector's scale (CrypTen's truncation)
         return out
 
     def combine(
@@ -176,7 +176,7 @@ class FixedMaskMatrix:
                 start += n
         else:
             cs = [generate_random_ring_element(size, generator=client.get_generator()) for size in c_sizes]
-        f = comm.get().all_reduce(u._tensor.share - b)  # the one opening
+        f = comm.get().all_reduce(u.share - b)  # the one opening
         return [m._result("t_matmul", f, b, c, None, u) for m, c in zip(mats, cs, strict=True)]
 
     def release(self) -> None:

@@ -150,7 +150,7 @@ class Preprocessed:
                 chunk = buf[pos : pos + size]
                 pos += size
                 if last_kind == "ring":
-                    values.append(torch.frombuffer(bytearray(chunk), dtype=torch.int64).clone())
+                    values.append(_ring_words(chunk))
                 else:
                     values.append(
                         np.unpackbits(np.frombuffer(chunk, np.uint8), bitorder="little")[:last_n].astype(bool)
@@ -258,7 +258,7 @@ def dealer_corrections(
         else:
             out += np.packbits(true ^ bits_total(n_last, streams[1:]), bitorder="little").tobytes()
     out += bytes(-len(out) % 8)
-    return torch.frombuffer(out, dtype=torch.int64).clone() if out else torch.zeros(0, dtype=torch.int64)
+    return _ring_words(out)
 
 
 def fetch(plan: Plan, mask_shapes: dict[str, tuple[int, int]]) -> Preprocessed:
@@ -275,3 +275,12 @@ def fetch(plan: Plan, mask_shapes: dict[str, tuple[int, int]]) -> Preprocessed:
     if comm.get().get_rank() == 0:
         corrections = client.ttp_request("plan", None, plan.to_request()).numpy().tobytes()
     return Preprocessed(plan, draw, corrections, mask_shapes)
+
+
+def _ring_words(data: bytes | bytearray) -> torch.Tensor:
+    """int64 words of ``data`` (empty for no bytes: torch.frombuffer refuses those)."""
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.int64).clone()
+        if data
+        else torch.zeros(0, dtype=torch.int64)
+    )

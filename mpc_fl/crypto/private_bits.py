@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from crypten.mpc import MPCTensor
 
+from mpc_fl.crypto import share_math
 from mpc_fl.crypto.preprocessing import Plan, fetch
 
 #: owner of a column whose indicator is all ones (a node without a split): no product, no message
@@ -82,7 +83,7 @@ def mul_private_bits(
     a, c, t = fetch(plan, {}).take("private_bits")
     a, c = a.view(x_shape), c.reshape(bits_shape)
     t = t.view(n_parties, *out_shape)
-    share = x._tensor.share
+    share = x.share
     out = share.expand(out_shape).clone()  # NO_OWNER columns: x itself
 
     # per owner q: its columns, and the shapes of what crosses the wire for them (public)
@@ -128,4 +129,4 @@ def mul_private_bits(
             mine = torch.from_numpy(f.astype(np.int64)) * a[..., cols]
         sign = 1 - 2 * torch.from_numpy(f.astype(np.int64))
         out[..., cols] = (mine + sign * t[q][..., cols]).expand(*out_shape[:-1], len(cols))
-    return MPCTensor.from_shares(out, precision=x._tensor.encoder.scale.bit_length() - 1)
+    return MPCTensor.from_shares(out, precision=share_math.precision(x))

@@ -49,7 +49,7 @@ def beaver_products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[torch.Tens
     masks = [m.view(s) for m, s in zip(masks, shapes, strict=True)]
     comm = crypten.communicator.get()
     opened = comm.all_reduce(
-        [(t._tensor.share - m).reshape(-1) for t, m in zip(operands, masks, strict=True)], batched=True
+        [(t.share - m).reshape(-1) for t, m in zip(operands, masks, strict=True)], batched=True
     )
     eps = [e.view(s) for e, s in zip(opened, shapes, strict=True)]
     out, start = [], 0

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mpc_fl.crypto import compare
 from mpc_fl.crypto._crypten_compat import crypten
 from mpc_fl.crypto.prg import KEY_BYTES, PRG, new_key
 
@@ -141,6 +142,7 @@ def install() -> None:
     crypten._setup_prng = _setup_prng
     TTPClient._TTPClient__TTPClient._setup_generators = _client_setup_generators
     TTPServer._setup_generators = _server_setup_generators
+    compare.install(rng_is_secure=installed)  # comparisons only ever over the randomness above
 
 
 def installed() -> bool:
@@ -159,11 +161,5 @@ def _drop_validation_hook() -> None:
 
 install()
 _drop_validation_hook()
-
-# isort: split
-
-from mpc_fl.crypto import compare  # noqa: E402  (needs the generators above)
-
-compare.install()
 
 __all__ = ["CryptoGenerator", "crypten", "installed"]

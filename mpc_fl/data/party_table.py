@@ -15,8 +15,9 @@ import pandas as pd
 
 from mpc_fl.data.errors import DataError
 
-#: "bank-scoring": the bank's file of customers to score with a saved model; labels are optional there
-ROLES = ("bank", "provider", "bank-scoring")
+#: "bank-scoring": the bank's file of customers to score with a saved model; labels are optional there;
+#: "ids": a list of customers (referred SMEs, product take-ups): only its id column is read
+ROLES = ("bank", "provider", "bank-scoring", "ids")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ def table_from_frame(
         raise DataError(
             f"{source}: {dup.nunique()} ids occur more than once in column {id_col!r} "
             f"(e.g. {_examples(dup.unique())}); each customer must appear once"
+        )
+    if role == "ids":
+        id_values = ids.to_numpy()
+        id_values = id_values.astype(str) if id_values.dtype == object else id_values
+        return PartyTable(
+            role=role, ids=id_values, X=np.zeros((len(frame), 0)), feature_names=(), source=source
         )
     y = None
     if role == "bank" or (role == "bank-scoring" and label_col in frame.columns):

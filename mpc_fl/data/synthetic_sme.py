@@ -151,6 +151,7 @@ PLATFORM_FEATURES: tuple[str, ...] = (
 LABELS: tuple[str, ...] = ("takeup", "default")
 BANK_COLUMNS: tuple[str, ...] = ("id", "y", *BANK_FEATURES)
 PLATFORM_COLUMNS: tuple[str, ...] = ("id", *PLATFORM_FEATURES)
+TRUTH_COLUMNS: tuple[str, ...] = ("id", "propensity", "y", *BANK_FEATURES)
 
 BLOCK_SIZE = 100_000
 """SMEs per universe block; part of the data definition (changing it changes every table)."""
@@ -332,13 +333,15 @@ def _simulate(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         + 0.8 * (f["tenure_months"] < 6)
         + 0.8 * u_default
     )
-    f["y_takeup"] = (v_takeup < _sigmoid(logit_t)).astype(np.int64)
-    f["y_default"] = (v_default < _sigmoid(logit_d)).astype(np.int64)
+    f["p_takeup"], f["p_default"] = _sigmoid(logit_t), _sigmoid(logit_d)  # the truth, for evaluation only
+    f["y_takeup"] = (v_takeup < f["p_takeup"]).astype(np.int64)
+    f["y_default"] = (v_default < f["p_default"]).astype(np.int64)
     return f
 
 
-def _block_tables(sc: SMEScenario, plan: _Plan, b: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Bank and platform rows of universe block ``b``, each shuffled in its own order."""
+def _block_tables(sc: SMEScenario, plan: _Plan, b: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Bank and platform rows of universe block ``b``, each shuffled in its own order, and the truth
+    about its platform-only SMEs (in the platform's order)."""
     rng = np.random.default_rng(np.random.SeedSequence(sc.seed, spawn_key=(1, b)))
     n, n_bank, n_ov = _block_roles(sc, b)
     span = _ID_STRIDE * BLOCK_SIZE
@@ -352,7 +355,10 @@ def _block_tables(sc: SMEScenario, plan: _Plan, b: int) -> tuple[pd.DataFrame, p
     bank.update({c: f[c][bank_rows] for c in BANK_FEATURES})
     platform = {"id": ids[platform_rows]}
     platform.update({c: f[c][platform_rows] for c in PLATFORM_FEATURES})
-    return pd.DataFrame(bank), pd.DataFrame(platform)
+    only = platform_rows[platform_rows >= n_bank]
+    truth = {"id": ids[only], "propensity": f[f"p_{sc.label}"][only], "y": f[f"y_{sc.label}"][only]}
+    truth.update({c: f[c][only] for c in BANK_FEATURES})
+    return pd.DataFrame(bank), pd.DataFrame(platform), pd.DataFrame(truth)
 
 
 def _empty(columns: tuple[str, ...], ints: tuple[str, ...]) -> pd.DataFrame:
@@ -360,7 +366,7 @@ def _empty(columns: tuple[str, ...], ints: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _iter_table(sc: SMEScenario, which: int) -> Iterator[pd.DataFrame]:
-    """Yield the blocks of the bank (``which=0``) or platform (``which=1``) table in output order."""
+    """Yield the blocks of the bank (``which=0``), platform (1) or truth (2) table in output order."""
     plan = _plan(sc)
     order = plan.bank_order if which == 0 else plan.platform_order
     for b in order:
@@ -438,3 +444,18 @@ def write_sme_csvs(
     _write_csv(bank_path, _iter_table(scenario, 0), BANK_COLUMNS, chunk_rows)
     _write_csv(platform_path, _iter_table(scenario, 1), PLATFORM_COLUMNS, chunk_rows)
     return bank_path, platform_path
+
+
+def write_truth_csv(path: str | Path, scenario: SMEScenario, *, chunk_rows: int = 200_000) -> Path:
+    """Write the ground truth of the platform-only SMEs (:data:`TRUTH_COLUMNS`) to ``path``.
+
+    For evaluation and simulation only: ``propensity`` is the true probability of the scenario's
+    label, ``y`` its draw (would take up the product if offered / would default), and the bank
+    features are what the SME would hand the bank with an application (the bank has none of them
+    before). No party reads this file; it belongs beside the party files, never in one of them.
+    """
+    scenario.validate()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_csv(out, _iter_table(scenario, 2), TRUTH_COLUMNS, chunk_rows)
+    return out

@@ -19,27 +19,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mpc_fl.models.params import param
+from mpc_fl.models.params import check_declared, param
 
 NO_SPLIT = -1
 
 
 @dataclass(frozen=True)
 class GBDTParams:
-    n_trees: int = param(50, "boosting rounds")
-    max_depth: int = param(4, "depth of every (complete) tree")
-    learning_rate: float = param(0.3, "shrinkage applied to each leaf weight")
-    n_bins: int = param(32, "quantile bins per feature (2..127), drawn by each party on its own rows")
-    reg_lambda: float = param(1.0, "L2 regularisation of leaf weights (lambda)")
-    min_child_weight: float = param(1.0, "least hessian sum a child must keep for a split to be valid")
+    n_trees: int = param(20, "boosting rounds", at_least=1)
+    max_depth: int = param(4, "depth of every (complete) tree", at_least=1)
+    learning_rate: float = param(0.3, "shrinkage applied to each leaf weight", above=0)
+    n_bins: int = param(
+        32, "quantile bins per feature, drawn by each party on its own rows", at_least=2, at_most=127
+    )
+    reg_lambda: float = param(1.0, "L2 regularisation of leaf weights (lambda)", at_least=0)
+    min_child_weight: float = param(
+        1.0, "least hessian sum a child must keep for a split to be valid", at_least=0
+    )
 
     def validate(self) -> None:
-        if self.n_trees < 1 or self.max_depth < 1:
-            raise ValueError("n_trees and max_depth must be >= 1")
-        if not 2 <= self.n_bins <= 127:
-            raise ValueError(f"n_bins must be in [2, 127], got {self.n_bins}")
-        if self.learning_rate <= 0 or self.reg_lambda < 0 or self.min_child_weight < 0:
-            raise ValueError("learning_rate must be > 0; reg_lambda and min_child_weight >= 0")
+        check_declared(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

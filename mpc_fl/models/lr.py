@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mpc_fl.models.params import param
+from mpc_fl.models.params import check_declared, param
 
 #: "poly" is the logistic function by an odd polynomial on [-POLY_BOUND, POLY_BOUND], 0 and 1
 #: beyond (one batched sign test and three rounds of products in MPC); "exact" is the logistic
@@ -62,34 +62,31 @@ def sigmoid(z: np.ndarray, method: str = "exact") -> np.ndarray:
 
 @dataclass(frozen=True)
 class LRParams:
-    learning_rate: float = param(0.5, "gradient step size")
-    n_epochs: int = param(3, "passes over the training rows (more if needed to reach min_iterations)")
-    batch_size: int = param(1024, "rows per mini-batch")
-    min_iterations: int = param(50, "at least this many steps: small data gets more epochs, not fewer steps")
-    l2: float = param(0.0, "L2 penalty on the weights")
+    learning_rate: float = param(0.5, "gradient step size", above=0)
+    n_epochs: int = param(
+        3, "passes over the training rows (more if needed to reach min_iterations)", at_least=1
+    )
+    batch_size: int = param(1024, "rows per mini-batch", at_least=1)
+    min_iterations: int = param(
+        50, "at least this many steps: small data gets more epochs, not fewer steps", at_least=0
+    )
+    l2: float = param(0.0, "L2 penalty on the weights", at_least=0)
     sigmoid: str = param(
         "poly",
         "poly (odd degree-5 fit of the logistic on [-4, 4], 0 and 1 beyond), exact, "
         "hard (clip(0.5 + z/4, 0, 1)) or taylor1 (0.5 + z/4)",
+        choices=SIGMOID_METHODS,
     )
     seed: int = param(0, "public seed of the batch order (the schedule is public; never a secret)")
     scaling: str = param(
         "robust",
         "how each party scales its own columns, on its own training rows, before training: robust "
         "(median/IQR, clipped to +-5, then standardised), standard (mean/std) or none (as given)",
+        choices=LR_SCALINGS,
     )
 
     def validate(self) -> None:
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.n_epochs < 1 or self.batch_size < 1 or self.min_iterations < 0:
-            raise ValueError("n_epochs and batch_size must be >= 1, min_iterations >= 0")
-        if self.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2}")
-        if self.sigmoid not in SIGMOID_METHODS:
-            raise ValueError(f"unknown sigmoid {self.sigmoid!r}; choose from {SIGMOID_METHODS}")
-        if self.scaling not in LR_SCALINGS:
-            raise ValueError(f"unknown scaling {self.scaling!r}; choose from {LR_SCALINGS}")
+        check_declared(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,21 +11,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
 from mpc_fl.runtime.channel import Channel
 from mpc_fl.runtime.progress import Progress
+from mpc_fl.runtime.roles import BANK
 
-BANK = "bank"
+if TYPE_CHECKING:  # (CrypTen is loaded only by the protocols and jobs that compute on shares)
+    from crypten.mpc import MPCTensor
 
 
 class Context(Protocol):
-    """What a protocol may know about the run: its role, the parties, its channel, where to report progress."""
+    """What a protocol may know about the run: its role and rank, the parties, its channel, its progress."""
 
     role: str
     channel: Channel
+
+    @property
+    def rank(self) -> int:
+        """This party's index in :attr:`roles` (the bank is 0), which is also its CrypTen rank."""
+        ...
 
     @property
     def progress(self) -> Progress: ...
@@ -71,6 +78,16 @@ class VerticalProtocol(ABC):
         Scoring stops at the logit: the bank applies the sigmoid itself, so no sigmoid runs
         under encryption.
         """
+
+    def prospect_margins(self, ctx: Context, data: LocalData) -> MPCTensor:
+        """Secret-shared margins of rows that only the providers hold, opened to nobody.
+
+        For a prospect model (trained with the bank's labels and no bank features): the bank's
+        ``data`` has the rows' count and no columns, since a prospect is not its customer. Every
+        party gets its CrypTen share; :mod:`mpc_fl.crypto.shortlist` chooses from them. Needs a
+        CrypTen session with the dealer, whatever the protocol's own threat model.
+        """
+        raise NotImplementedError(f"{self.name} does not score prospects")
 
     def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         """Probability of y = 1 at the bank (the logistic of :meth:`decision_function`)."""

@@ -241,6 +241,17 @@ class PaillierLR(VerticalProtocol):
                 return None
             return u + self.intercept_ + ctx.channel.recv_arrays(peer)["u"]
 
+    def prospect_margins(self, ctx: Context, data: LocalData):  # noqa: ANN201 - an MPCTensor
+        """Each party's own ``X w`` (the bank: its intercept) is its share: no communication.
+
+        A provider holds its weights in the clear (as in training), so it can rank its own
+        prospects without the bank; the shares add only the bank's intercept.
+        """
+        from mpc_fl.crypto.share_math import local_shares
+
+        u = data.X @ self.coef_ if data.X.shape[1] else np.zeros(data.n_rows)
+        return local_shares(u + (self.intercept_ if ctx.role == BANK else 0.0), data.n_rows)
+
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Each party's own plaintext weights (the bank also its intercept)."""
         return {"intercept": self.intercept_}, {"coef": np.asarray(self.coef_, dtype=np.float64)}

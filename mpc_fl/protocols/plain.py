@@ -41,6 +41,13 @@ class _Centralised(VerticalProtocol):
             X = self._gather(ctx, data)
             return None if X is None else self.model_.decision_function(X)
 
+    def prospect_margins(self, ctx: Context, data: LocalData):  # noqa: ANN201 - an MPCTensor
+        """The bank computes the margins from the providers' raw features and shares them (no privacy)."""
+        from mpc_fl.crypto.share_math import local_shares
+
+        X = self._gather(ctx, data)
+        return local_shares(None if X is None else self.model_.decision_function(X), data.n_rows)
+
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """The bank keeps the whole model (it saw every raw feature: no privacy); a provider keeps nothing."""
         model = getattr(self, "model_", None)

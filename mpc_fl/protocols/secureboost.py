@@ -309,6 +309,52 @@ class SecureBoost(VerticalProtocol):
                 raise ValueError("provider decision bits do not match the model's provider nodes")
         return margin
 
+    def prospect_margins(self, ctx: Context, data: LocalData):  # noqa: ANN201 - an MPCTensor
+        """Shared margins of the provider's rows under a prospect model (every split the provider's).
+
+        The provider routes its rows itself (it knows its splits, and every other node of a
+        prospect model is a no-split node, which sends all rows left) and inputs the leaf each row
+        reaches in each tree as a one-hot fixed-mask matrix; the bank inputs the leaf values as
+        shares; one product gives the shared margins. The bank sees only the masked matrix, the
+        provider only shares: neither learns a margin. Uses the dealer (SecureBoost's own training
+        has none): its one opening is n x (trees * 2^depth) ring elements.
+        """
+        import torch
+
+        from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
+        from mpc_fl.crypto.secure_crypten import crypten
+
+        peer = two_party_peer(ctx, self.name)
+        depth, m = self.params.max_depth, data.n_rows
+        n_leaves, n_internal = 2**depth, 2**depth - 1
+        provider = ctx.roles.index(peer if ctx.role == BANK else ctx.role)
+        if ctx.role == BANK:
+            d_b = len(self.edges_)
+            if any(np.any((t.feature != NO_SPLIT) & (t.feature < d_b)) for t in self.trees_):
+                raise ValueError(
+                    "this SecureBoost model splits on the bank's features; a prospect is not a bank "
+                    "customer: train a prospect model (--features providers)"
+                )
+            n_trees, leaves = len(self.trees_), None
+            values = torch.from_numpy(np.concatenate([t.leaf_values for t in self.trees_]))
+        else:
+            bins = apply_bins(data.X, self.edges_)
+            n_trees, values = len(self.splits_), None
+            leaves = np.zeros((m, n_trees), dtype=np.int64)
+            for j, mine in enumerate(self.splits_):
+                feature = np.full(n_internal, NO_SPLIT, dtype=np.int64)
+                threshold = np.zeros(n_internal, dtype=np.int64)
+                for node, (f, b) in mine.items():
+                    feature[node], threshold[node] = f, b
+                leaves[:, j] = Tree(depth, feature, threshold, np.zeros(n_leaves)).leaf_index(bins)
+        onehot = FixedMaskMatrix.one_hot(
+            leaves, n_leaves, owner=provider, n_rows=m, n_features=n_trees
+        )  # fmt: skip
+        w = crypten.cryptensor(values if values is not None else torch.zeros(n_trees * n_leaves), src=0)
+        z = onehot.matmul(w)
+        onehot.release()
+        return z + (float(self.base_margin_) if ctx.role == BANK else 0.0)
+
     # ------------------------------------------------------------------ saved model
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Bank: the trees (provider splits as feature and bin index only) and leaf values; provider:

@@ -31,7 +31,7 @@ batched comparison (six rounds, :mod:`mpc_fl.crypto.compare`). Reciprocals use a
 secret power-of-16 range reduction (bits from comparisons, exact integer arithmetic) plus
 three quartic iterations, so every fixed-point product stays small (crypten.md 2.2, 2.4);
 independent products share one Beaver round, each distinct or broadcast operand opened once
-(:func:`_products`). The split owner knows its 0/1
+(:func:`mpc_fl.crypto.share_math.products`). The split owner knows its 0/1
 indicator ``bins[:, f] <= b`` in the clear, so a left child's columns are its parent's times the
 owner's private bits (:func:`mpc_fl.crypto.private_bits.mul_private_bits`: the other party's
 masked shares go to the owner, the owner's masked bits come back; no Beaver product), and a
@@ -124,8 +124,18 @@ from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.prefetch import DealerPrefetch
 from mpc_fl.crypto.private_bits import NO_OWNER, mul_private_bits
-from mpc_fl.crypto.products import beaver_products
 from mpc_fl.crypto.secure_crypten import crypten
+from mpc_fl.crypto.share_math import (
+    RangeReduced,
+    Ride,
+    argmax_first,
+    int_mul,
+    on_shares,
+    precision,
+    products,
+    times_factor,
+    upscale,
+)
 from mpc_fl.models.gbdt import (
     NO_SPLIT,
     GBDTParams,
@@ -139,205 +149,6 @@ from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 MASKS = ("fixed", "generic")
 #: ``ledger.step``: labels a block's traffic (histograms, gains, argmax, routing, leaves).
 StepLabel = Callable[[str], AbstractContextManager]
-#: Iterations for 1/x on [1/16, 1] after a local Newton step from the constant 2/(1+1/16)
-#: (relative error e <= 0.78): each ``y <- y (1 + e)(1 + e^2)`` takes e to e^4 in three
-#: rounds (Newton squares it in two), so three reach 0.78^64 ~ 1.2e-7, as six Newton steps did.
-QUARTIC_ITERS = 3
-_NR_START = 2.0 / (1.0 + 1.0 / 16.0)
-#: Score of padding in the argmax tournament: below invalid candidates (-1).
-_PAD = -4.0
-
-
-def _precision(x: MPCTensor) -> int:
-    return x._tensor.encoder.scale.bit_length() - 1
-
-
-def _on_shares(x: MPCTensor, fn, precision: int | None = None) -> MPCTensor:  # noqa: ANN001
-    """Apply a linear, integer-exact map to the shares (cumsum, integer scaling): no communication."""
-    return MPCTensor.from_shares(
-        fn(x._tensor.share), precision=_precision(x) if precision is None else precision
-    )
-
-
-def _int_mul(x: MPCTensor, k: int) -> MPCTensor:
-    """``x * k`` for a public integer: exact, no truncation (CrypTen would encode ``k``)."""
-    return _on_shares(x, lambda s: s * int(k))
-
-
-def _upscale(x: MPCTensor, bits: int) -> MPCTensor:
-    """Re-encode an integer (precision 0) tensor with ``bits`` fractional bits: exact."""
-    assert _precision(x) == 0
-    return _on_shares(x, lambda s: s * (1 << bits), precision=bits)
-
-
-def _times_factor(v: MPCTensor, cv: MPCTensor) -> MPCTensor:
-    """``v * factor`` from ``cv[j] = c_j * v``: ``factor = 1 + sum_j 15*16^j c_j`` (exact integer scaling)."""
-    out = v
-    for j in range(cv.size(0)):
-        out = out + _int_mul(cv[j], 15 * 16**j)
-    return out
-
-
-def _raw(x: MPCTensor) -> MPCTensor:
-    """``x`` as the integers that encode it (precision 0): same shares, no communication."""
-    return MPCTensor.from_shares(x._tensor.share, precision=0)
-
-
-#: products riding along in a computation's product rounds: given what rode before, the pairs of the next
-Ride = Callable[[list[MPCTensor]], list[tuple[MPCTensor, MPCTensor]]]
-
-
-def _products(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
-    """``a * b`` for several pairs (broadcasting) in one Beaver round, each distinct operand opened once.
-
-    Why: independent products cost one round together instead of one each, and a tensor used
-    in several of them (or broadcast against a larger one) is opened once, at its own size
-    (:func:`mpc_fl.crypto.products.beaver_products`). The encoding integers are multiplied; a
-    pair with an operand at precision 0 (a bit, a count) is then exact, with no truncation, at
-    the other operand's precision; a pair of two fixed-point values is truncated like CrypTen's
-    product (two-party local truncation).
-    """
-    out = []
-    for (a, b), share in zip(pairs, beaver_products(pairs), strict=True):
-        pa, pb = _precision(a), _precision(b)
-        if min(pa, pb) == 0:
-            out.append(MPCTensor.from_shares(share, precision=pa + pb))
-        else:
-            part = MPCTensor.from_shares(share, precision=pa)
-            part._tensor.div_(2**pb)  # CrypTen's truncation, as in its own products
-            out.append(part)
-    return out
-
-
-class _RangeReduced:
-    """``1/x`` for shared ``x`` in ``[16^-K, ~1]`` as ``factor * y`` with ``y = 1/x'`` in ``[1, 16]``.
-
-    ``c_j = [x < 16^-j]`` (exact 0/1 integers) give ``factor = 1 + sum_j 15*16^(j-1) c_j``
-    (a power of 16); ``x' = x * factor`` lies in ``[1/16, 1]`` where the iterations converge
-    fast and every product stays below 16 in magnitude. Multiplying a result by ``factor``
-    afterwards uses only bit-times-value products (no truncation) and integer scaling.
-    """
-
-    @staticmethod
-    def thresholds(x: MPCTensor, k: int) -> MPCTensor:
-        """``x - 16^-j`` for j = 1..k, stacked: ``c_j = 1 - [x - 16^-j >= 0]``.
-
-        Exposed so a caller can batch these sign tests with its own (one comparison, not two).
-        """
-        thr = torch.tensor([16.0**-j for j in range(1, k + 1)]).view(k, *([1] * x.dim()))
-        return crypten.stack([x] * k) - thr
-
-    def __init__(
-        self,
-        x: MPCTensor,
-        k: int,
-        times: MPCTensor,
-        ge: MPCTensor | None = None,
-        square: bool = False,
-        ride: list[Ride] = (),
-    ):
-        """``self.scaled = times/x'`` (``times^2/x'`` with ``square``; ``times`` shaped like ``x``),
-        its products folded into the iterations' rounds (none of its own).
-
-        ``ge``: ``thresholds(x, k) >= 0`` if the caller computed it already. ``ride``: the
-        caller's products for this computation's first product rounds, one list per round
-        (results in ``self.ridden``, in order).
-        """
-        self.k, self.ridden = k, []
-        rides = list(ride)
-
-        def round_(pairs: list[tuple[MPCTensor, MPCTensor]]) -> list[MPCTensor]:
-            extra = rides.pop(0)(self.ridden) if rides else []
-            out = _products([*pairs, *extra])
-            self.ridden.extend(out[len(pairs) :])
-            return out[: len(pairs)]
-
-        if k > 0:
-            if ge is None:
-                ge = self.thresholds(x, k) >= 0
-            self.c = 1 - ge  # (k, ...) [x < 16^-j], exact 0/1, precision 0
-            (cx,) = round_([(self.c, x)])  # bits times x (broadcast, opened once): exact
-            xs = _times_factor(x, cx)
-        else:
-            xs = x
-        y = xs * (-_NR_START * _NR_START) + 2 * _NR_START  # first Newton step from the constant
-        w = times
-        for i in range(QUARTIC_ITERS):
-            last = i == QUARTIC_ITERS - 1
-            pairs = [(xs, y)]
-            if i == 0 and square:
-                pairs.append((w, w))
-            if last:
-                pairs.append((w, y))  # (squared by now: QUARTIC_ITERS > 1)
-            out = round_(pairs)
-            if i == 0 and square:
-                w = out[1]
-            e = 1 - out[0]
-            carry = out[-1] if last else y  # the last iteration carries times * y
-            e2, ce = round_([(e, e), (carry, e)])  # e^2 and y e, e opened once
-            yc = carry + ce  # y (1 + e)
-            (y,) = round_([(yc, 1 + e2)])  # y (1 + e)(1 + e^2): error e^4
-        self.scaled = y
-
-    def times_factor(self, v: MPCTensor) -> MPCTensor:
-        """``v * factor`` (``v`` shaped like ``x``): exact apart from ``v``'s own error."""
-        if self.k == 0:
-            return v
-        (cv,) = _products([(self.c, v)])  # v broadcast over the k bits: opened once
-        return _times_factor(v, cv)
-
-
-#: Candidates compared per tournament round: 4 takes half the rounds of 2 for twice the comparisons.
-TOURNAMENT_WIDTH = 4
-# (i, j) pairs compared in one group of four, i < j: bit = [x_i >= x_j]
-_PAIRS = [(i, j) for i in range(TOURNAMENT_WIDTH) for j in range(i + 1, TOURNAMENT_WIDTH)]
-
-
-def _argmax_first(x: MPCTensor) -> MPCTensor:
-    """One-hot of the first maximum along dim 1 of a (k, N) tensor: a 4-way tournament.
-
-    Each round splits the survivors into groups of four, compares all six pairs at once
-    (one comparison call), and keeps each group's first maximum: candidate i wins iff
-    ``x_i > x_j`` for every earlier j and ``x_i >= x_j`` for every later j, so ties break like
-    :func:`mpc_fl.models.gbdt.best_split` (first in row-major order). The winner carries its
-    position as a one-hot over its group's members (selected in the same product as its
-    value), so no pass back down the tree is needed. Per round: one comparison, then two
-    product rounds: the first two win-bit factors together with the third factor times the
-    values, then their product (the selection). Values must exceed ``_PAD``.
-
-    The tournament runs on the encoded integers (precision 0): every product is a bit times
-    an integer, so nothing is truncated and the one-hot comes out as exact 0/1 integers, ready
-    to select columns of other precision-0 tensors (the oblivious routing) without rounding.
-    """
-    k, N = x.size()
-    scale = 1 << _precision(x)
-    raw = _raw(x)  # x * scale as integers: same order
-    rounds = max(1, math.ceil(math.log(N, TOURNAMENT_WIDTH) - 1e-9)) if N > 1 else 0
-    width = TOURNAMENT_WIDTH**rounds
-    if width > N:
-        raw = crypten.cat(
-            [raw, crypten.cryptensor(torch.full((k, width - N), _PAD * scale), precision=0)], dim=1
-        )
-    # T[..., 0] is the value, T[..., 1:] the one-hot of its position within its subtree
-    T = crypten.cat([raw.unsqueeze(2), crypten.cryptensor(torch.ones(k, width, 1), precision=0)], dim=2)
-    for _ in range(rounds):
-        groups = T.size(1) // TOURNAMENT_WIDTH
-        T = T.reshape(k, groups, TOURNAMENT_WIDTH, T.size(2))
-        v = T[:, :, :, 0]
-        diffs = crypten.stack([v[:, :, i] - v[:, :, j] for i, j in _PAIRS])  # (6, k, groups)
-        ge = diffs >= 0  # exact 0/1, precision 0
-        c = {pair: ge[n] for n, pair in enumerate(_PAIRS)}
-        # win bit of candidate i: product of three bits
-        first = crypten.stack([c[0, 1], 1 - c[0, 1], 1 - c[0, 2], 1 - c[0, 3]])
-        second = crypten.stack([c[0, 2], c[1, 2], 1 - c[1, 2], 1 - c[1, 3]])
-        third = crypten.stack([c[0, 3], c[1, 3], c[2, 3], 1 - c[2, 3]])
-        # win bit of i times its values: (first * second) * (third * T), two rounds, exact
-        third = third.permute(1, 2, 0).unsqueeze(3)  # broadcast over T's columns: opened once
-        both, third_t = _products([(first, second), (third, T)])
-        picked = both.permute(1, 2, 0).unsqueeze(3) * third_t  # exactly one winner per group
-        value = picked[:, :, :, 0].sum(2, keepdim=True)
-        T = crypten.cat([value, picked[:, :, :, 1:].reshape(k, groups, -1)], dim=2)
-    return T[:, 0, 1 : N + 1]
 
 
 def _one_hot_bins(bins: np.ndarray, n_bins: int) -> torch.Tensor:
@@ -438,7 +249,7 @@ class SecretSharedGBDT(VerticalProtocol):
         nb = self.params.n_bins
         GL, HL, GR, HR, CNT = [], [], [], [], []
         for hist, d_q in zip(hists, self.widths_, strict=True):
-            cum = _on_shares(hist, lambda s: s.cumsum(1))
+            cum = on_shares(hist, lambda s: s.cumsum(1))
             tot = cum[:, nb - 1 :, :, :]
             left = cum[:, : nb - 1]
             right = tot - left
@@ -464,11 +275,11 @@ class SecretSharedGBDT(VerticalProtocol):
         C = oh.size(0) - 1
 
         def suffix_sums(s: torch.Tensor, d: int) -> torch.Tensor:
-            t = s.reshape(d, nb - 1, -1).flip(1).cumsum(1).flip(1)
-            return torch.cat([t, torch.zeros_like(t[:, :1])], dim=1).reshape(d * nb, -1)
+            t = s.reshape(d, nb - 1, s.shape[-1]).flip(1).cumsum(1).flip(1)
+            return torch.cat([t, torch.zeros_like(t[:, :1])], dim=1).reshape(d * nb, s.shape[-1])
 
         vs = [
-            _on_shares(oh[o : o + d * (nb - 1)], lambda s, d=d: suffix_sums(s, d))
+            on_shares(oh[o : o + d * (nb - 1)], lambda s, d=d: suffix_sums(s, d))
             for o, d in zip(offsets, self.widths_, strict=True)
         ]
         vs.append(oh[C:])  # (1, k): "no valid split" sends every row left
@@ -531,7 +342,7 @@ class SecretSharedGBDT(VerticalProtocol):
         kb = self.k_bits_
         tests = [checks.reshape(-1)]
         if kb > 0:
-            tests.append(_RangeReduced.thresholds(x, kb).reshape(-1))
+            tests.append(RangeReduced.thresholds(x, kb).reshape(-1))
         ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
         ok = ge[: checks.nelement()].reshape(checks.size())
         ge_rr = ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None
@@ -540,18 +351,18 @@ class SecretSharedGBDT(VerticalProtocol):
         if kb > 0:
             c = 1 - ge_rr  # [x < 16^-j], as the range reduction's bits
             rides.append(lambda got: [(got[1], c)])  # valid broadcast over the k bits
-        rr = _RangeReduced(x, kb, G.div(self.scale_g_), ge_rr, square=True, ride=rides)
+        rr = RangeReduced(x, kb, G.div(self.scale_g_), ge_rr, square=True, ride=rides)
         t = rr.scaled  # G^2/(H + lam) / factor, scaled by s / s_g^2
         valid = rr.ridden[1]
         # valid * gain = valid * t * factor: (valid * c_j) * t, exact, in one round
         pairs = [(valid, t)]  # broadcast; t is opened once for both pairs
         if kb > 0:
             pairs.append((rr.ridden[2], t))
-        vt, *vct = _products(pairs)
+        vt, *vct = products(pairs)
         if kb > 0:
-            vt = _times_factor(vt, vct[0])
+            vt = times_factor(vt, vct[0])
         # invalid: -1; valid: gain + 1 >= 1 (gains are >= 0)
-        score = vt[0] + vt[1] + _int_mul(valid, 2) - 1.0
+        score = vt[0] + vt[1] + int_mul(valid, 2) - 1.0
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
         return offsets, crypten.cat([score, dummy]).t()
 
@@ -613,7 +424,7 @@ class SecretSharedGBDT(VerticalProtocol):
         with step("gains"):
             offsets, scores = self._scores(cands, k)
         with step("argmax"):
-            onehot = _argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
+            onehot = argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
         return lh, cands, offsets, onehot
 
     @staticmethod
@@ -691,7 +502,7 @@ class SecretSharedGBDT(VerticalProtocol):
             kl = max(1, k // 2)
             with step("histograms"):
                 gm = (GH * left.unsqueeze(1)).reshape(n, 2 * kl)  # exact: 0/1 at precision 0
-                U = crypten.cat([gm, _upscale(left, _precision(gm))], dim=1)
+                U = crypten.cat([gm, upscale(left, precision(gm))], dim=1)
             hists, cands, offsets, onehot = self._choose_splits(U, hists, level, step)
             with step("routing"):
                 ind, vs = self._route(onehot, offsets)
@@ -709,7 +520,7 @@ class SecretSharedGBDT(VerticalProtocol):
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
         x = (H + self.params.reg_lambda).div(self.scale_)
-        rr = _RangeReduced(x, self.k_bits_, G * (-self.params.learning_rate))
+        rr = RangeReduced(x, self.k_bits_, G * (-self.params.learning_rate))
         return rr.times_factor(rr.scaled).div(self.scale_)
 
     # ------------------------------------------------------------------ protocol
@@ -723,7 +534,7 @@ class SecretSharedGBDT(VerticalProtocol):
         if p.reg_lambda <= 0:
             raise ValueError("ss_gbdt needs reg_lambda > 0 (empty leaves would divide by zero)")
         comm = crypten.communicator.get()
-        self.rank_ = rank = comm.get_rank()
+        self.rank_ = rank = ctx.rank
         self.n_parties_ = len(ctx.roles)
         self.roles_ = tuple(ctx.roles)  # rank order: run_info names parties by role
         n, nb = data.n_rows, p.n_bins
@@ -733,8 +544,8 @@ class SecretSharedGBDT(VerticalProtocol):
             widths = torch.zeros(self.n_parties_, dtype=torch.long)
             widths[rank] = data.X.shape[1]
             self.widths_ = comm.all_reduce(widths).tolist()  # feature counts are public
-            if min(self.widths_) < 1:
-                raise ValueError("every party needs at least one feature")
+            if self.widths_[0] < 0 or sum(self.widths_[1:]) < 1:
+                raise ValueError("the providers need at least one feature")
             # fixed masks: the one-hot bin matrix is never dense (the owner keeps its bin indices,
             # only the other parties hold its opening E), so a million rows fit in memory
             B = _one_hot_bins(bins, nb) if self.mask == "generic" else None
@@ -797,24 +608,30 @@ class SecretSharedGBDT(VerticalProtocol):
         reaches is the product of the parties' 0/1 marks: one secure product per extra party
         instead of one per tree level, then one with the shared leaf weights.
         """
-        p = self.params
-        n, width = data.n_rows, p.n_trees * 2**p.max_depth
         with ctx.channel.phase("scoring"):
-            self._restore()
-            if self.oblivious:
-                z = self._oblivious_margins(data).get_plain_text(dst=0)
-                return None if self.rank_ != 0 else z.double().numpy().ravel() + self.base_
-            reach = None
-            for q in range(self.n_parties_):
-                mine = self._own_leaf_marks(data.X) if q == self.rank_ else torch.zeros(n, width)
-                marks = crypten.cryptensor(mine, src=q, precision=0)
-                reach = marks if reach is None else reach * marks  # exact: 0/1 at precision 0
-            z = (
-                (reach * self.leaf_w_.reshape(-1)).sum(1).get_plain_text(dst=0)
-            )  # only the bank learns margins
+            z = self._margins(data).get_plain_text(dst=0)  # only the bank learns margins
         if self.rank_ != 0:
             return None
         return z.double().numpy().ravel() + self.base_
+
+    def prospect_margins(self, ctx: Context, data: LocalData) -> MPCTensor:
+        """The shared margins of ``data``'s rows, base margin included (the bank adds it to its share)."""
+        z = self._margins(data)
+        return z + (float(self.base_) if self.rank_ == 0 else 0.0)  # a public addend counts at rank 0 only
+
+    def _margins(self, data: LocalData) -> MPCTensor:
+        """Shared margins without the base margin, in either mode; nothing is opened."""
+        p = self.params
+        n, width = data.n_rows, p.n_trees * 2**p.max_depth
+        self._restore()
+        if self.oblivious:
+            return self._oblivious_margins(data)
+        reach = None
+        for q in range(self.n_parties_):
+            mine = self._own_leaf_marks(data.X) if q == self.rank_ else torch.zeros(n, width)
+            marks = crypten.cryptensor(mine, src=q, precision=0)
+            reach = marks if reach is None else reach * marks  # exact: 0/1 at precision 0
+        return (reach * self.leaf_w_.reshape(-1)).sum(1)
 
     def _oblivious_margins(self, data: LocalData) -> MPCTensor:
         """Shared margins of the test rows without revealing any split or path.
@@ -877,14 +694,14 @@ class SecretSharedGBDT(VerticalProtocol):
             "owners": [o.tolist() for o in self.owners_],
             "splits": [{str(k): list(v) for k, v in s.items()} for s in self.splits_],
             "base": self.base_,
-            "precision": _precision(self.leaf_w_),
+            "precision": precision(self.leaf_w_),
             "oblivious": self.oblivious,
             "n_routes": len(self.routes_),
         }
         arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
-        arrays["leaf_w_share"] = self.leaf_w_._tensor.share.numpy().copy()
+        arrays["leaf_w_share"] = self.leaf_w_.share.numpy().copy()
         for j, r in enumerate(self.routes_):  # oblivious mode: shares of the routing vectors
-            arrays[f"route_share_{j}"] = r._tensor.share.numpy().copy()
+            arrays[f"route_share_{j}"] = r.share.numpy().copy()
         return meta, arrays
 
     def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:

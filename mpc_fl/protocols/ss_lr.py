@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from crypten.mpc import MPCTensor
 
+from mpc_fl.crypto import share_math
 from mpc_fl.crypto.dealer import DEALER_THREAT_MODEL
 from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.online import SCALE_BITS, TwoParty, plan_msb, plan_mul
@@ -59,10 +60,6 @@ MAX_ABS_FEATURE = 256.0
 #: Fractional bits of the fixed feature matrices (vectors use CrypTen's 16): a product
 #: carries 2^(16+12) before truncation, so a wrap needs |x^T r| ~ 2^35.
 FEATURE_PRECISION = 12
-
-
-def _precision(x: MPCTensor) -> int:
-    return x._tensor.encoder.scale.bit_length() - 1
 
 
 def _check_range(ctx: Context, X: np.ndarray, rows: str) -> None:
@@ -193,7 +190,7 @@ class SecretSharedLR(VerticalProtocol):
     def _features(self, ctx: Context, X: np.ndarray) -> list:
         """One fixed-mask matrix (or CrypTen tensor) per party, in rank order."""
         comm = crypten.communicator.get()
-        rank = comm.get_rank()
+        rank = ctx.rank
         _check_range(ctx, X, "training")
         widths = torch.zeros(len(ctx.roles), dtype=torch.long)
         widths[rank] = X.shape[1]
@@ -242,7 +239,7 @@ class SecretSharedLR(VerticalProtocol):
             for m in mats:
                 m.release()
         if self.reveal_model:
-            rank = crypten.communicator.get().get_rank()
+            rank = ctx.rank
             own = [w.get_plain_text(dst=i) for i, w in enumerate(self.w_)]
             bias = self.b_.get_plain_text(dst=0)
             self.coef_ = own[rank].double().numpy()
@@ -274,11 +271,11 @@ class SecretSharedLR(VerticalProtocol):
                 plan_sigmoid(plan, len(rows), p.sigmoid)
                 for m in mats:
                     plan.add("tmatvec", m.key, r)
-            return TwoParty(fetch(plan, shapes), comm.get_rank(), comm)
+            return TwoParty(fetch(plan, shapes), ctx.rank, comm)
 
         with ctx.channel.phase("setup"):
             eng = preprocess(batches[:PLAN_BLOCK])
-        y = ey._tensor.share
+        y = ey.share
         w = [torch.zeros(m.shape[1], dtype=torch.long) for m in mats]
         b = torch.zeros(1, dtype=torch.long)
         with ctx.channel.phase("training"), ctx.progress.task("training", len(batches), "iteration") as tick:
@@ -329,25 +326,28 @@ class SecretSharedLR(VerticalProtocol):
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):
-            comm = crypten.communicator.get()
-            rank = comm.get_rank()
-            _check_range(ctx, data.X, "scoring")
-            self._restore()
-            mats = []
-            for p, w in enumerate(self.w_):
-                shape = (data.n_rows, w.size(0))
-                mine = torch.from_numpy(data.X).float() if p == rank else torch.zeros(shape)
-                mats.append(crypten.cryptensor(mine, src=p))
-            z = self._logits(mats, None).get_plain_text(dst=0)  # only the bank learns the logits
-        return z.double().numpy().ravel() if rank == 0 else None
+            z = self.prospect_margins(ctx, data).get_plain_text(dst=0)  # only the bank learns the logits
+        return z.double().numpy().ravel() if ctx.rank == 0 else None
+
+    def prospect_margins(self, ctx: Context, data: LocalData) -> MPCTensor:
+        """The shared logits ``sum_q X_q [w_q] + [b]`` of ``data``'s rows (each party inputs its own columns)."""
+        _check_range(ctx, data.X, "scoring")
+        self._restore()
+        mats = []
+        for p, w in enumerate(self.w_):
+            shape = (data.n_rows, w.size(0))
+            mine = torch.from_numpy(data.X).float() if p == ctx.rank else torch.zeros(shape)
+            mats.append(crypten.cryptensor(mine, src=p))
+        return self._logits(mats, None)
 
     # ------------------------------------------------------------------ saved model
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """This party's shares of every party's weights and of the intercept (random to anyone else)."""
         self._restore()
-        arrays = {f"w_share_{q}": w._tensor.share.numpy().copy() for q, w in enumerate(self.w_)}
-        arrays["b_share"] = self.b_._tensor.share.numpy().copy()
-        return {"precision": _precision(self.b_), "widths": [int(w.size(0)) for w in self.w_]}, arrays
+        arrays = {f"w_share_{q}": w.share.numpy().copy() for q, w in enumerate(self.w_)}
+        arrays["b_share"] = self.b_.share.numpy().copy()
+        meta = {"precision": share_math.precision(self.b_), "widths": [int(w.size(0)) for w in self.w_]}
+        return meta, arrays
 
     def import_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         self._saved = (

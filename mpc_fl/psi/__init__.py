@@ -1,5 +1,5 @@
-"""Private set intersection: align the parties' common customers without revealing the rest."""
+"""Private set intersection: align the parties' common customers without revealing the rest.
 
-from mpc_fl.psi.ecdh import PSIResult, run_psi
-
-__all__ = ["PSIResult", "run_psi"]
+:mod:`~mpc_fl.psi.align` is the entry point (``--align``); the PSI protocols live in
+:mod:`~mpc_fl.psi.ecdh` and :mod:`~mpc_fl.psi.ot`.
+"""

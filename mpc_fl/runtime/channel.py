@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mpc_fl.runtime.errors import ProtocolMismatchError
+from mpc_fl.runtime.errors import PartyConnectionError, ProtocolMismatchError
 from mpc_fl.runtime.ledger import Ledger
 from mpc_fl.runtime.mesh import APP, TUNNEL, Mesh
 
@@ -69,6 +69,15 @@ class Channel(ABC):
     @abstractmethod
     def _recv(self, frm: str, stream: int, timeout_s: float | None) -> bytes: ...
 
+    @property
+    def broken(self) -> PartyConnectionError | None:
+        """Why the transport is down (a link failed or a peer left), or None while it is up.
+
+        Why: a party that waits for something other than a message (the bank's service, idle
+        between queries) can notice a dead link and end its session without a receive.
+        """
+        return None
+
     def _check_peer(self, peer: str) -> None:
         if peer not in self.roles or peer == self.role:
             raise ValueError(f"{self.role!r} cannot talk to {peer!r}; parties are {self.roles}")
@@ -92,7 +101,12 @@ class Channel(ABC):
     def recv_bytes(
         self, frm: str, *, stream: int = APP, kind: str = "bytes", timeout_s: float | None = None
     ) -> bytes:
-        """The next message from ``frm``; it must be of ``kind`` and sent in this party's current phase."""
+        """The next message from ``frm``; it must be of ``kind`` and sent in this party's current phase.
+
+        ``timeout_s``: how long to wait (:class:`TimeoutError` after that, or a
+        :class:`~mpc_fl.runtime.errors.PartyConnectionError` on a mesh); None: the transport's
+        default (600 s in process, the federation's ``op_timeout_s`` on a mesh).
+        """
         self._check_peer(frm)
         return self._unwrap(frm, self._recv(frm, stream, timeout_s), kind)
 
@@ -118,8 +132,9 @@ class Channel(ABC):
         np.savez(buf, allow_pickle=False, **arrays)
         self.send_bytes(to, buf.getvalue(), kind="arrays")
 
-    def recv_arrays(self, frm: str) -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self.recv_bytes(frm, kind="arrays")), allow_pickle=False) as z:
+    def recv_arrays(self, frm: str, *, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        data = self.recv_bytes(frm, kind="arrays", timeout_s=timeout_s)
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
     def send_json(self, to: str, obj: Any) -> None:
@@ -183,3 +198,8 @@ class MeshChannel(Channel):
 
     def _recv(self, frm: str, stream: int, timeout_s: float | None) -> bytes:
         return bytes(self.mesh.recv(frm, stream, timeout_s=timeout_s))
+
+    @property
+    def broken(self) -> PartyConnectionError | None:
+        """The mesh's error once a link failed or a peer left (:attr:`Mesh.broken`), else None."""
+        return self.mesh.broken

@@ -47,7 +47,8 @@ class Group:
 
 
 def _as_bytes(t: torch.Tensor) -> memoryview:
-    return memoryview(t.detach().contiguous().numpy()).cast("B")
+    a = t.detach().contiguous().numpy()
+    return memoryview(a.reshape(-1).view(np.uint8))  # (a view: an empty tensor gives zero bytes)
 
 
 # ---------------------------------------------------------------------- safe object codec
@@ -188,6 +189,8 @@ class MeshCommunicator(Communicator):
 
     def _recv_into(self, tensor: torch.Tensor, src: int, group: Group) -> torch.Tensor:
         data = self._recv_bytes(src, group, tensor.numel() * tensor.element_size())
+        if tensor.numel() == 0:
+            return tensor
         tensor.copy_(torch.frombuffer(data, dtype=tensor.dtype).view(tensor.shape))
         return tensor
 
@@ -215,6 +218,9 @@ class MeshCommunicator(Communicator):
         out, pos = [], 0
         for t in like:
             n = t.numel() * t.element_size()
+            if n == 0:  # (frombuffer refuses a count of 0)
+                out.append(torch.empty(t.shape, dtype=t.dtype))
+                continue
             out.append(
                 torch.frombuffer(data, dtype=t.dtype, offset=pos, count=t.numel()).view(t.shape).clone()
             )

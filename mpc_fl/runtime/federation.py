@@ -35,9 +35,8 @@ from mpc_fl.runtime.identity import (
     make_identity,
     signer_of,
 )
+from mpc_fl.runtime.roles import BANK, DEALER
 
-DEALER = "dealer"
-BANK = "bank"
 FORMAT_VERSION = 1
 #: Largest frame a member accepts from a peer (16 GiB). Legitimate frames measured at 24,000
 #: training rows (default_credit): SS-GBDT 67 MB (the fixed mask's E blocks, at most ~64 MiB at

@@ -158,6 +158,11 @@ class ThreadContext:
     channel: Channel
 
     @property
+    def rank(self) -> int:
+        """This party's index in ``roles`` (the bank is 0), as :class:`mpc_fl.protocols.base.Context` asks."""
+        return self.roles.index(self.role)
+
+    @property
     def progress(self) -> Progress:
         return Progress(self.role, self.channel.ledger, enabled=False)
 

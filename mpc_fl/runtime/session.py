@@ -82,6 +82,8 @@ class PartySession:
 
     @property
     def rank(self) -> int:
+        """This party's index in :attr:`roles`, CrypTen's rank: the federation puts the bank first and
+        the dealer (rank n) last, so a computing party's member rank is its index among the roles."""
         return self.fed.rank_of(self.role)
 
     @property

@@ -14,7 +14,7 @@ import pytest
 
 from mpc_fl.runtime.federation import federation_text, local_federation
 
-CLI = [sys.executable, "-m", "mpc_fl.cli"]
+CLI = [sys.executable, "-m", "mpc_fl.app.cli"]
 
 
 def _csvs(tmp_path: Path, n: int = 600, provider_ids: np.ndarray | None = None) -> tuple[Path, Path]:
@@ -280,7 +280,7 @@ def test_protocols_lists_every_parameter_and_param_rejects_unknown_keys(tmp_path
 def test_light_commands_import_neither_torch_nor_crypten_nor_the_psi_library(tmp_path, argv):
     argv = [a.replace("{tmp}", str(tmp_path / "keys")) for a in argv]
     probe = (
-        "import sys\nfrom mpc_fl.cli import main\n"
+        "import sys\nfrom mpc_fl.app.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'crypten', 'spu.libpsi', 'spu.libspu') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
@@ -291,7 +291,7 @@ def test_light_commands_import_neither_torch_nor_crypten_nor_the_psi_library(tmp
 
 def test_a_run_into_a_folder_an_earlier_run_used_starts_cleanly(tmp_path):
     """`make demo` twice in a row: the second run used to stop at 'keys/bank.key exists already'."""
-    from mpc_fl.runs import run_protocol_locally
+    from mpc_fl.app.local import run_protocol_locally
     from mpc_fl.runtime.local import PartyFailed
 
     bank, provider = _csvs(tmp_path)
@@ -299,7 +299,7 @@ def test_a_run_into_a_folder_an_earlier_run_used_starts_cleanly(tmp_path):
     first = run_protocol_locally(bank, [provider], "plain_lr", {"n_epochs": 1}, out, align="sorted")
     old_key = (out / "keys" / "bank.key").read_bytes()
     second = run_protocol_locally(bank, [provider], "plain_lr", {"n_epochs": 1}, out, align="sorted")
-    assert first["status"] == second["status"] == "ok"
+    assert first.status == second.status == "ok"
     assert (out / "keys" / "bank.key").read_bytes() != old_key  # the run's own fresh keys
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
     bad = tmp_path / "bad.csv"

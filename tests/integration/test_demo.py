@@ -1,19 +1,28 @@
-"""`make demo` end to end, small: every protocol runs, the report and shortlist are written."""
+"""`make demo` end to end, small: every protocol runs, the campaign runs, the report says who learned what."""
 
 from __future__ import annotations
 
-import csv
+import json
 
-from mpc_fl.demo import PLAN, SHORTLIST_K, run_demo
+import pandas as pd
+
+from mpc_fl.app.demo import POINTS_PER_TAKEUP, SHORTLIST_SHARE, run_demo
+from mpc_fl.protocols import cases
 
 
 def test_quick_demo_writes_a_complete_report(tmp_path):
     report = run_demo(tmp_path, n_bank=1500, quick=True)
     text = report.read_text()
-    for _, label, _, _ in PLAN:
-        assert label.split(" (")[0] in text
+    for case in cases("demo"):  # every demo case of the registry has its row
+        assert f"| {case.label} |" in text
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
-    rows = list(csv.DictReader(open(tmp_path / "shortlist.csv")))
-    assert len(rows) == SHORTLIST_K
-    scores = [float(r["score"]) for r in rows]
-    assert scores == sorted(scores, reverse=True)
+    # the platform's shortlist: platform-only SMEs, ids only
+    listed = pd.read_csv(tmp_path / "shortlist.csv", dtype={"id": str})
+    truth = pd.read_csv(tmp_path / "evaluation" / "platform_only_truth.csv", dtype={"id": str})
+    assert list(listed.columns) == ["id"] and len(listed) == round(SHORTLIST_SHARE * (1500 // 4))
+    assert set(listed["id"]) <= set(truth["id"])
+    campaign = json.loads((tmp_path / "results.json").read_text())["campaign"]
+    assert campaign["n_attributed"] == campaign["n_converted"] > 0  # walk-ins are not attributed
+    assert campaign["points"] == POINTS_PER_TAKEUP * campaign["n_converted"]
+    for heading in ("## The referral campaign", "### Attribution", "## Who learned what", "- Shortlist:"):
+        assert heading in text

@@ -35,7 +35,7 @@ def _tables() -> tuple[PartyTable, PartyTable]:
 
 def _provider_view(split: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Run the pipeline; return the labels in aligned order, the provider's received mask, and its byte count."""
-    from mpc_fl.pipeline import run_party
+    from mpc_fl.app.party import run_party
     from mpc_fl.runtime.mesh import Mesh
 
     bank, provider = _tables()

@@ -117,7 +117,7 @@ def test_one_flipped_byte_fails_the_run_with_an_integrity_error_naming_the_link(
 
 def _party_cmd(fed_file, role: str, key, data, timeout: float = 5.0) -> list[str]:  # noqa: ANN001
     return [
-        sys.executable, "-m", "mpc_fl.cli", "party", "--federation", str(fed_file), "--role", role,
+        sys.executable, "-m", "mpc_fl.app.cli", "party", "--federation", str(fed_file), "--role", role,
         "--key", str(key), "--data", str(data), "--protocol", "plain_lr", "--connect-timeout", str(timeout),
     ]  # fmt: skip
 

@@ -11,27 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpc_fl.models.store import ModelPartError, load_part, save_part
-from mpc_fl.runs import model_path, run_protocol_locally, score_locally
+from mpc_fl.app.local import model_path, run_protocol_locally, score_locally
+from mpc_fl.app.store import ModelPartError, load_part, save_part
+from mpc_fl.protocols import REGISTRY, cases
 from tests.budget import budget_s
 
 N = 800
-SMALL = {
-    "plain_lr": {},
-    "ss_lr": {"n_epochs": 2, "batch_size": 128},
-    "paillier_lr": {"n_epochs": 1, "batch_size": 200, "min_iterations": 0},
-    "plain_gbdt": {"n_trees": 3, "max_depth": 3, "n_bins": 16},
-    "ss_gbdt": {"n_trees": 2, "max_depth": 3, "n_bins": 16},
-    "ss_gbdt_oblivious": {"n_trees": 2, "max_depth": 3, "n_bins": 16, "oblivious": True},
-    "secureboost": {"n_trees": 2, "max_depth": 3, "n_bins": 16},
+#: Every lifecycle case of the registry, at a size for these 800 rows (same within a family).
+SIZE = {
+    "lr": {"n_epochs": 2, "batch_size": 200, "min_iterations": 0},
+    "gbdt": {"n_trees": 2, "max_depth": 3, "n_bins": 16},
 }
-#: SS scores carry fixed-point truncation noise; every other protocol scores exactly the same
-TOLERANCE = {"ss_lr": 2e-3, "ss_gbdt": 2e-3, "ss_gbdt_oblivious": 2e-3}
+SMALL = {c.name: (c.protocol, {**c.options, **SIZE[REGISTRY[c.protocol].family]}) for c in cases("lifecycle")}
 
 
-def _protocol(case: str) -> str:
-    """The protocol a case runs (a case may be a protocol with one option set)."""
-    return "ss_gbdt" if case == "ss_gbdt_oblivious" else case
+def _tolerance(case: str) -> float:
+    """SS scores carry fixed-point truncation noise; every other protocol scores exactly the same."""
+    return 2e-3 if REGISTRY[SMALL[case][0]].uses_crypten else 1e-6
 
 
 def _write(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -70,9 +66,9 @@ def trained(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("lifecycle")
     bank, prov = _files(tmp)
     out = {}
-    for protocol, opts in SMALL.items():
+    for protocol, (name, opts) in SMALL.items():
         rec = run_protocol_locally(
-            bank, [prov], _protocol(protocol), opts, tmp / protocol, split="stratified-public",
+            bank, [prov], name, opts, tmp / protocol, split="stratified-public",
             keep_scores=True, save_models=tmp / protocol / "models", timeout_s=budget_s(20),
         )  # fmt: skip
         out[protocol] = rec
@@ -82,8 +78,8 @@ def trained(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("protocol", list(SMALL))
 def test_a_saved_model_scores_a_fresh_file_like_the_model_in_memory(trained, protocol):
     rec = trained["runs"][protocol]
-    bank_report = rec["parties"]["bank"]
-    want = dict(zip(bank_report["test_ids"], bank_report["scores"], strict=True))
+    bank_report = rec.parties["bank"]
+    want = dict(zip(bank_report.test_ids, bank_report.scores, strict=True))
     tmp = trained["tmp"] / f"score-{protocol}"
     tmp.mkdir()
     ids = set(want)
@@ -92,18 +88,18 @@ def test_a_saved_model_scores_a_fresh_file_like_the_model_in_memory(trained, pro
     record = score_locally(
         new_bank, [new_prov], trained["tmp"] / protocol / "models", tmp / "run", timeout_s=budget_s(10)
     )
-    with open(record["scores_file"]) as fh:
+    with open(record.scores_file) as fh:
         got = {r["id"]: float(r["score"]) for r in csv.DictReader(fh)}
     assert set(got) == ids
     worst = max(abs(got[i] - want[i]) for i in ids)
-    assert worst <= TOLERANCE.get(protocol, 1e-6), worst
-    assert record["parties"].get("provider", {}).get("scores") is None  # only the bank learns scores
+    assert worst <= _tolerance(protocol), worst
+    assert record.parties["provider"].scores is None  # only the bank learns scores
 
 
 def _score_party(
     trained: dict, role: str, model: Path, data: Path, *extra: str
 ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mpc_fl.cli", "score-party", "--role", role, "--model", str(model),
+    cmd = [sys.executable, "-m", "mpc_fl.app.cli", "score-party", "--role", role, "--model", str(model),
            "--data", str(data), "--federation", str(trained["tmp"] / "nowhere.toml"), "--key", "none", *extra]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
@@ -126,10 +122,10 @@ def test_a_part_saved_by_another_protocol_version_is_refused(trained, tmp_path):
 def test_parts_of_two_different_models_do_not_score_together(trained, tmp_path):
     """Same protocol, two trainings: the bank's part of one and the provider's of the other."""
     rec = run_protocol_locally(
-        trained["bank"], [trained["provider"]], "ss_lr", SMALL["ss_lr"], tmp_path / "again",
+        trained["bank"], [trained["provider"]], *SMALL["ss_lr"], tmp_path / "again",
         split="stratified-public", save_models=tmp_path / "again" / "models",
     )  # fmt: skip
-    assert rec["models"]
+    assert rec.models
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for role, source in (

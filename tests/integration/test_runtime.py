@@ -77,7 +77,7 @@ def test_a_party_that_never_connects_is_named_by_the_others(tmp_path):
     bank = tmp_path / "bank.csv"
     bank.write_text("id,y,a\n1,0,0.1\n2,1,0.2\n3,0,0.3\n")
     cmd = [
-        sys.executable, "-m", "mpc_fl.cli", "party", "--role", "bank", "--data", str(bank),
+        sys.executable, "-m", "mpc_fl.app.cli", "party", "--role", "bank", "--data", str(bank),
         "--federation", str(fed_file), "--key", str(keys["bank"]),
         "--protocol", "plain_lr", "--connect-timeout", "3",
     ]  # fmt: skip
@@ -94,7 +94,7 @@ def test_bad_input_file_is_one_clear_line(tmp_path):
     bad = tmp_path / "bank.csv"
     bad.write_text("id,y,a\n1,0,0.1\n1,1,0.2\n")
     cmd = [
-        sys.executable, "-m", "mpc_fl.cli", "party", "--role", "bank", "--data", str(bad),
+        sys.executable, "-m", "mpc_fl.app.cli", "party", "--role", "bank", "--data", str(bad),
         "--federation", str(fed_file), "--key", str(keys["bank"]),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

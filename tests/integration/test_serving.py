@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpc_fl.runs import LocalService, run_protocol_locally
-from mpc_fl.serving import DecoySettings, EndpointSettings, serve_http
+from mpc_fl.app.local import LocalService, run_protocol_locally
+from mpc_fl.app.serving import DecoySettings, EndpointSettings, serve_http
 from tests.budget import budget_s
 
 N = 600
@@ -40,7 +40,7 @@ def _train(tmp: Path, protocol: str, seed: int, opts: dict) -> tuple[Path, Path,
         bank, [prov], protocol, opts, tmp / "train", split="stratified-public", keep_scores=True,
         save_models=tmp / "models", timeout_s=budget_s(20),
     )  # fmt: skip
-    want = dict(zip(rec["parties"]["bank"]["test_ids"], rec["parties"]["bank"]["scores"], strict=True))
+    want = dict(zip(rec.parties["bank"].test_ids, rec.parties["bank"].scores, strict=True))
     return bank, prov, tmp / "models", want
 
 

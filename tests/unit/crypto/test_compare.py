@@ -82,3 +82,19 @@ def test_three_parties_keep_cryptens_circuit():
     for r in res.values():
         assert r["result"]["applies"] is False
         assert r["result"]["lt"] == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_a_stray_import_of_compare_cannot_compare_over_unpatched_randomness() -> None:
+    """compare imports nothing back from secure_crypten: until secure_crypten installs it, ltz refuses."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from mpc_fl.crypto import compare\n"
+        "try:\n    compare.ltz(None)\nexcept RuntimeError as err:\n    print('refused:', err)\n"
+        "import mpc_fl.crypto.secure_crypten\n"
+        "print('installed:', compare.installed(), compare._rng_is_secure())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    assert "refused: comparisons need mpc_fl.crypto.secure_crypten's randomness" in out
+    assert "installed: True True" in out  # the positive control: the install chain arms it

@@ -128,8 +128,8 @@ def test_help_text_names_both_splits_and_the_risk() -> None:
 
 
 def test_split_rows_sends_the_same_mask_to_providers() -> None:
+    from mpc_fl.app.party import split_rows
     from mpc_fl.data.party_table import PartyTable
-    from mpc_fl.pipeline import split_rows
     from mpc_fl.runtime.local import ThreadContext, run_in_threads
 
     y = _synthetic_labels(300)

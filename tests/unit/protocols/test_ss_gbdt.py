@@ -142,11 +142,11 @@ def test_tournament_finds_the_first_maximum():
         import torch
 
         from mpc_fl.crypto.secure_crypten import crypten
-        from mpc_fl.protocols.ss_gbdt import _argmax_first
+        from mpc_fl.crypto.share_math import argmax_first
 
         out = []
         for x in (rows, wide.tolist(), [[1.5], [0.0]]):
-            onehot = _argmax_first(crypten.cryptensor(torch.tensor(x), src=0))
+            onehot = argmax_first(crypten.cryptensor(torch.tensor(x), src=0))
             out.append(onehot.get_plain_text().round().long().tolist())
         return out
 
@@ -207,20 +207,20 @@ def test_oblivious_mode_matches_plaintext_and_reveals_no_split():
 
 
 def test_independent_products_share_one_round_and_stay_exact_where_an_operand_is_an_integer():
-    """``_products``: bit x value pairs exact (no truncation), value x value pairs truncated, one opening."""
+    """``share_math.products``: bit x value pairs exact (no truncation), value x value pairs truncated, one opening."""
 
     def fn(session):  # noqa: ANN001, ANN202
         import torch
 
         from mpc_fl.crypto.secure_crypten import crypten
-        from mpc_fl.protocols.ss_gbdt import _products
+        from mpc_fl.crypto.share_math import products
 
         bits = crypten.cryptensor(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), precision=0)
         vals = crypten.cryptensor(torch.tensor([[2.5, -1.25], [1e-4, -300.0]]))
         x = crypten.cryptensor(torch.tensor([1.5, -2.0, 0.1]))
         led = session.channel.ledger
         with session.channel.phase("scoring"):
-            exact, fixed = _products([(bits, vals), (x, x)])
+            exact, fixed = products([(bits, vals), (x, x)])
         rounds = led.by_phase["scoring"].rounds
         return {
             "exact_raw": exact._tensor.reveal().tolist(),  # the ring integers: bit times encoded value

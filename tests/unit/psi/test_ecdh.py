@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from nacl import bindings as sodium
 
-from mpc_fl.psi import PSIResult, run_psi
-from mpc_fl.psi.ecdh import PHASE, canonical_ids, hash_to_group
+from mpc_fl.psi.ecdh import PHASE, PSIResult, canonical_ids, hash_to_group, run_psi
 from mpc_fl.runtime.channel import Channel, LocalChannel
 
 ROLES = ("bank", "provider")

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpc_fl.app.serving.features import FeatureStore
+from mpc_fl.app.serving.service import BankService, DecoySettings, ServiceSettings, _provider_queries
 from mpc_fl.crypto.prg import PRG
-from mpc_fl.serving.features import FeatureStore
-from mpc_fl.serving.service import BankService, DecoySettings, ServiceSettings, _provider_queries
 
 K = 4
 N_BANK = 400
@@ -236,8 +236,8 @@ def test_the_provider_service_joins_again_after_any_error(monkeypatch):
     """Why: the provider's service once exited on any error that was not a connection error."""
     import contextlib
 
-    import mpc_fl.pipeline
-    import mpc_fl.serving.service as service
+    import mpc_fl.app.party
+    import mpc_fl.app.serving.service as service
 
     outcomes = iter([RuntimeError("a bad query"), ValueError("a store error"), KeyboardInterrupt()])
     joined = []
@@ -250,7 +250,7 @@ def test_the_provider_service_joins_again_after_any_error(monkeypatch):
     def queries(*args: object) -> None:
         raise next(outcomes)
 
-    monkeypatch.setattr(mpc_fl.pipeline, "load_model", lambda *a: _Model())
+    monkeypatch.setattr(mpc_fl.app.party, "load_model", lambda *a: _Model())
     monkeypatch.setattr(service, "_check_columns", lambda *a: None)
     monkeypatch.setattr(service, "_session", session)
     monkeypatch.setattr(service, "_provider_queries", queries)

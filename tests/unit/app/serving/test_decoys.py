@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from mpc_fl.serving.decoys import AnonymitySets, DecoyError
+from mpc_fl.app.serving.decoys import AnonymitySets, DecoyError
 
 POPULATION = [f"sme-{i}" for i in range(1003)]
 

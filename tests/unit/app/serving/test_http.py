@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mpc_fl.serving.http import EndpointSettings, serve_http, token_from_file
-from mpc_fl.serving.service import Scored
+from mpc_fl.app.serving.http import EndpointSettings, serve_http, token_from_file
+from mpc_fl.app.serving.service import Scored
 
 TOKEN = "t" * 43
 

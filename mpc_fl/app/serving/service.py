@@ -2,13 +2,13 @@
 
 Bank, provider(s) and dealer each start once and keep their authenticated links open; the bank
 then scores applications as they come, through :meth:`BankService.score` (Python) or the HTTP
-endpoint of :mod:`mpc_fl.serving.http`.
+endpoint of :mod:`mpc_fl.app.serving.http`.
 
 Per query (one application or a micro-batch of them):
 
 1. the bank looks up its own features of the ids; an id it cannot score never leaves the bank;
 2. it sends each provider the ids to score: every applicant's whole anonymity set
-   (:mod:`mpc_fl.serving.decoys`), so the provider learns that one of at least ``k + 1`` SMEs
+   (:mod:`mpc_fl.app.serving.decoys`), so the provider learns that one of at least ``k + 1`` SMEs
    applied, and the same set whichever of them it was, however often it is asked;
 3. each provider reads those ids from its own feature store and answers which ones it cannot
    score, without saying why (the reason stays in its own log);
@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from mpc_fl.app.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS, REVEALS, AnonymitySets
+from mpc_fl.app.serving.features import MAX_ID_CHARS, FeatureStore
 from mpc_fl.protocols.base import BANK, LocalData
 from mpc_fl.runtime.errors import ProtocolMismatchError
 from mpc_fl.runtime.federation import Federation
-from mpc_fl.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS, REVEALS, AnonymitySets
-from mpc_fl.serving.features import MAX_ID_CHARS, FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def serve_provider(
     Why any: the service must outlive one bad query or session (a malformed request, a store
     error, a peer that leaves mid-protocol); a bad model or store fails before the loop, at start.
     """
-    from mpc_fl.pipeline import load_model
+    from mpc_fl.app.party import load_model
 
     model = load_model(settings.model_path, settings.role)
     _check_columns(model, settings.store)
@@ -207,7 +207,7 @@ class BankService:
         model: Any = None,
     ):  # fmt: skip
         """``model``: the bank's loaded part when the caller has it (else it is read from ``settings``)."""
-        from mpc_fl.pipeline import load_model
+        from mpc_fl.app.party import load_model
 
         self.decoys = decoys or DecoySettings()
         self.decoys.validate()
@@ -300,8 +300,8 @@ class BankService:
             except queue.Empty:
                 if self._stop.is_set():
                     return None
-                if session.channel.mesh.broken is not None:
-                    raise session.channel.mesh.broken from None
+                if session.channel.broken is not None:
+                    raise session.channel.broken from None
         if first is None:
             return None
         batch, n = [first], len(first.ids)

@@ -1,9 +1,9 @@
 """Start party processes (and the dealer) as commands, watch them, stop all if one fails.
 
-Used by ``mpc-fl run`` and the demo for local experiments. Each party is an independent
-OS process running ``mpc-fl party`` with its own key file; the launcher only makes a
-local federation (fresh keys, free ports on 127.0.0.1), starts and watches the
-processes, so the same commands can be started by hand on different hosts instead.
+Used by ``mpc-fl run``, ``mpc-fl score`` and the demo for local runs. Each party is an
+independent OS process running ``mpc-fl party --job FILE`` with its own key file; the launcher
+only makes a local federation (fresh keys, free ports on 127.0.0.1), starts and watches the
+processes, so the same jobs can be started by hand on different hosts instead.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from mpc_fl.runtime.federation import DEALER, federation_text, local_federation
+from mpc_fl.app.jobs import Job, write_job
+from mpc_fl.runtime.federation import federation_text, local_federation
 from mpc_fl.runtime.local import PartyFailed, describe_failures
 from mpc_fl.runtime.progress import PREFIX
+from mpc_fl.runtime.roles import DEALER
 
 
 def _error_line(path: Path) -> str:
@@ -130,64 +132,54 @@ def _clear_earlier_run(out_dir: Path, roles: list[str]) -> None:
     failed run cannot be mistaken for the earlier one's results (the keys are replaced too)."""
     for name in [*(f"{r}.json" for r in roles), "run.json", "federation.toml"]:
         (out_dir / name).unlink(missing_ok=True)
+    for job in (out_dir / "jobs").glob("*.job.json"):
+        job.unlink()
     logs = out_dir / "logs"
     if logs.is_dir():
         for log in logs.glob("*.log"):
             log.unlink()
 
 
-def provider_roles(n_providers: int) -> list[str]:
-    return ["provider"] if n_providers == 1 else [f"provider{i + 1}" for i in range(n_providers)]
-
-
-def run_parties_locally(
-    bank: Path,
-    providers: list[Path],
-    out_dir: Path,
-    *,
-    dealer: bool,
-    subcommand: str = "party",
-    args: list[str] = (),  # type: ignore[assignment]
-    role_args: dict[str, list[str]] | None = None,
-    connect_timeout: float = 60.0,
-    insecure_cleartext: bool = False,
-    emulate: tuple[float, float] = (0.0, 0.0),
-    relay_progress: bool = False,
-    timeout_s: float = 3600.0,
+def run_jobs(
+    jobs: dict[str, Job], out_dir: Path, *, relay_progress: bool = False, timeout_s: float = 3600.0
 ) -> tuple[dict[str, dict], float]:
-    """Start every party (and the dealer if ``dealer``) as its own ``mpc-fl`` process over a fresh local
-    federation; return each party's report (``--out`` JSON) and the wall time.
+    """Start every member's job as its own ``mpc-fl <command> --job FILE`` process; return each
+    party's report (its job's ``out`` JSON) and the wall time.
 
-    ``args`` go to every ``mpc-fl <subcommand>`` (protocol, alignment, flags), ``role_args`` to
-    one party's only (the bank's secret split key, each party's model part). ``emulate``: the
-    round-trip time (ms) and bandwidth (Mbit/s, 0: unpaced) every member's links emulate.
+    Each job is written to ``out_dir/jobs/<role>.job.json``: the child reads and validates it, so
+    nothing is written back out as command-line flags.
     """
-    roles = ["bank", *provider_roles(len(providers))]
-    files = dict(zip(roles, [bank, *providers], strict=True))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _clear_earlier_run(out_dir, [*roles, DEALER])
-    fed, keys = local_federation(tuple(roles), out_dir / "keys", dealer=dealer)
-    fed_file = out_dir / "federation.toml"
-    fed_file.write_text(federation_text(list(fed.members)))
-    common = ["--federation", str(fed_file), "--connect-timeout", str(connect_timeout)]
-    if insecure_cleartext:
-        common.append("--insecure-cleartext")
-    if any(emulate):
-        common += ["--emulate-rtt-ms", str(emulate[0]), "--emulate-mbit", str(emulate[1])]
-    py = [sys.executable, "-m", "mpc_fl.cli"]
+    py = [sys.executable, "-m", "mpc_fl.app.cli"]
     commands = {
-        r: [*py, subcommand, "--role", r, "--key", str(keys[r]), "--data", str(f),
-            "--out", str(out_dir / f"{r}.json"), *common, *args, *(role_args or {}).get(r, ())]
-        for r, f in files.items()
-    }  # fmt: skip
-    if dealer:
-        commands[DEALER] = [*py, "dealer", "--key", str(keys[DEALER]), *common]
-    for role, cmd in commands.items():  # each process keeps its details (tracebacks) in its own log file
-        cmd += ["--log", str(out_dir / "logs" / f"{role}.detail.log")]
+        role: [*py, _COMMAND[job.kind], "--job", str(write_job(job, out_dir / "jobs" / f"{role}.job.json"))]
+        for role, job in jobs.items()
+    }
     t0 = time.perf_counter()
     launch(
         commands, out_dir / "logs", env={"PYTHONWARNINGS": "ignore"}, timeout_s=timeout_s,
         relay="bank" if relay_progress else None,
     )  # fmt: skip
     wall = time.perf_counter() - t0
-    return {r: json.loads((out_dir / f"{r}.json").read_text()) for r in roles}, wall
+    reports = {r: json.loads(Path(j.out).read_text()) for r, j in jobs.items() if getattr(j, "out", None)}
+    return reports, wall
+
+
+#: the command that runs each kind of job
+_COMMAND = {
+    "train": "party",
+    "score": "score-party",
+    "shortlist": "shortlist-party",
+    "attribute": "attribute-party",
+    "dealer": "dealer",
+}
+
+
+def local_members(out_dir: Path, roles: list[str], dealer: bool) -> tuple[Path, dict[str, Path]]:
+    """A fresh local federation for one run in ``out_dir`` (its file and each member's key file),
+    after clearing what an earlier run left there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_earlier_run(out_dir, [*roles, DEALER])
+    fed, keys = local_federation(tuple(roles), out_dir / "keys", dealer=dealer)
+    fed_file = out_dir / "federation.toml"
+    fed_file.write_text(federation_text(list(fed.members)))
+    return fed_file, keys

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpc_fl.models.store import (
+from mpc_fl.app.store import (
     DIGEST,
     META,
     PART_FORMAT,
@@ -94,7 +94,7 @@ def test_the_part_is_0600_even_over_leftover_world_readable_files(tmp_path):
 
 
 def test_a_folder_that_cannot_be_written_fails_in_one_line(tmp_path, monkeypatch):
-    import mpc_fl.models.store as store
+    import mpc_fl.app.store as store
 
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - as a read-only folder would (root ignores modes)
         raise PermissionError(13, "Permission denied")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mpc_fl.runtime.launch import launch
+from mpc_fl.app.launch import launch
 from mpc_fl.runtime.local import PartyFailed
 
 

@@ -1,9 +1,9 @@
 """Scoring with a saved joint model: the parties' services, the bank's decoys and its HTTP endpoint.
 
-:mod:`~mpc_fl.serving.service` runs the parties' long-lived sessions and the per-query protocol,
-:mod:`~mpc_fl.serving.decoys` hides each applicant from the providers among a fixed anonymity set,
-:mod:`~mpc_fl.serving.http` guards and bounds the bank's endpoint, and
-:mod:`~mpc_fl.serving.features` reads a party's own features by id.
+:mod:`~mpc_fl.app.serving.service` runs the parties' long-lived sessions and the per-query protocol,
+:mod:`~mpc_fl.app.serving.decoys` hides each applicant from the providers among a fixed anonymity set,
+:mod:`~mpc_fl.app.serving.http` guards and bounds the bank's endpoint, and
+:mod:`~mpc_fl.app.serving.features` reads a party's own features by id.
 """
 
 from importlib import import_module

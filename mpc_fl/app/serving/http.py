@@ -9,7 +9,7 @@ told otherwise, and off loopback it speaks HTTPS only (the token must not cross 
 Why bounded: a slow, huge or malformed request must not hold a thread, wedge the scoring queue
 or go unanswered. Each connection has a deadline for sending its request; bodies need a
 ``Content-Length`` within :attr:`EndpointSettings.max_body_bytes`; a request carries at most
-``max_ids`` ids of at most :data:`~mpc_fl.serving.features.MAX_ID_CHARS` characters; scoring has a
+``max_ids`` ids of at most :data:`~mpc_fl.app.serving.features.MAX_ID_CHARS` characters; scoring has a
 time limit; connections beyond ``max_connections`` get 503 at once. Every failure is answered
 in JSON. ``/health`` never waits for the scoring queue and says whether scoring is stuck.
 """
@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from mpc_fl.serving.features import MAX_ID_CHARS
+from mpc_fl.app.serving.features import MAX_ID_CHARS
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ is missing or stopped; exit 1 for an internal error, whose traceback goes to the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import faulthandler
 import json
 import logging
@@ -18,11 +17,10 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mpc_fl.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS
+from mpc_fl.app.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -49,16 +47,22 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _federation(args: argparse.Namespace):  # noqa: ANN202 - a Federation
-    from mpc_fl.runtime.federation import load_federation
+def _links(args: argparse.Namespace):  # noqa: ANN202 - a Links
+    from mpc_fl.app.jobs import Links
 
-    return load_federation(
-        Path(args.federation),
-        connect_timeout_s=args.connect_timeout,
-        insecure_cleartext=args.insecure_cleartext,
-        emulated_rtt_ms=args.emulate_rtt_ms,
-        emulated_mbit=args.emulate_mbit,
-    )
+    if not (args.federation and args.key):
+        raise ValueError(f"`mpc-fl {args.command}` needs --federation and --key (or --job FILE)")
+    return Links(
+        federation=args.federation, key=args.key, listen=args.listen, connect_timeout_s=args.connect_timeout,
+        insecure_cleartext=args.insecure_cleartext, emulate_rtt_ms=args.emulate_rtt_ms,
+        emulate_mbit=args.emulate_mbit, quiet=args.quiet, log=args.log,
+    )  # fmt: skip
+
+
+def _federation(args: argparse.Namespace):  # noqa: ANN202 - a Federation
+    from mpc_fl.app.party import federation_of
+
+    return federation_of(_links(args))
 
 
 def _listen(args: argparse.Namespace) -> tuple[str, int] | None:
@@ -101,10 +105,8 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_member_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--federation", required=True, help="the federation file (members, addresses, certificates)"
-    )
-    p.add_argument("--key", required=True, help="this member's key file (from `mpc-fl keygen`)")
+    p.add_argument("--federation", help="the federation file (members, addresses, certificates)")
+    p.add_argument("--key", help="this member's key file (from `mpc-fl keygen`)")
     p.add_argument(
         "--listen", default=None, metavar="HOST:PORT", help="listen here instead of the federation address"
     )
@@ -112,94 +114,91 @@ def _add_member_args(p: argparse.ArgumentParser) -> None:
     _add_output_args(p)
 
 
-@contextlib.contextmanager
-def _peers_told_on_failure(args: argparse.Namespace, role: str, dealer: bool) -> Iterator[None]:
-    """A party whose own input is bad still joins long enough to tell every member why it stops.
+def _job(args: argparse.Namespace, build):  # noqa: ANN001, ANN202 - the command's job
+    """The job of ``--job FILE``, else the one its flags describe; validated either way, once."""
+    from mpc_fl.app.jobs import read_job
 
-    Without this, the others waited out their connect timeout and then named the wrong member.
-    Its own files are checked first; the federation file is read only to tell the others (if it
-    is bad too, there is nobody to tell, and the first error stands).
-    """
-    try:
-        yield
-    except Exception as err:
-        from mpc_fl.runtime.session import one_line, tell_peers_of_failure
+    job = read_job(Path(args.job)) if args.job else build(args).validate()
+    args.role, args.log = job.role, job.links.log  # the job names who is speaking and where details go
+    return job
 
-        # the line comes now; telling the others takes at most TELL_PEERS_S
+
+def _train_job(args: argparse.Namespace):  # noqa: ANN202 - a TrainJob
+    from mpc_fl.app.jobs import TrainJob
+
+    if not (args.role and args.data):
+        raise ValueError("`mpc-fl party` needs --role and --data (or --job FILE)")
+    return TrainJob(
+        role=args.role, data=args.data, protocol=args.protocol, options=parse_options(args.param),
+        links=_links(args), id_col=args.id_col, align=args.align, split=args.split, split_key=args.split_key,
+        keep_scores=args.keep_scores, save_model=args.save_model, insecure_tfp=args.insecure_tfp, out=args.out,
+        features=args.features,
+    )  # fmt: skip
+
+
+def _score_job(args: argparse.Namespace):  # noqa: ANN202 - a ScoreJob
+    from mpc_fl.app.jobs import ScoreJob
+
+    if not (args.role and args.data and args.model):
+        raise ValueError("`mpc-fl score-party` needs --role, --data and --model (or --job FILE)")
+    return ScoreJob(
+        role=args.role, data=args.data, model=args.model, links=_links(args), id_col=args.id_col,
+        label_col=args.label_col, align=args.align, out=args.out, scores=args.scores,
+    )  # fmt: skip
+
+
+def _shortlist_job(args: argparse.Namespace):  # noqa: ANN202 - a ShortlistJob
+    from mpc_fl.app.jobs import ShortlistJob
+
+    if not (args.role and args.model):
+        raise ValueError("`mpc-fl shortlist-party` needs --role and --model (or --job FILE)")
+    return ShortlistJob(
+        role=args.role, model=args.model, links=_links(args), data=args.data, id_col=args.id_col,
+        top_k=args.top_k, threshold=args.threshold, reveal_scores=args.reveal_scores,
+        drop_known=args.drop_known, shortlist=args.shortlist, out=args.out,
+    )  # fmt: skip
+
+
+def _attribute_job(args: argparse.Namespace):  # noqa: ANN202 - an AttributeJob
+    from mpc_fl.app.jobs import AttributeJob
+
+    if not (args.role and args.data):
+        raise ValueError("`mpc-fl attribute-party` needs --role and --data (or --job FILE)")
+    return AttributeJob(
+        role=args.role, data=args.data, links=_links(args), id_col=args.id_col, align=args.align,
+        points_per_takeup=args.points_per_takeup, matches=args.matches, out=args.out,
+    )  # fmt: skip
+
+
+def _dealer_job(args: argparse.Namespace):  # noqa: ANN202 - a DealerJob
+    from mpc_fl.app.jobs import DealerJob
+
+    return DealerJob(_links(args), forever=args.forever)
+
+
+def _say_first(args: argparse.Namespace):  # noqa: ANN202
+    """How a party whose own input is bad gives its line before it tells the others."""
+
+    def say(err: BaseException) -> None:
         _report(args, err, Path(args.log) if args.log else None)
         err.add_note(_REPORTED)
-        try:
-            fed = _federation(args)
-        except Exception:  # noqa: BLE001 - nobody can be told; the input's error is what the user sees
-            raise err from None
-        if role in fed.roles:
-            reason = f"{role}: {one_line(err)}"
-            tell_peers_of_failure(fed, role, Path(args.key), reason, dealer=dealer, within_s=TELL_PEERS_S)
-        raise
+
+    return say
 
 
-#: How long a party whose input is bad waits for the other members to be ready to hear why.
-TELL_PEERS_S = 10.0
 _REPORTED = "mpc_fl: already reported"
 
 
-def _needs_dealer(protocol: str, insecure_tfp: bool = False) -> bool:
-    """Whether this protocol's run has a dealer (an unknown protocol: assume it may)."""
-    from mpc_fl.protocols import REGISTRY, uses_crypten
-
-    return protocol not in REGISTRY or (uses_crypten(protocol) and not insecure_tfp)
-
-
 def cmd_party(args: argparse.Namespace) -> int:
-    from mpc_fl.protocols import check_options, full_options, uses_crypten
+    from mpc_fl.app.party import train
 
-    role = args.role
-    with _peers_told_on_failure(args, role, _needs_dealer(args.protocol, args.insecure_tfp)):
-        # this party's own file is checked before anything slow is imported or any peer is contacted
-        from mpc_fl.data.party_table import load_party_csv
-
-        table = load_party_csv(args.data, role="bank" if role == "bank" else "provider", id_col=args.id_col)
-        options = check_options(args.protocol, parse_options(args.param))
-        split_key = None
-        if args.split_key:
-            if role != "bank":
-                raise ValueError("--split-key is the bank's secret; providers do not take it")
-            from mpc_fl.data.split import load_split_key
-
-            split_key = load_split_key(Path(args.split_key))
-    fed = _federation(args)
-    if role not in fed.roles:
-        raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
-    crypten = uses_crypten(args.protocol)
-    hello = {
-        "protocol": args.protocol,
-        "params": full_options(args.protocol, options),
-        "alignment": args.align,
-        "split": args.split,
-    }
-    from mpc_fl.pipeline import run_party
-    from mpc_fl.runtime.session import connect, process_age_s
-
-    with connect(
-        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet,
-        dealer=crypten and not args.insecure_tfp,
-    ) as session:  # fmt: skip
-        report = run_party(
-            session, table, args.protocol, options,
-            alignment=args.align, split=args.split, split_key=split_key, keep_scores=args.keep_scores,
-            save_model=Path(args.save_model) if args.save_model else None,
-        )  # fmt: skip
-        report.ready_s = session.ready_s
-    report.wall_s = process_age_s()
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    report = train(args.job_, _say_first(args))
     _print_party_result(report)
     return 0
 
 
 def _print_party_result(report) -> None:  # noqa: ANN001
-    from mpc_fl.runs import DROPPED_WARNING
+    from mpc_fl.app.local import DROPPED_WARNING
 
     quality = ", ".join(f"{k} {v:.4f}" for k, v in report.metrics.items() if k in ("auc", "ks"))
     dropped = report.n_input - report.n_aligned
@@ -218,60 +217,97 @@ def _print_party_result(report) -> None:  # noqa: ANN001
 
 
 def cmd_score_party(args: argparse.Namespace) -> int:
-    from mpc_fl.data.party_table import load_party_csv
+    from mpc_fl.app.party import score
 
-    role = args.role
-    with _peers_told_on_failure(args, role, dealer=True):
-        kind = "bank-scoring" if role == "bank" else "provider"  # labels are optional in a file to score
-        table = load_party_csv(args.data, role=kind, id_col=args.id_col, label_col=args.label_col)
-        from mpc_fl.pipeline import load_model
-
-        model = load_model(Path(args.model), role)  # refuses another role's part or another version
-    fed = _federation(args)
-    if role not in fed.roles:
-        raise ValueError(f"--role {role!r} is not a computing party of the federation {fed.roles}")
-    from mpc_fl.pipeline import score_party
-    from mpc_fl.protocols import uses_crypten
-    from mpc_fl.runtime.session import connect, process_age_s
-
-    hello = {
-        "mode": "score",
-        "protocol": model.part.protocol,
-        "model": model.part.fingerprint,
-        "alignment": args.align,
-    }
-    crypten = uses_crypten(model.part.protocol)
-    with connect(
-        fed, role, Path(args.key), uses_crypten=crypten, listen=_listen(args), hello=hello, quiet=args.quiet
-    ) as session:
-        report = score_party(session, table, model, alignment=args.align)
-    report.wall_s = process_age_s()
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report.to_dict(), indent=1, default=str))
-    if report.scores is not None and args.scores:
-        _write_scores(Path(args.scores), report.ids, report.scores)
+    job = args.job_
+    report = score(job, _say_first(args))
     unscored = report.n_input - report.n_aligned
     print(
-        f"[{role}] {report.protocol} model {report.model[:12]}: scored {report.n_aligned:,} customers "
+        f"[{job.role}] {report.protocol} model {report.model[:12]}: scored {report.n_aligned:,} customers "
         f"({unscored:,} of this party's {report.n_input:,} rows are not at every party) in {report.score_s:.2f} s"
-        + (f" -> {args.scores}" if report.scores is not None and args.scores else "")
+        + (f" -> {job.scores}" if report.scores is not None and job.scores else "")
     )
     return 0
 
 
-def _write_scores(path: Path, ids: list[str], scores: list[float]) -> None:
-    import csv
+def cmd_shortlist_party(args: argparse.Namespace) -> int:
+    from mpc_fl.app.referral import shortlist
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "score"])
-        w.writerows((i, f"{s:.6f}") for i, s in zip(ids, scores, strict=True))
+    job = args.job_
+    report = shortlist(job, _say_first(args))
+    print(
+        shortlist_line(job.role, report)
+        + (f" -> {job.shortlist}" if report.shortlist and job.shortlist else "")
+    )
+    return 0
+
+
+def shortlist_line(role: str, report) -> str:  # noqa: ANN001 - a ShortlistReport
+    how = "the top K" if report.selection == "top_k" else "at or above the bank's threshold"
+    said = (
+        ""
+        if role == "bank"
+        else (" with their scores" if report.scores is not None else ", not their scores")
+    )
+    dropped = f", {report.n_dropped_known:,} known customers left out" if report.n_dropped_known else ""
+    return (
+        f"[{role}] {report.protocol} prospect model {report.model[:12]}: {report.k:,} of {report.n_scored:,} "
+        f"prospects on the shortlist ({how}{said}{dropped}) in {report.score_s:.2f} s"
+    )
+
+
+def cmd_attribute_party(args: argparse.Namespace) -> int:
+    from mpc_fl.app.referral import attribute
+
+    job = args.job_
+    report = attribute(job, _say_first(args))
+    print(attribution_line(job.role, report) + (f" -> {job.matches}" if job.matches else ""))
+    return 0
+
+
+def attribution_line(role: str, report) -> str:  # noqa: ANN001 - an AttributeReport
+    mine, theirs = ("referred SMEs", "take-ups") if role != "bank" else ("take-ups", "referred SMEs")
+    points = f"; {report.points:,} reward points" if report.points else ""
+    return (
+        f"[{role}] {report.n_matched:,} of its {report.n_input:,} {mine} are among the other side's "
+        f"{report.n_peer:,} {theirs}{points}"
+    )
+
+
+def cmd_shortlist(args: argparse.Namespace) -> int:
+    from mpc_fl.app.local import shortlist_locally
+
+    out_dir = Path(args.out_dir) / f"shortlist-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = shortlist_locally(
+        Path(args.prospects), Path(args.models), out_dir, top_k=args.top_k, threshold=args.threshold,
+        reveal_scores=args.reveal_scores, drop_known=args.drop_known, id_col=args.id_col,
+        insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
+        emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet,
+    )  # fmt: skip
+    (out_dir / "shortlist.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
+    for role, report in record.parties.items():
+        print(shortlist_line(role, report))
+    print(f"shortlist (the platform's) -> {record.shortlist_file}")
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from mpc_fl.app.local import attribute_locally
+
+    out_dir = Path(args.out_dir) / f"attribute-{time.strftime('%Y%m%d-%H%M%S')}"
+    record = attribute_locally(
+        Path(args.referred), Path(args.takeups), out_dir, points_per_takeup=args.points_per_takeup,
+        id_col=args.id_col, align=args.align, insecure_cleartext=args.insecure_cleartext,
+        connect_timeout=args.connect_timeout, emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet,
+    )  # fmt: skip
+    (out_dir / "attribution.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
+    for role, report in record.parties.items():
+        print(attribution_line(role, report) + f" -> {record.matches[role]}")
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from mpc_fl.runs import score_locally
+    from mpc_fl.app.local import score_locally
 
     out_dir = Path(args.out_dir) / f"score-{time.strftime('%Y%m%d-%H%M%S')}"
     record = score_locally(
@@ -279,10 +315,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         align=args.align, insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
         emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet,
     )  # fmt: skip
-    (out_dir / "score.json").write_text(json.dumps(record, indent=1, default=str))
+    (out_dir / "score.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
     print(
-        f"{record['protocol']} model {record['model'][:12]}: scored {record['n_aligned']:,} customers in "
-        f"{record['score_s']:.2f} s (wall {record['wall_s']:.1f} s) -> {record['scores_file']}"
+        f"{record.protocol} model {record.model[:12]}: scored {record.n_aligned:,} customers in "
+        f"{record.score_s:.2f} s (wall {record.wall_s:.1f} s) -> {record.scores_file}"
     )
     return 0
 
@@ -291,8 +327,8 @@ def _feature_store(args: argparse.Namespace, model_path: Path, role: str):  # no
     """The party's own features by id: an SQLite table, or its CSV loaded into a temporary one."""
     import tempfile
 
-    from mpc_fl.models.store import load_part
-    from mpc_fl.serving import FeatureStore
+    from mpc_fl.app.serving import FeatureStore
+    from mpc_fl.app.store import load_part
 
     source = Path(args.features)
     if source.suffix.lower() == ".csv":
@@ -304,7 +340,7 @@ def _feature_store(args: argparse.Namespace, model_path: Path, role: str):  # no
 
 def _endpoint_settings(args: argparse.Namespace):  # noqa: ANN202 - an EndpointSettings
     """``--http [HOST]:PORT`` and its token, checked before anything connects."""
-    from mpc_fl.serving import EndpointSettings, token_from_file
+    from mpc_fl.app.serving import EndpointSettings, token_from_file
 
     host, sep, port = args.http.rpartition(":")
     if not sep or not port.isdigit():
@@ -333,7 +369,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
 
-    from mpc_fl.serving import (
+    from mpc_fl.app.serving import (
         SERVICE_OP_TIMEOUT_S,
         BankService,
         DecoySettings,
@@ -393,13 +429,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_dealer(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from mpc_fl.app.party import federation_of
+    from mpc_fl.app.serving import SERVICE_OP_TIMEOUT_S
+    from mpc_fl.runtime.federation import parse_address
     from mpc_fl.runtime.session import serve_dealer
-    from mpc_fl.serving import SERVICE_OP_TIMEOUT_S
 
-    fed = _federation(args)
-    if args.forever:  # a scoring service's dealer idles between queries and joins again after each session
+    job = args.job_
+    fed = federation_of(job.links)
+    if job.forever:  # a scoring service's dealer idles between queries and joins again after each session
         fed = dataclasses.replace(fed, op_timeout_s=SERVICE_OP_TIMEOUT_S)
-    served = serve_dealer(fed, Path(args.key), listen=_listen(args), forever=args.forever)
+    listen = parse_address(job.links.listen) if job.links.listen else None
+    served = serve_dealer(fed, Path(job.links.key), listen=listen, forever=job.forever)
     print(f"[dealer] run complete: served {served:,} requests")
     return 0
 
@@ -433,7 +473,7 @@ def cmd_federation(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mpc_fl.runs import alignment_summary, result_line, run_protocol_locally
+    from mpc_fl.app.local import alignment_summary, result_line, run_protocol_locally
 
     out_dir = Path(args.out_dir) / f"{args.protocol}-{time.strftime('%Y%m%d-%H%M%S')}"
     options = parse_options(args.param)
@@ -442,20 +482,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         align=args.align, split=args.split, split_key=Path(args.split_key) if args.split_key else None,
         insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
         emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
-        save_models=Path(args.save_models) if args.save_models else None,
+        save_models=Path(args.save_models) if args.save_models else None, features=args.features,
     )  # fmt: skip
-    print(
-        result_line(
-            args.protocol,
-            record["metrics"],
-            record["parties"],
-            record["fit_s"],
-            record["wall_s"],
-            record["traffic"]["total"],
-        )  # fmt: skip
-        + f"  ->  {out_dir / 'run.json'}"
-    )
-    for warning in alignment_summary(record["parties"])[1]:
+    print(f"{result_line(record)}  ->  {out_dir / 'run.json'}")
+    for warning in alignment_summary(record.parties)[1]:
         print(warning, file=sys.stderr)
     return 0
 
@@ -470,27 +500,47 @@ def cmd_protocols(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mpc_fl.demo import run_demo
+    from mpc_fl.app.demo import run_demo
 
     run_demo(Path(args.out_dir), n_bank=args.rows, quick=args.quick, quiet=args.quiet)
     return 0
 
 
-PROTOCOL_HELP = (
-    "plain_lr, plain_gbdt, ss_lr, ss_gbdt, paillier_lr or secureboost (`mpc-fl protocols` describes them)"
+FEATURES_HELP = (
+    "all: every party's features; providers: a prospect model (the bank gives its labels only), "
+    "which can score the platform's own SMEs with `mpc-fl shortlist`"
 )
-#: Same as mpc_fl.pipeline.ALIGNMENTS (kept here so --help needs no heavy import).
-ALIGN_CHOICES = ("psi", "ecdh", "kkrt", "sorted")
-ALIGN_HELP = (
-    "how the parties find their common customers: psi = RR22 OT-based PSI (default, fastest), "
-    "ecdh = ECDH-PSI, kkrt = KKRT OT-based PSI (all three reveal only the set sizes and the "
-    "intersection); sorted = the files already hold the same ids (checked by hash)"
+DROP_KNOWN_HELP = (
+    "provider only: leave out prospects the model was trained on (already the bank's customers) "
+    "instead of refusing the file"
 )
+REVEAL_HELP = (
+    "both parties must say so: the platform also gets every prospect's score (the bank's model "
+    "evaluated on its rows, enough to fit a copy of the model on its own features); default: "
+    "only which prospects are on the list"
+)
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="bank: the K best prospects")
+    p.add_argument(
+        "--threshold", type=float, default=None, metavar="P",
+        help="bank: every prospect whose take-up probability is at least P (kept secret from the platform)",
+    )  # fmt: skip
+    p.add_argument("--reveal-scores", action="store_true", help=REVEAL_HELP)
+
+
+JOB_HELP = "run the job in this file (what a local run hands each process); the other flags are ignored"
 PARAM_HELP = "a protocol parameter, repeatable; `mpc-fl protocols NAME` lists them with their defaults"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mpc_fl.app.jobs import FEATURES
     from mpc_fl.data.split import SPLIT_HELP, SPLIT_KEY_HELP, SPLITS
+    from mpc_fl.protocols import REGISTRY
+    from mpc_fl.psi.align import ALIGN_HELP, ALIGNMENTS
+
+    protocol_help = f"{', '.join(REGISTRY)} (`mpc-fl protocols` describes them)"
 
     parser = argparse.ArgumentParser(prog="mpc-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,12 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_protocols)
 
     p = sub.add_parser("party", help="run one party (reads only its own file and key)")
-    p.add_argument("--role", required=True, help="bank, provider, provider2, ...")
-    p.add_argument("--data", required=True, help="this party's CSV file")
+    p.add_argument("--job", default=None, metavar="FILE", help=JOB_HELP)
+    p.add_argument("--role", help="bank, provider, provider2, ...")
+    p.add_argument("--data", help="this party's CSV file")
     p.add_argument("--id-col", default="id")
-    p.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
+    p.add_argument("--protocol", default="ss_lr", help=protocol_help)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
-    p.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
+    p.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     p.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     p.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     p.add_argument("--out", default=None, help="write this party's report (JSON) here")
@@ -531,22 +582,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DEBUG ONLY: no dealer; CrypTen's trusted-first-party mode lets the bank see everything",
     )
+    p.add_argument("--features", default="all", choices=FEATURES, help=FEATURES_HELP)
     _add_member_args(p)
-    p.set_defaults(func=cmd_party)
+    p.set_defaults(func=cmd_party, build_job=_train_job)
 
     d = sub.add_parser("dealer", help="run the Beaver-triple dealer (CrypTen TTP)")
+    d.add_argument("--job", default=None, metavar="FILE", help=JOB_HELP)
     d.add_argument(
         "--forever", action="store_true", help="for a scoring service: join again after every session"
     )
     _add_member_args(d)
-    d.set_defaults(func=cmd_dealer)
+    d.set_defaults(func=cmd_dealer, build_job=_dealer_job)
 
     r = sub.add_parser("run", help="run every party locally as separate processes (fresh keys per run)")
     r.add_argument("--bank", required=True)
     r.add_argument("--provider", action="append", required=True, help="repeat for several providers")
-    r.add_argument("--protocol", default="ss_lr", help=PROTOCOL_HELP)
+    r.add_argument("--protocol", default="ss_lr", help=protocol_help)
     r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help=PARAM_HELP)
-    r.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
+    r.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     r.add_argument("--split", default="random", choices=SPLITS, help=SPLIT_HELP)
     r.add_argument("--split-key", default=None, metavar="FILE", help=SPLIT_KEY_HELP)
     r.add_argument("--out-dir", default="out/runs")
@@ -554,23 +607,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-models", default=None, metavar="DIR", help="each party writes DIR/<role>.model.npz"
     )
     r.add_argument("--insecure-tfp", action="store_true", help="DEBUG ONLY (see party --help)")
+    r.add_argument("--features", default="all", choices=FEATURES, help=FEATURES_HELP)
     _add_link_args(r)
     _add_output_args(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("score-party", help="score a new file with this party's part of a saved model")
-    s.add_argument("--role", required=True)
-    s.add_argument("--model", required=True, metavar="FILE", help="this party's part (from --save-model)")
-    s.add_argument("--data", required=True, help="this party's CSV of customers to score")
+    s.add_argument("--job", default=None, metavar="FILE", help=JOB_HELP)
+    s.add_argument("--role")
+    s.add_argument("--model", metavar="FILE", help="this party's part (from --save-model)")
+    s.add_argument("--data", help="this party's CSV of customers to score")
     s.add_argument("--id-col", default="id")
     s.add_argument(
         "--label-col", default="y", help="bank only, optional: labels of the scored rows, for metrics"
     )
-    s.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
+    s.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     s.add_argument("--out", default=None, help="write this party's report (JSON) here")
     s.add_argument("--scores", default=None, metavar="FILE", help="bank only: write id,score CSV here")
     _add_member_args(s)
-    s.set_defaults(func=cmd_score_party)
+    s.set_defaults(func=cmd_score_party, build_job=_score_job)
 
     sc = sub.add_parser(
         "score", help="score new files locally with saved model parts (every party a process)"
@@ -580,11 +635,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--bank", required=True)
     sc.add_argument("--provider", action="append", required=True)
-    sc.add_argument("--align", default="psi", choices=ALIGN_CHOICES, help=ALIGN_HELP)
+    sc.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     sc.add_argument("--out-dir", default="out/scores")
     _add_link_args(sc)
     _add_output_args(sc)
     sc.set_defaults(func=cmd_score)
+
+    sl = sub.add_parser(
+        "shortlist-party",
+        help="score the platform's prospects with a prospect model; the platform gets the list",
+    )
+    sl.add_argument("--job", default=None, metavar="FILE", help=JOB_HELP)
+    sl.add_argument("--role")
+    sl.add_argument(
+        "--model", metavar="FILE", help="this party's part of a prospect model (--features providers)"
+    )
+    sl.add_argument("--data", help="provider only: its CSV of prospects (customers the bank does not have)")
+    sl.add_argument("--id-col", default="id")
+    _add_selection_args(sl)
+    sl.add_argument("--drop-known", action="store_true", help=DROP_KNOWN_HELP)
+    sl.add_argument(
+        "--shortlist", default=None, metavar="FILE", help="provider only: write the list (id CSV) here"
+    )
+    sl.add_argument("--out", default=None, help="write this party's report (JSON) here")
+    _add_member_args(sl)
+    sl.set_defaults(func=cmd_shortlist_party, build_job=_shortlist_job)
+
+    sll = sub.add_parser(
+        "shortlist", help="the shortlist with both parties run locally (every party a process)"
+    )
+    sll.add_argument(
+        "--models", required=True, metavar="DIR", help="folder of a prospect model's <role>.model.npz"
+    )
+    sll.add_argument("--prospects", required=True, help="the platform's CSV of prospects")
+    sll.add_argument("--id-col", default="id")
+    _add_selection_args(sll)
+    sll.add_argument("--drop-known", action="store_true", help=DROP_KNOWN_HELP)
+    sll.add_argument("--out-dir", default="out/shortlists")
+    _add_link_args(sll)
+    _add_output_args(sll)
+    sll.set_defaults(func=cmd_shortlist)
+
+    at = sub.add_parser(
+        "attribute-party", help="which referred SMEs took up a product (a PSI of two id lists)"
+    )
+    at.add_argument("--job", default=None, metavar="FILE", help=JOB_HELP)
+    at.add_argument("--role")
+    at.add_argument("--data", help="provider: the SMEs it referred; bank: its product take-ups (id CSV)")
+    at.add_argument("--id-col", default="id")
+    at.add_argument(
+        "--align", default="psi", choices=[a for a in ALIGNMENTS if a != "sorted"], help=ALIGN_HELP
+    )
+    at.add_argument("--points-per-takeup", type=int, default=0, help="provider only: reward points per match")
+    at.add_argument("--matches", default=None, metavar="FILE", help="write the matched ids (CSV) here")
+    at.add_argument("--out", default=None, help="write this party's report (JSON) here")
+    _add_member_args(at)
+    at.set_defaults(func=cmd_attribute_party, build_job=_attribute_job)
+
+    atl = sub.add_parser("attribute", help="the attribution with both parties run locally")
+    atl.add_argument("--referred", required=True, help="the platform's CSV of referred SMEs")
+    atl.add_argument("--takeups", required=True, help="the bank's CSV of product take-ups")
+    atl.add_argument("--id-col", default="id")
+    atl.add_argument(
+        "--align", default="psi", choices=[a for a in ALIGNMENTS if a != "sorted"], help=ALIGN_HELP
+    )
+    atl.add_argument("--points-per-takeup", type=int, default=0, help="reward points per referred take-up")
+    atl.add_argument("--out-dir", default="out/attributions")
+    _add_link_args(atl)
+    _add_output_args(atl)
+    atl.set_defaults(func=cmd_attribute)
 
     sv = sub.add_parser("serve", help="scoring service: keep the links open and score applications by id")
     sv.add_argument("--role", required=True)
@@ -673,6 +792,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash in native code (PSI library, torch) leaves its Python stack in the log
     args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "build_job", None):  # a party's job: built and validated once, before anything else
+            args.job_ = _job(args, args.build_job)
+    except Exception as err:  # noqa: BLE001 - a bad job ends in one line, like any failure
+        _setup_logging(args)
+        _report(args, err, None)
+        return EXIT_USER_ERROR if isinstance(err, _user_errors()) else EXIT_INTERNAL_ERROR
     log_file = _setup_logging(args)
     try:
         return args.func(args)
