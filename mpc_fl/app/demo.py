@@ -337,7 +337,7 @@ def _report(scenario: SMEScenario, rows: list[dict], records: dict, c: dict, ser
         f"A prospect model ({case(PROSPECT_MODEL).label}, trained on the common customers with the bank's "
         f"labels and the platform's features only; test AUC {c['prospect_auc'][PROSPECT_MODEL]:.4f}) scored "
         f"the {c['n_scored']:,} platform customers the bank does not know. The platform passed its whole "
-        f"client base with `--drop-known`, so the customers it learned from PSI are the bank's were left out. "
+        f"client base with `--drop-known`, so the customers it had learned from PSI to be the bank's were left out. "
         f"The top {c['k']} were chosen on the secret shares: the platform received `shortlist.csv` (ids only), "
         f"the bank only the number {c['k']}. The list cost {_fmt_bytes(c['shortlist_bytes'])} and "
         f"{c['shortlist_s']:.1f} s.",

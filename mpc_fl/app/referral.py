@@ -53,7 +53,8 @@ from mpc_fl.runtime.roles import BANK
 
 def check_prospect_model(model: LoadedModel, path: str) -> None:
     """A prospect is not a bank customer: only a model without the bank's features can score one."""
-    if model.part.meta.get("features") != "providers" or model.part.feature_names and model.part.role == BANK:
+    uses_bank_features = model.part.role == BANK and bool(model.part.feature_names)
+    if model.part.meta.get("features") != "providers" or uses_bank_features:
         raise ModelPartError(
             f"{path}: this model uses the bank's features, which a prospect does not have; "
             f"train a prospect model with `--features providers`"
