@@ -463,6 +463,51 @@ def serving_table(entries: list[dict], numbers: dict) -> list[str]:
     return out + [""]
 
 
+def referral_table(entries: list[dict], numbers: dict) -> list[str]:
+    """The shortlist's lift among platform-only SMEs per protocol, and the cost at 5,000 and 100,000."""
+    lists = [e for e in entries if e.get("population") == "provider_only"]
+    if not lists:
+        return []
+    order = list(LABELS)
+    out = [
+        "| protocol | K of n | lift@K | plaintext lift@K | ratio | precision@K | MB (parties + dealer) | "
+        "rounds | s | 100,000 prospects: MB | rounds | s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    small = {e["case"]: e for e in lists if e["n_scored"] < 100_000}
+    large = {e["case"]: e for e in lists if e["n_scored"] >= 100_000}
+    for case in sorted(small, key=order.index):
+        e, big = small[case], large.get(case)
+        mb = (e["bytes"] + e["dealer_bytes"]) / 1e6
+        cost = (
+            f"{(big['bytes'] + big['dealer_bytes']) / 1e6:,.0f} | {big['rounds']:,} | {big['wall_s']:.1f}"
+            if big
+            else "– | – | –"
+        )
+        out.append(
+            f"| {LABELS[case]} | {e['k']:,} of {e['n_scored']:,} | {e['lift_at_k']:.2f} | "
+            f"{e['plaintext_lift_at_k']:.2f} | {e['lift_vs_plaintext']:.3f} | {e['precision_at_k']:.3f} | "
+            f"{mb:,.1f} | {e['rounds']:,} | {e['wall_s']:.1f} | {cost} |"
+        )
+        key = f"referral.{case}"
+        numbers[f"{key}.lift"] = round(e["lift_at_k"], 2)
+        numbers[f"{key}.plaintext_lift"] = round(e["plaintext_lift_at_k"], 2)
+        numbers[f"{key}.ratio"] = round(e["lift_vs_plaintext"], 3)
+        if big:
+            numbers[f"{key}.100k.mb"] = round((big["bytes"] + big["dealer_bytes"]) / 1e6)
+            numbers[f"{key}.100k.s"] = round(big["wall_s"], 1)
+            numbers[f"{key}.100k.lift"] = round(big["lift_at_k"], 2)
+    for e in entries:
+        if e.get("case") == "attribution":
+            numbers["referral.attribution.mb"] = round(e["bytes"] / 1e6, 1)
+            numbers["referral.attribution.s"] = round(e["wall_s"], 1)
+            numbers["referral.attribution.rounds"] = e["rounds"]
+    ratios = [e["lift_vs_plaintext"] for e in small.values() if not e["case"].startswith("plain")]
+    numbers["referral.min_ratio"] = round(min(ratios), 3)
+    numbers["referral.random_precision"] = round(next(iter(small.values()))["random_precision"], 3)
+    return out
+
+
 def main() -> None:
     numbers: dict = {}
     protocols = load("protocols")
@@ -480,6 +525,7 @@ def main() -> None:
         "scaling": scaling_table(load("scaling"), numbers),
         "million": million_table(load("million"), numbers),
         "serving": serving_table(load("serving"), numbers),
+        "referral": referral_table(load("referral"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
     network = NUMBERS / "network.json"
