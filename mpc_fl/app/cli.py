@@ -143,7 +143,7 @@ def _score_job(args: argparse.Namespace):  # noqa: ANN202 - a ScoreJob
         raise ValueError("`mpc-fl score-party` needs --role, --data and --model (or --job FILE)")
     return ScoreJob(
         role=args.role, data=args.data, model=args.model, links=_links(args), id_col=args.id_col,
-        label_col=args.label_col, align=args.align, out=args.out, scores=args.scores,
+        label_col=args.label_col, align=args.align, out=args.out, scores=args.scores, scorecard=args.scorecard,
     )  # fmt: skip
 
 
@@ -227,7 +227,20 @@ def cmd_score_party(args: argparse.Namespace) -> int:
         f"({unscored:,} of this party's {report.n_input:,} rows are not at every party) in {report.score_s:.2f} s"
         + (f" -> {job.scores}" if report.scores is not None and job.scores else "")
     )
+    _warn_drift(job.role, report.stability)
     return 0
+
+
+def _warn_drift(role: str, psi: dict[str, float]) -> None:
+    from mpc_fl.models.stability import WARN, drifted
+
+    names = drifted(psi)
+    if names:
+        listed = ", ".join(f"{n} {psi[n]:.2f}" for n in names)
+        print(
+            f"[{role}] warning: population drift since training (stability index > {WARN}): {listed}",
+            file=sys.stderr,
+        )
 
 
 def cmd_shortlist_party(args: argparse.Namespace) -> int:
@@ -313,13 +326,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     record = score_locally(
         Path(args.bank), [Path(p) for p in args.provider], Path(args.models), out_dir,
         align=args.align, insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
-        emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet,
+        emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet, scorecard=args.scorecard,
     )  # fmt: skip
     (out_dir / "score.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
     print(
         f"{record.protocol} model {record.model[:12]}: scored {record.n_aligned:,} customers in "
         f"{record.score_s:.2f} s (wall {record.wall_s:.1f} s) -> {record.scores_file}"
     )
+    psi = {r: p.stability for r, p in record.parties.items()}
+    if any(psi.values()):
+        from mpc_fl.app.local import stability_figure
+
+        print(f"population stability per party -> {stability_figure(psi, out_dir / 'stability.png')}")
+    for role, values in psi.items():
+        _warn_drift(role, values)
     return 0
 
 
@@ -530,6 +550,12 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reveal-scores", action="store_true", help=REVEAL_HELP)
 
 
+SCORECARD_HELP = (
+    "bank only: add scorecard points to the scores, e.g. pdo=20,base=600,odds=50,higher=y1 (every pdo "
+    "points double the odds of the outcome `higher` names; the base score at the base odds)"
+)
+
+
 JOB_HELP = "run the job in this file (what a local run hands each process); the other flags are ignored"
 PARAM_HELP = "a protocol parameter, repeatable; `mpc-fl protocols NAME` lists them with their defaults"
 
@@ -624,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     s.add_argument("--out", default=None, help="write this party's report (JSON) here")
     s.add_argument("--scores", default=None, metavar="FILE", help="bank only: write id,score CSV here")
+    s.add_argument("--scorecard", default=None, metavar="SPEC", help=SCORECARD_HELP)
     _add_member_args(s)
     s.set_defaults(func=cmd_score_party, build_job=_score_job)
 
@@ -637,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--provider", action="append", required=True)
     sc.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     sc.add_argument("--out-dir", default="out/scores")
+    sc.add_argument("--scorecard", default=None, metavar="SPEC", help=SCORECARD_HELP)
     _add_link_args(sc)
     _add_output_args(sc)
     sc.set_defaults(func=cmd_score)

@@ -106,6 +106,7 @@ class ScoreJob:
     align: str = "psi"
     out: str | None = None
     scores: str | None = None
+    scorecard: str | None = None
 
     kind = "score"
     dealer = True  # a scoring run may have one; a member told of a failure need not be there
@@ -115,6 +116,12 @@ class ScoreJob:
         _choice("--align", self.align, ALIGNMENTS)
         if self.scores and self.role != BANK:
             raise JobError("--scores: only the bank gets scores")
+        if self.scorecard is not None:
+            from mpc_fl.models.scorecard import Scorecard
+
+            if self.role != BANK:
+                raise JobError("--scorecard: the bank puts its scores in points")
+            Scorecard.parse(self.scorecard)  # one line naming what is wrong
         return self
 
 
@@ -305,6 +312,8 @@ class ScoreReport:
     #: when the bank's file to score carries labels: the metrics of these scores
     metrics: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
+    #: population stability index of this party's own features (and, at the bank, "score")
+    stability: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -155,8 +155,12 @@ def score_locally(
     connect_timeout: float = 60.0,
     quiet: bool = True,
     timeout_s: float = 3600.0,
+    scorecard: str | None = None,
 ) -> ScoreRecord:
-    """Score new files with saved parts, every party as its own ``mpc-fl score-party`` process."""
+    """Score new files with saved parts, every party as its own ``mpc-fl score-party`` process.
+
+    ``scorecard``: the bank's points scale (:meth:`mpc_fl.models.scorecard.Scorecard.parse`).
+    """
     from mpc_fl.app.store import load_part
     from mpc_fl.protocols import uses_crypten
 
@@ -168,6 +172,7 @@ def score_locally(
         r: ScoreJob(
             role=r, data=str(f), model=str(model_path(models_dir, r)), links=links(r), align=align,
             out=str(out_dir / f"{r}.json"), scores=str(out_dir / "scores.csv") if r == BANK else None,
+            scorecard=scorecard if r == BANK else None,
         ).validate()
         for r, f in zip(roles, [bank, *providers], strict=True)
     }  # fmt: skip
@@ -187,6 +192,32 @@ def score_locally(
         parties=parties,
         provenance=provenance(),
     )
+
+
+def stability_figure(psi: dict[str, dict[str, float]], path: Path) -> Path:
+    """One bar per feature (and the score), per party: the stability index, the warning line at 0.25."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mpc_fl.models.stability import WARN
+
+    rows = [(f"{role}: {name}", v) for role, values in psi.items() for name, v in values.items()]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.2))
+    ax.barh(
+        [n for n, _ in rows],
+        [v for _, v in rows],
+        color=["#d62728" if v > WARN else "#1f77b4" for _, v in rows],
+    )
+    ax.axvline(WARN, ls="--", c="k", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("population stability index, scored rows against training rows (each party its own)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def shortlist_locally(

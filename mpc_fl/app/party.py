@@ -126,7 +126,18 @@ def run_party(
             report.test_ids = [str(i) for i in aligned.ids[test]]
             report.test_labels = [int(v) for v in y[test]]
     if save_model is not None:
-        report.model = str(save_model_part(ctx, proto, scaler, aligned, save_model, features=features))
+        report.model = str(
+            save_model_part(
+                ctx,
+                proto,
+                scaler,
+                aligned,
+                save_model,
+                features=features,
+                train_X=aligned.X[train],
+                scores=scores,
+            )
+        )
     return report
 
 
@@ -143,12 +154,18 @@ def save_model_part(
     path: Path,
     *,
     features: str = "all",
+    train_X: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> Path:
     """Agree on a model fingerprint with every party, then write this party's own part.
 
-    A provider's part of a prospect model also keeps the ids it was trained on (this party's own
-    customers, common with the bank: the alignment told it so), to refuse them as prospects.
+    The part keeps a stability reference of this party's training rows ``train_X`` (deciles of
+    its own features, :mod:`mpc_fl.models.stability`) and, at the bank, of its held-out
+    ``scores``. A provider's part of a prospect model also keeps the ids it was trained on (its
+    own customers, common with the bank: the alignment told it so), to refuse them as prospects.
     """
+    from mpc_fl.models.stability import Reference
+
     with ctx.channel.phase("setup"):
         if ctx.role == BANK:
             model_id = secrets.token_hex(16)  # makes the fingerprint unique to this training run
@@ -161,6 +178,10 @@ def save_model_part(
     meta, arrays = proto.export_state()
     s_meta, s_arrays = scaler_state(scaler)
     known = {"known_ids": np.asarray(table.ids)} if features == "providers" and ctx.role != BANK else {}
+    if train_X is not None:
+        known.update(Reference.of(train_X).to_arrays("stability.features"))
+    if scores is not None:
+        known.update(Reference.of(np.asarray(scores)).to_arrays("stability.score"))
     part = ModelPart(
         role=ctx.role,
         protocol=proto.name,
@@ -223,12 +244,31 @@ def score_party(
         score_s=time.perf_counter() - t0,
         ledger=ctx.channel.ledger.to_dict(),
     )
+    report.stability = stability(model, aligned.X, scores)
     if scores is not None:
         report.ids = [str(i) for i in aligned.ids]
         report.scores = [float(s) for s in scores]
         if aligned.y is not None and len(np.unique(aligned.y)) == 2:
             report.metrics = metrics.summary(aligned.y, scores)
     return report
+
+
+def stability(model: LoadedModel, X: np.ndarray, scores: np.ndarray | None) -> dict[str, float]:
+    """This party's own features' (and at the bank the score's) stability index against training.
+
+    Local: each party compares its own scored rows with the reference its part keeps; {} for a
+    part saved before references were kept.
+    """
+    from mpc_fl.models.stability import Reference
+
+    out: dict[str, float] = {}
+    ref = Reference.from_arrays(model.part.arrays, "stability.features")
+    if ref is not None and len(X):
+        out.update(zip(model.part.feature_names, (float(v) for v in ref.psi(X)), strict=True))
+    ref = Reference.from_arrays(model.part.arrays, "stability.score")
+    if ref is not None and scores is not None and len(scores):
+        out["score"] = float(ref.psi(np.asarray(scores))[0])
+    return out
 
 
 # ---------------------------------------------------------------------- the party program
@@ -360,15 +400,25 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
     report.wall_s = process_age_s()
     write_report(job.out, report)
     if report.scores is not None and job.scores:
-        write_scores(Path(job.scores), report.ids or [], report.scores)
+        points = None
+        if job.scorecard is not None:
+            from mpc_fl.models.scorecard import Scorecard
+
+            points = Scorecard.parse(job.scorecard).points_of_probability(np.asarray(report.scores)).tolist()
+        write_scores(Path(job.scores), report.ids or [], report.scores, points)
     return report
 
 
-def write_scores(path: Path, ids: list[str], scores: list[float]) -> None:
+def write_scores(path: Path, ids: list[str], scores: list[float], points: list[float] | None = None) -> None:
+    """The bank's ``id,score`` CSV (with ``points`` on its scorecard's scale if it has one)."""
     import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "score"])
-        w.writerows((i, f"{s:.6f}") for i, s in zip(ids, scores, strict=True))
+        if points is None:
+            w.writerow(["id", "score"])
+            w.writerows((i, f"{s:.6f}") for i, s in zip(ids, scores, strict=True))
+        else:
+            w.writerow(["id", "score", "points"])
+            w.writerows((i, f"{s:.6f}", f"{p:.1f}") for i, s, p in zip(ids, scores, points, strict=True))
