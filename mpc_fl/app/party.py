@@ -223,11 +223,7 @@ def score_party(
     ctx: Context, table: PartyTable, model: LoadedModel, *, alignment: str = "psi"
 ) -> ScoreReport:
     """Score a new file with a saved model: align the new ids privately, then score; only the bank gets scores."""
-    if list(table.feature_names) != model.part.feature_names:
-        raise DataError(
-            f"{table.source}: columns {list(table.feature_names)} differ from the ones the model was trained on "
-            f"({model.part.feature_names})"
-        )
+    check_columns(table, model)
     ctx.progress.note(f"aligning {table.n_rows:,} customers to score ({alignment})")
     aligned = align(ctx, table, alignment)
     t0 = time.perf_counter()
@@ -251,6 +247,15 @@ def score_party(
         if aligned.y is not None and len(np.unique(aligned.y)) == 2:
             report.metrics = metrics.summary(aligned.y, scores)
     return report
+
+
+def check_columns(table: PartyTable, model: LoadedModel) -> None:
+    """A file to score must hold the columns this party's part was trained on, in that order."""
+    if list(table.feature_names) != model.part.feature_names:
+        raise DataError(
+            f"{table.source}: columns {list(table.feature_names)} differ from the ones the model was trained on "
+            f"({model.part.feature_names})"
+        )
 
 
 def stability(model: LoadedModel, X: np.ndarray, scores: np.ndarray | None) -> dict[str, float]:
@@ -405,20 +410,20 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
             from mpc_fl.models.scorecard import Scorecard
 
             points = Scorecard.parse(job.scorecard).points_of_probability(np.asarray(report.scores)).tolist()
-        write_scores(Path(job.scores), report.ids or [], report.scores, points)
+        columns = {"score": [f"{v:.6f}" for v in report.scores]}
+        if points is not None:
+            columns["points"] = [f"{v:.1f}" for v in points]
+        write_ids(Path(job.scores), report.ids or [], columns)
     return report
 
 
-def write_scores(path: Path, ids: list[str], scores: list[float], points: list[float] | None = None) -> None:
-    """The bank's ``id,score`` CSV (with ``points`` on its scorecard's scale if it has one)."""
+def write_ids(path: Path, ids: list[str], columns: dict[str, list[str]] | None = None) -> None:
+    """A CSV of ``id`` and, beside it, each of ``columns`` (values already formatted)."""
     import csv
 
+    columns = columns or {}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        if points is None:
-            w.writerow(["id", "score"])
-            w.writerows((i, f"{s:.6f}") for i, s in zip(ids, scores, strict=True))
-        else:
-            w.writerow(["id", "score", "points"])
-            w.writerows((i, f"{s:.6f}", f"{p:.1f}") for i, s, p in zip(ids, scores, points, strict=True))
+        w.writerow(["id", *columns])
+        w.writerows(zip(ids, *columns.values(), strict=True))

@@ -27,7 +27,6 @@ product; which take-ups were referred) and the size of the other's list, nothing
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable
@@ -38,10 +37,12 @@ import numpy as np
 from mpc_fl.app.jobs import AttributeJob, AttributeReport, ShortlistJob, ShortlistReport
 from mpc_fl.app.party import (
     LoadedModel,
+    check_columns,
     listen_address,
     load_model,
     member_federation,
     peers_told_on_failure,
+    write_ids,
     write_report,
 )
 from mpc_fl.app.store import ModelPartError
@@ -162,11 +163,7 @@ def shortlist(job: ShortlistJob, say: Callable[[BaseException], None]) -> Shortl
         table = None
         if job.role != BANK:
             table = load_party_csv(job.data, role="provider", id_col=job.id_col)
-            if list(table.feature_names) != model.part.feature_names:
-                raise DataError(
-                    f"{table.source}: columns {list(table.feature_names)} differ from the ones the model was "
-                    f"trained on ({model.part.feature_names})"
-                )
+            check_columns(table, model)
             table, n_known = without_known(table, model, job.drop_known)
     fed = member_federation(job)
     from mpc_fl.runtime.session import connect, process_age_s
@@ -186,7 +183,8 @@ def shortlist(job: ShortlistJob, say: Callable[[BaseException], None]) -> Shortl
     report.wall_s = process_age_s()
     write_report(job.out, report)
     if report.shortlist is not None and job.shortlist:
-        write_ids(Path(job.shortlist), report.shortlist, "score", report.scores)
+        scores = None if report.scores is None else {"score": [f"{v:.6f}" for v in report.scores]}
+        write_ids(Path(job.shortlist), report.shortlist, scores)
     return report
 
 
@@ -222,18 +220,3 @@ def attribute(job: AttributeJob, say: Callable[[BaseException], None]) -> Attrib
     if job.matches:
         write_ids(Path(job.matches), matched)
     return report
-
-
-def write_ids(
-    path: Path, ids: list[str], column: str | None = None, values: list[float] | None = None
-) -> None:
-    """A one-column CSV of ids (with a second column of ``values`` if given)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        if values is None:
-            w.writerow(["id"])
-            w.writerows([i] for i in ids)
-        else:
-            w.writerow(["id", column or "value"])
-            w.writerows((i, f"{v:.6f}") for i, v in zip(ids, values, strict=True))

@@ -60,7 +60,7 @@ def tie_bits(n_rows: int) -> int:
 
 
 def _bits_ge(x: MPCTensor, y: MPCTensor | int) -> MPCTensor:
-    """``[x >= y]`` as exact 0/1 shares (precision 0) of integer tensors."""
+    """``[x >= y]`` as exact 0/1 shares (precision 0)."""
     return 1 - (x - y < 0)
 
 
@@ -133,4 +133,4 @@ def top_k(z: MPCTensor, k: int, *, rank: int, tie_breaker: int, bound_bits: int 
 
 def above_threshold(z: MPCTensor, threshold: MPCTensor) -> MPCTensor:
     """0/1 shares (precision 0) of ``[z_i >= threshold]``, ``threshold`` a shared scalar of z's precision."""
-    return 1 - (z - threshold < 0)
+    return _bits_ge(z, threshold)

@@ -13,9 +13,7 @@ import pytest
 from mpc_fl.models.lr import LRParams
 from mpc_fl.protocols.base import LocalData
 from mpc_fl.runtime.local import run_local
-from mpc_fl.runtime.mesh import Mesh
-
-_RECV = Mesh.recv  # the real one, whatever an earlier call patched in
+from tests.attacks import dealer_log
 
 
 def _protocol(name: str, setting: int):  # noqa: ANN202
@@ -36,15 +34,7 @@ def _dealer_view(
     """Every payload the dealer receives in one run (the forked dealer inherits the patch), and
     the public split owners of an SS-GBDT run (empty for SS-LR)."""
     log = tmp_path / f"dealer-{name}-{seed}-{setting}.bin"
-
-    def recording_recv(self, peer, channel, timeout_s=None):  # noqa: ANN001, ANN202
-        data = _RECV(self, peer, channel, timeout_s)
-        if self.me == "dealer":
-            with log.open("ab") as fh:
-                fh.write(len(data).to_bytes(8, "little") + bytes(data))
-        return data
-
-    monkeypatch.setattr(Mesh, "recv", recording_recv)
+    dealer_log.record(monkeypatch, log)
     gen = np.random.default_rng(seed)
     Xb, Xp = gen.normal(size=(300, 3)), gen.normal(size=(300, 4))
     y = (gen.random(300) < 0.4).astype(np.int64)
@@ -56,12 +46,7 @@ def _dealer_view(
         return [o.tolist() for o in getattr(proto, "owners_", [])]
 
     owners = run_local(fn)["bank"]["result"]
-    raw, out = log.read_bytes(), []
-    while raw:
-        n = int.from_bytes(raw[:8], "little")
-        out.append(raw[8 : 8 + n])
-        raw = raw[8 + n :]
-    return out, owners
+    return dealer_log.payloads(log), owners
 
 
 @pytest.mark.parametrize(("name", "setting", "other"), [("ss_lr", 50, 60), ("ss_gbdt", 8, 6)])
