@@ -132,7 +132,7 @@ def _train_job(args: argparse.Namespace):  # noqa: ANN202 - a TrainJob
         role=args.role, data=args.data, protocol=args.protocol, options=parse_options(args.param),
         links=_links(args), id_col=args.id_col, align=args.align, split=args.split, split_key=args.split_key,
         keep_scores=args.keep_scores, save_model=args.save_model, insecure_tfp=args.insecure_tfp, out=args.out,
-        features=args.features,
+        features=args.features, release=args.release, groups=args.groups, release_label=args.release_label,
     )  # fmt: skip
 
 
@@ -144,6 +144,7 @@ def _score_job(args: argparse.Namespace):  # noqa: ANN202 - a ScoreJob
     return ScoreJob(
         role=args.role, data=args.data, model=args.model, links=_links(args), id_col=args.id_col,
         label_col=args.label_col, align=args.align, out=args.out, scores=args.scores, scorecard=args.scorecard,
+        reasons=args.reasons, adverse=args.adverse,
     )  # fmt: skip
 
 
@@ -327,6 +328,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         Path(args.bank), [Path(p) for p in args.provider], Path(args.models), out_dir,
         align=args.align, insecure_cleartext=args.insecure_cleartext, connect_timeout=args.connect_timeout,
         emulate=(args.emulate_rtt_ms, args.emulate_mbit), quiet=args.quiet, scorecard=args.scorecard,
+        reasons=args.reasons, adverse=args.adverse,
     )  # fmt: skip
     (out_dir / "score.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
     print(
@@ -389,6 +391,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
 
+    from mpc_fl.app.jobs import MAX_REASONS
     from mpc_fl.app.serving import (
         SERVICE_OP_TIMEOUT_S,
         BankService,
@@ -398,6 +401,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve_provider,
     )
 
+    if not 0 <= args.reasons <= MAX_REASONS:
+        raise ValueError(f"--reasons must be 0 to {MAX_REASONS}, got {args.reasons}")
     role = args.role
     fed = _federation(args)
     if role not in fed.roles:
@@ -412,11 +417,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _feature_store(args, model_path, role)
     if role != "bank":  # a provider waits for the bank's next query as long as the service runs
         fed = dataclasses.replace(fed, op_timeout_s=SERVICE_OP_TIMEOUT_S)
-        settings = ServiceSettings(fed, role, Path(args.key), model_path, store, _listen(args), args.quiet)
+        settings = ServiceSettings(
+            fed,
+            role,
+            Path(args.key),
+            model_path,
+            store,
+            _listen(args),
+            args.quiet,
+            args.reasons,
+            args.adverse,
+        )
         print(f"[{role}] scoring service: answering the bank's queries (Ctrl-C to stop)", flush=True)
         serve_provider(settings)
         return 0
-    settings = ServiceSettings(fed, role, Path(args.key), model_path, store, _listen(args), args.quiet)
+    settings = ServiceSettings(
+        fed, role, Path(args.key), model_path, store, _listen(args), args.quiet, args.reasons, args.adverse
+    )
     service = BankService(settings, decoys=decoys)
     server = serve_http(service, endpoint) if endpoint else None  # bound before anyone connects
     service.start()
@@ -503,6 +520,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
         emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
         save_models=Path(args.save_models) if args.save_models else None, features=args.features,
+        release=args.release, groups=args.groups, release_label=args.release_label,
     )  # fmt: skip
     print(f"{result_line(record)}  ->  {out_dir / 'run.json'}")
     for warning in alignment_summary(record.parties)[1]:
@@ -554,6 +572,38 @@ SCORECARD_HELP = (
     "bank only: add scorecard points to the scores, e.g. pdo=20,base=600,odds=50,higher=y1 (every pdo "
     "points double the odds of the outcome `higher` names; the base score at the base odds)"
 )
+
+
+def _add_release_args(p: argparse.ArgumentParser) -> None:
+    from mpc_fl.models.reasons import RELEASES
+
+    p.add_argument(
+        "--release", default="none", choices=RELEASES,
+        help="provider: what its model part releases of its features as reason codes: each by name, named "
+        "groups (--groups), or none (one aggregate, named by --release-label)",
+    )  # fmt: skip
+    p.add_argument(
+        "--groups",
+        default=None,
+        metavar="JSON",
+        help='provider, --release group: {"group name": ["feature", ...]}',
+    )
+    p.add_argument("--release-label", default="partner data", help="provider: its data's name in a reason")
+
+
+def _add_reason_args(p: argparse.ArgumentParser) -> None:
+    from mpc_fl.models.reasons import ADVERSE
+
+    p.add_argument(
+        "--reasons", type=int, default=0, metavar="R",
+        help="the top R reasons per application (every party says the same R; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--adverse",
+        default="y1",
+        choices=ADVERSE,
+        help="the outcome the reasons argue for (y1: e.g. default)",
+    )
 
 
 JOB_HELP = "run the job in this file (what a local run hands each process); the other flags are ignored"
@@ -609,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG ONLY: no dealer; CrypTen's trusted-first-party mode lets the bank see everything",
     )
     p.add_argument("--features", default="all", choices=FEATURES, help=FEATURES_HELP)
+    _add_release_args(p)
     _add_member_args(p)
     p.set_defaults(func=cmd_party, build_job=_train_job)
 
@@ -634,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--insecure-tfp", action="store_true", help="DEBUG ONLY (see party --help)")
     r.add_argument("--features", default="all", choices=FEATURES, help=FEATURES_HELP)
+    _add_release_args(r)
     _add_link_args(r)
     _add_output_args(r)
     r.set_defaults(func=cmd_run)
@@ -651,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write this party's report (JSON) here")
     s.add_argument("--scores", default=None, metavar="FILE", help="bank only: write id,score CSV here")
     s.add_argument("--scorecard", default=None, metavar="SPEC", help=SCORECARD_HELP)
+    _add_reason_args(s)
     _add_member_args(s)
     s.set_defaults(func=cmd_score_party, build_job=_score_job)
 
@@ -665,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--align", default="psi", choices=ALIGNMENTS, help=ALIGN_HELP)
     sc.add_argument("--out-dir", default="out/scores")
     sc.add_argument("--scorecard", default=None, metavar="SPEC", help=SCORECARD_HELP)
+    _add_reason_args(sc)
     _add_link_args(sc)
     _add_output_args(sc)
     sc.set_defaults(func=cmd_score)
@@ -770,6 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--decoy-sets", default=None, metavar="FILE",
         help="bank only: its anonymity sets (secret; default: bank.anonymity-sets.json beside --key)",
     )  # fmt: skip
+    _add_reason_args(sv)
     _add_member_args(sv)
     sv.set_defaults(func=cmd_serve)
 

@@ -29,12 +29,30 @@ from mpc_fl.app.local import (
     shortlist_locally,
 )
 from mpc_fl.app.serving.decoys import DEFAULT_DECOYS
-from mpc_fl.data.synthetic_sme import BANK_FEATURES, SMEScenario, write_sme_csvs, write_truth_csv
+from mpc_fl.data.synthetic_sme import (
+    BANK_FEATURES,
+    PLATFORM_GROUPS,
+    SMEScenario,
+    write_sme_csvs,
+    write_truth_csv,
+)
 from mpc_fl.protocols import case, cases
 
-#: The model the scoring service answers applications with, and how many applications the demo sends.
-SERVED = "ss_gbdt"
+#: The model the scoring service answers applications with (with its reasons), and how many
+#: applications the demo sends. The label is take-up, so a low score is the adverse outcome.
+SERVED = "ss_lr"
 N_APPLICATIONS = 10
+REASONS, ADVERSE = 3, "y0"
+#: the platform's name in a reason, and the bank's features in plain words (an adverse-action notice)
+PLATFORM_LABEL = "delivery platform data"
+PLAIN_WORDS = {
+    "account_age_months": "how long the business has banked with us",
+    "log_avg_balance": "average account balance",
+    "n_products": "number of our products held",
+    "overdraft_days": "days overdrawn",
+    **{g: f"partner delivery platform: {g}" for g in PLATFORM_GROUPS},
+    f"{PLATFORM_LABEL}: other": "partner delivery platform: other activity",
+}
 #: the campaign: the prospect model's case, its plaintext twin (the reference lift), the list's share
 #: of the platform-only SMEs, the loyalty points per referred take-up, and the walk-in applicants
 PROSPECT_MODEL, PROSPECT_TWIN = "ss_gbdt", "plain_gbdt"
@@ -96,43 +114,75 @@ def _serve_applications(
     """Start the scoring service on the saved joint model and score the applications one at a time."""
     work = out_dir / "service"
     work.mkdir(parents=True, exist_ok=True)
-    service = LocalService(out_dir / "models", bank_csv, platform_csv, work)
+    service = LocalService(out_dir / "models", bank_csv, platform_csv, work, reasons=REASONS, adverse=ADVERSE)
     try:
         rows = []
         for sme in applicants[:N_APPLICATIONS]:
             t0 = time.perf_counter()
             (r,) = service.bank.score(sme)
             ms = 1e3 * (time.perf_counter() - t0)
-            rows.append({"sme_id": sme, "score": r.score, "error": r.error, "latency_ms": ms})
+            rows.append(
+                {"sme_id": sme, "score": r.score, "error": r.error, "latency_ms": ms, "reasons": r.reasons}
+            )
+            why = _reason_text(r.reasons)
             print(
                 f"      application {sme}: "
                 + (f"score {r.score:.3f}" if r.error is None else r.error)
                 + f" in {ms:.1f} ms"
+                + (f"; lowered most by {why}" if why else "")
             )
         return rows
     finally:
         service.stop()
 
 
+def adverse_action_notice(reasons: list[tuple[str, float]]) -> list[str]:
+    """The principal reasons in plain words, as a bank's notice states them (strongest first); only
+    inputs that did lower the score are reasons."""
+    hurt = [name for name, v in reasons if v > 0]
+    return [f"{k}. {PLAIN_WORDS.get(name, name)}" for k, name in enumerate(hurt, 1)]
+
+
+def _reason_text(reasons: list[tuple[str, float]] | None) -> str:
+    """The reasons that lowered the score, each with its effect on the log-odds of take-up."""
+    sign = -1.0 if ADVERSE == "y0" else 1.0  # contributions come toward the adverse outcome
+    return "; ".join(f"{n} ({sign * v:+.2f})" for n, v in reasons or [] if v > 0)
+
+
 def _service_section(served: list[dict]) -> list[str]:
     ok = [r["latency_ms"] for r in served if r["error"] is None]
     lines = [
-        "### The referred SMEs' loan applications, scored by the service",
+        "### The referred SMEs' loan applications, scored by the service, with their reasons",
         "",
-        f"The joint secret-shared GBDT (step 2; each party keeps its own part) runs as a service with the "
+        f"The joint secret-shared LR (step 2; each party keeps its own part) runs as a service with the "
         f"links open; the bank scored {len(served)} of the applications one at a time, with the data each "
         f"applicant handed in, the platform reading its features by id from its own SQLite table. Median latency "
         f"{sorted(ok)[len(ok) // 2] if ok else float('nan'):.1f} ms per application on this machine. Each "
         f"application was sent within its fixed anonymity set of {DEFAULT_DECOYS + 1}+ of the bank's customers, so "
         "the platform learns only that one of them applied, the same set however often it is asked; "
-        "only the bank sees scores.",
+        f"only the bank sees scores. With each score the bank got the {REASONS} inputs that lowered it "
+        "most (contributions to the log-odds of take-up against the average training applicant; listed "
+        "here only where they did lower it): its own features by "
+        "name, the platform's only as the groups the platform chose to release; the contributions were "
+        "ranked on secret shares and only these were opened, to the bank.",
         "",
-        "| application (SME id) | score | latency ms |",
-        "|---|---:|---:|",
+        "| application (SME id) | score | latency ms | principal reasons (effect on the log-odds) |",
+        "|---|---:|---:|---|",
     ]
     for r in served:
         score = f"{r['score']:.3f}" if r["error"] is None else r["error"]
-        lines.append(f"| {r['sme_id']} | {score} | {r['latency_ms']:.1f} |")
+        why = _reason_text(r.get("reasons"))
+        lines.append(f"| {r['sme_id']} | {score} | {r['latency_ms']:.1f} | {why} |")
+    scored = [r for r in served if r["error"] is None and _reason_text(r.get("reasons"))]
+    if scored:
+        low = min(scored, key=lambda r: r["score"])
+        lines += [
+            "",
+            f"The notice for the lowest-scored application ({low['sme_id']}, score {low['score']:.3f}), "
+            "principal reasons in plain words:",
+            "",
+            *[f"    {line}" for line in adverse_action_notice(low["reasons"])],
+        ]
     return [*lines, ""]
 
 
@@ -216,6 +266,8 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False, quiet: boo
         f"{scenario.n_platform_only} platform-only SMEs"
     )
     bank_csv, platform_csv = write_sme_csvs(out_dir / "data", scenario)
+    groups = out_dir / "data" / "platform_groups.json"  # what the platform releases as reasons
+    groups.write_text(json.dumps({g: list(f) for g, f in PLATFORM_GROUPS.items()}, indent=1))
     truth_csv = write_truth_csv(out_dir / "evaluation" / "platform_only_truth.csv", scenario)
     # the bank's secret split key: one split for every protocol, unpredictable to the platform
     split_key = out_dir / "bank-split.key"
@@ -229,6 +281,7 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False, quiet: boo
             bank_csv, [platform_csv], c.protocol, c.settings(setting), out_dir / "runs" / c.name,
             split_key=split_key, keep_scores=True, quiet=quiet,
             save_models=out_dir / "models" if c.name == SERVED else None,
+            release="group", groups=str(groups), release_label=PLATFORM_LABEL,
         )  # fmt: skip
         records[c.name] = rec
         print("      " + result_line(rec), flush=True)
@@ -387,7 +440,9 @@ def _report(scenario: SMEScenario, rows: list[dict], records: dict, c: dict, ser
         f"model ranks them above the others), never a score; the bank learned how many SMEs the platform "
         f"scored ({c['n_scored']:,}) and K, never an id, a feature or a score of a prospect.",
         "- Loan applications: the platform learned only that one of a fixed anonymity set of "
-        f"{DEFAULT_DECOYS + 1}+ bank customers applied; only the bank saw the scores.",
+        f"{DEFAULT_DECOYS + 1}+ bank customers applied; only the bank saw the scores and, per application, "
+        f"its {REASONS} reasons: the platform's contributions only as the groups it released, and only where "
+        "a group was among them; the platform learned nothing of them.",
         f"- Attribution: each side learned the {c['n_attributed']} matches and the size of the other's list "
         f"({c['k']} referred, {c['n_converted'] + c['n_walk_ins']} take-ups), nothing about the other ids.",
     ]

@@ -27,6 +27,10 @@ JOB_FORMAT = 1
 FEATURES = ("all", "providers")
 
 
+#: most reason codes an application may get (adverse-action notices give up to four or five)
+MAX_REASONS = 10
+
+
 class JobError(ValueError):
     """A job that cannot run as given (one line naming the field and what it accepts)."""
 
@@ -70,6 +74,11 @@ class TrainJob:
     insecure_tfp: bool = False
     out: str | None = None
     features: str = "all"
+    #: what a provider releases of its features as reason codes (mpc_fl.models.reasons.RELEASES),
+    #: its groups (a JSON file) for "group", and the name its data goes by in a reason
+    release: str = "none"
+    groups: str | None = None
+    release_label: str = "partner data"
 
     kind = "train"
 
@@ -83,7 +92,22 @@ class TrainJob:
         _choice("--features", self.features, FEATURES)
         if self.split_key and self.role != BANK:
             raise JobError("--split-key is the bank's secret; providers do not take it")
+        self.reason_release()
         return dataclasses.replace(self, options=check_options(self.protocol, self.options))
+
+    def reason_release(self):  # noqa: ANN201 - a mpc_fl.models.reasons.Release
+        """What this party releases as reason codes (the bank: its own features, by name)."""
+        from mpc_fl.models.reasons import BANK_RELEASE, RELEASES, Release
+
+        if self.role == BANK:
+            if self.release != "none" or self.groups is not None:
+                raise JobError("--release/--groups: the bank's own features are always reasons by name")
+            return BANK_RELEASE
+        _choice("--release", self.release, RELEASES)
+        try:
+            return Release.read(self.release, self.groups, self.release_label)
+        except ValueError as err:
+            raise JobError(str(err)) from None
 
     @property
     def dealer(self) -> bool:
@@ -107,6 +131,9 @@ class ScoreJob:
     out: str | None = None
     scores: str | None = None
     scorecard: str | None = None
+    #: reason codes per application (0: none), and the outcome they argue for
+    reasons: int = 0
+    adverse: str = "y1"
 
     kind = "score"
     dealer = True  # a scoring run may have one; a member told of a failure need not be there
@@ -121,7 +148,15 @@ class ScoreJob:
 
             if self.role != BANK:
                 raise JobError("--scorecard: the bank puts its scores in points")
-            Scorecard.parse(self.scorecard)  # one line naming what is wrong
+            card = Scorecard.parse(self.scorecard)  # one line naming what is wrong
+            if self.reasons and card.higher == self.adverse:
+                raise JobError(
+                    f"--adverse {self.adverse}: the scorecard gives that outcome more points; reasons argue "
+                    "for the outcome with fewer"
+                )
+        if not 0 <= self.reasons <= MAX_REASONS:
+            raise JobError(f"--reasons must be 0 to {MAX_REASONS}, got {self.reasons}")
+        _choice("--adverse", self.adverse, ("y1", "y0"))
         return self
 
 
@@ -314,6 +349,8 @@ class ScoreReport:
     wall_s: float | None = None
     #: population stability index of this party's own features (and, at the bank, "score")
     stability: dict[str, float] = field(default_factory=dict)
+    #: at the bank with --reasons: per scored row, [(unit name, contribution toward adverse)]
+    reasons: list[list[tuple[str, float]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -60,6 +60,9 @@ def run_protocol_locally(
     quiet: bool = True,
     timeout_s: float = 3600.0,
     features: str = "all",
+    release: str = "none",
+    groups: str | None = None,
+    release_label: str = "partner data",
 ) -> RunRecord:
     """Train and score with every party as its own ``mpc-fl party`` process over a fresh local federation.
 
@@ -72,6 +75,7 @@ def run_protocol_locally(
     leaves ``status`` ``failed`` and its one-line error there). ``save_models``: each party writes its part of the model to
     ``<save_models>/<role>.model.npz``. ``quiet=False`` relays the bank's progress lines.
     ``emulate``: (round-trip ms, Mbit/s) every link emulates (:class:`mpc_fl.runtime.mesh.LinkEmulator`).
+    ``release``, ``groups``, ``release_label``: what every provider's part releases as reason codes.
     """
     from mpc_fl.protocols import uses_crypten
 
@@ -84,6 +88,7 @@ def run_protocol_locally(
             split=split, split_key=str(split_key) if split_key and r == BANK else None, keep_scores=keep_scores,
             save_model=str(model_path(save_models, r)) if save_models else None, insecure_tfp=insecure_tfp,
             out=str(out_dir / f"{r}.json"), features=features,
+            **({} if r == BANK else {"release": release, "groups": groups, "release_label": release_label}),
         ).validate()  # a bad parameter fails here, before any process starts
         for r, f in zip(roles, [bank, *providers], strict=True)
     }  # fmt: skip
@@ -156,23 +161,27 @@ def score_locally(
     quiet: bool = True,
     timeout_s: float = 3600.0,
     scorecard: str | None = None,
+    reasons: int = 0,
+    adverse: str = "y1",
 ) -> ScoreRecord:
     """Score new files with saved parts, every party as its own ``mpc-fl score-party`` process.
 
     ``scorecard``: the bank's points scale (:meth:`mpc_fl.models.scorecard.Scorecard.parse`).
+    ``reasons``: the top R reasons per row toward ``adverse`` (columns of the scores file).
     """
     from mpc_fl.app.store import load_part
-    from mpc_fl.protocols import uses_crypten
+    from mpc_fl.protocols import check_reasons, needs_dealer
 
     roles = [BANK, *provider_roles(len(providers))]
     part = load_part(model_path(models_dir, BANK), role=BANK)  # only its public header is used here
-    dealer = uses_crypten(part.protocol)
+    check_reasons(part.protocol, reasons)
+    dealer = needs_dealer(part.protocol, reasons)
     links = _links(out_dir, insecure_cleartext, emulate, connect_timeout)
     jobs: dict[str, Job] = {
         r: ScoreJob(
             role=r, data=str(f), model=str(model_path(models_dir, r)), links=links(r), align=align,
             out=str(out_dir / f"{r}.json"), scores=str(out_dir / "scores.csv") if r == BANK else None,
-            scorecard=scorecard if r == BANK else None,
+            scorecard=scorecard if r == BANK else None, reasons=reasons, adverse=adverse,
         ).validate()
         for r, f in zip(roles, [bank, *providers], strict=True)
     }  # fmt: skip
@@ -336,19 +345,21 @@ class LocalService:
 
     def __init__(
         self, models_dir: Path, bank_csv: Path, provider_csv: Path, work_dir: Path, *,
-        decoys: DecoySettings | None = None,
+        decoys: DecoySettings | None = None, reasons: int = 0, adverse: str = "y1",
     ):  # fmt: skip
+        """``reasons``: the top R reasons toward ``adverse`` with every score (every party is told)."""
         import sys
 
         from mpc_fl.app.serving import BankService, FeatureStore, ServiceSettings
         from mpc_fl.app.store import load_part
-        from mpc_fl.protocols import uses_crypten
+        from mpc_fl.protocols import needs_dealer
         from mpc_fl.runtime.federation import federation_text, load_federation, local_federation
 
         protocol = load_part(model_path(models_dir, "bank"), role="bank").protocol
         fed, self.keys = local_federation(
-            ("bank", "provider"), work_dir / "keys", dealer=uses_crypten(protocol)
+            ("bank", "provider"), work_dir / "keys", dealer=needs_dealer(protocol, reasons)
         )
+        self.reasons = ["--reasons", str(reasons), "--adverse", adverse]
         self.fed_file = work_dir / "federation.toml"
         self.fed_file.write_text(federation_text(list(fed.members)))
         self.models_dir, self.work_dir = models_dir, work_dir
@@ -362,7 +373,7 @@ class LocalService:
         store = FeatureStore.from_csv(bank_csv, work_dir / "bank.sqlite")
         settings = ServiceSettings(
             load_federation(self.fed_file, connect_timeout_s=60), "bank", self.keys["bank"],
-            model_path(models_dir, "bank"), store,
+            model_path(models_dir, "bank"), store, reasons=reasons, adverse=adverse,
         )  # fmt: skip
         try:
             self.bank = BankService(settings, decoys=decoys).start(timeout_s=120)
@@ -389,6 +400,7 @@ class LocalService:
                 str(part),
                 "--features",
                 str(self.provider_db),
+                *self.reasons,
                 *common,
             ]
         with open(self.work_dir / f"{role}.out", "ab") as out:  # its one-line messages, for the curious

@@ -40,7 +40,15 @@ from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.data.split import SPLITS, draw_split
 from mpc_fl.data.vertical import SCALINGS, scaler_from_state, scaler_state
-from mpc_fl.protocols import build_protocol, full_options, make_protocol, uses_crypten
+from mpc_fl.models.reasons import Reasons, Release
+from mpc_fl.protocols import (
+    build_protocol,
+    check_reasons,
+    full_options,
+    make_protocol,
+    needs_dealer,
+    uses_crypten,
+)
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 from mpc_fl.psi.align import align
 from mpc_fl.runtime.ledger import Ledger
@@ -79,12 +87,14 @@ def run_party(
     progress: bool = False,
     save_model: Path | None = None,
     features: str = "all",
+    release: Release | None = None,
 ) -> PartyReport:
     """Align, split, scale, fit and score as one party; the bank also computes the test metrics.
 
     ``save_model``: write this party's part of the trained model there (:mod:`mpc_fl.app.store`).
     ``features="providers"``: a prospect model; the bank trains with its labels and none of its
-    features, so the model scores SMEs that only the providers know.
+    features, so the model scores SMEs that only the providers know. ``release``: what this
+    party's part releases as reason codes (default: the bank its features, a provider nothing).
     """
     proto = build_protocol(protocol, options or {})  # checked once, where the job was built
     ctx.progress.note(f"aligning {table.n_rows:,} customers ({alignment})")
@@ -136,6 +146,7 @@ def run_party(
                 features=features,
                 train_X=aligned.X[train],
                 scores=scores,
+                release=release,
             )
         )
     return report
@@ -156,6 +167,7 @@ def save_model_part(
     features: str = "all",
     train_X: np.ndarray | None = None,
     scores: np.ndarray | None = None,
+    release: Release | None = None,
 ) -> Path:
     """Agree on a model fingerprint with every party, then write this party's own part.
 
@@ -163,9 +175,14 @@ def save_model_part(
     its own features, :mod:`mpc_fl.models.stability`) and, at the bank, of its held-out
     ``scores``. A provider's part of a prospect model also keeps the ids it was trained on (its
     own customers, common with the bank: the alignment told it so), to refuse them as prospects.
+    For reason codes it keeps its ``release`` and its reference applicant (the mean of its own
+    scaled training rows).
     """
+    from mpc_fl.models.reasons import BANK_RELEASE
     from mpc_fl.models.stability import Reference
 
+    release = release or (BANK_RELEASE if ctx.role == BANK else Release())
+    release.units(table.feature_names)  # a grouping that names another party's features fails here
     with ctx.channel.phase("setup"):
         if ctx.role == BANK:
             model_id = secrets.token_hex(16)  # makes the fingerprint unique to this training run
@@ -180,6 +197,7 @@ def save_model_part(
     known = {"known_ids": np.asarray(table.ids)} if features == "providers" and ctx.role != BANK else {}
     if train_X is not None:
         known.update(Reference.of(train_X).to_arrays("stability.features"))
+        known["reasons.reference"] = np.asarray(scaler.transform(train_X), dtype=np.float64).mean(axis=0)
     if scores is not None:
         known.update(Reference.of(np.asarray(scores)).to_arrays("stability.score"))
     part = ModelPart(
@@ -190,7 +208,13 @@ def save_model_part(
         parties=list(ctx.roles),
         fingerprint=fingerprint(model_id, proto.name, params, list(ctx.roles)),
         feature_names=list(table.feature_names),
-        meta={"protocol": meta, "scaler": s_meta, "trained_rows": int(table.n_rows), "features": features},
+        meta={
+            "protocol": meta,
+            "scaler": s_meta,
+            "trained_rows": int(table.n_rows),
+            "features": features,
+            "reasons": release.to_dict(),
+        },  # fmt: skip
         arrays={**{f"protocol.{k}": v for k, v in arrays.items()}, **s_arrays, **known},
     )
     return save_part(part, path)
@@ -220,17 +244,24 @@ def load_model(path: Path, role: str) -> LoadedModel:
 
 
 def score_party(
-    ctx: Context, table: PartyTable, model: LoadedModel, *, alignment: str = "psi"
+    ctx: Context,
+    table: PartyTable,
+    model: LoadedModel,
+    *,
+    alignment: str = "psi",
+    reasons: int = 0,
+    adverse: str = "y1",
 ) -> ScoreReport:
-    """Score a new file with a saved model: align the new ids privately, then score; only the bank gets scores."""
+    """Score a new file with a saved model: align the new ids privately, then score; only the bank gets
+    scores (and, with ``reasons``, the top reasons of each row, :func:`explain`)."""
     check_columns(table, model)
     ctx.progress.note(f"aligning {table.n_rows:,} customers to score ({alignment})")
     aligned = align(ctx, table, alignment)
     t0 = time.perf_counter()
     ctx.progress.note(f"scoring {aligned.n_rows:,} customers")
-    scores = model.protocol.predict_proba(
-        ctx, LocalData(model.scaler.transform(aligned.X), None, aligned.feature_names)
-    )
+    data = LocalData(model.scaler.transform(aligned.X), None, aligned.feature_names)
+    scores = model.protocol.predict_proba(ctx, data)
+    explained = explain(ctx, model, data, reasons, adverse) if reasons else None
     report = ScoreReport(
         role=ctx.role,
         protocol=model.part.protocol,
@@ -244,9 +275,58 @@ def score_party(
     if scores is not None:
         report.ids = [str(i) for i in aligned.ids]
         report.scores = [float(s) for s in scores]
+        if explained is not None:
+            report.reasons = [explained.of(i) for i in range(aligned.n_rows)]
         if aligned.y is not None and len(np.unique(aligned.y)) == 2:
             report.metrics = metrics.summary(aligned.y, scores)
     return report
+
+
+def explain(
+    ctx: Context,
+    model: LoadedModel,
+    data: LocalData,
+    r: int,
+    adverse: str,
+    *,
+    rows: np.ndarray | None = None,
+    n_rows: int | None = None,
+) -> Reasons | None:
+    """The top ``r`` reasons toward ``adverse`` of each row (or only of ``rows``), at the bank; ``None`` elsewhere.
+
+    Each party's units come from its own part (what it chose to release, its reference
+    applicant); the providers send only their units' names. A protocol on shares ranks them
+    without opening the rest (:func:`mpc_fl.crypto.reasons.top_reasons`); a plaintext one at the bank.
+    ``rows`` (the bank's secret, e.g. the real applicants among decoys; the providers pass their
+    count ``n_rows``): only these rows are ranked, picked from the shares by a one-hot the bank
+    inputs, so nobody else learns which they are.
+    """
+    from mpc_fl.models import reasons as plain
+
+    part = model.part
+    if "reasons" not in part.meta or "reasons.reference" not in part.arrays:
+        raise ModelPartError(f"{part.role}'s model part was saved before reason codes were kept: retrain it")
+    units = Release.from_dict(part.meta["reasons"]).units(part.feature_names)
+    with ctx.channel.phase("reasons"):
+        if ctx.role == BANK:
+            names = [*units.names]
+            for r_ in ctx.roles:
+                if r_ != BANK:
+                    names += ctx.channel.recv_json(r_)
+        else:
+            ctx.channel.send_json(BANK, list(units.names))
+        c = model.protocol.reason_contributions(ctx, data, units.membership, part.arrays["reasons.reference"])
+        if c is None:
+            return None
+        if isinstance(c, np.ndarray):
+            chosen = plain.top_reasons(plain.toward(c if rows is None else c[rows], adverse), r)
+        else:
+            from mpc_fl.crypto.reasons import select_rows, top_reasons
+
+            if rows is not None or n_rows is not None:
+                c = select_rows(c, rows, n_rows)
+            chosen = top_reasons(c if adverse == "y1" else -c, r, dst=0)
+    return None if chosen is None else Reasons(tuple(names), *chosen)
 
 
 def check_columns(table: PartyTable, model: LoadedModel) -> None:
@@ -348,6 +428,10 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
     with peers_told_on_failure(job, say):
         # this party's own files are checked before anything slow is imported or any peer is contacted
         table = load_party_csv(job.data, role="bank" if job.role == BANK else "provider", id_col=job.id_col)
+        try:
+            job.reason_release().units(table.feature_names)  # a grouping of features this file lacks
+        except ValueError as err:
+            raise DataError(f"--groups: {err}") from None
         split_key = None
         if job.split_key:
             from mpc_fl.data.split import load_split_key
@@ -372,6 +456,7 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
             session, table, job.protocol, job.options,
             alignment=job.align, split=job.split, split_key=split_key, keep_scores=job.keep_scores,
             save_model=Path(job.save_model) if job.save_model else None, features=job.features,
+            release=job.reason_release(),
         )  # fmt: skip
         report.ready_s = session.ready_s
     report.wall_s = process_age_s()
@@ -387,6 +472,7 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
         kind = "bank-scoring" if job.role == BANK else "provider"  # labels are optional in a file to score
         table = load_party_csv(job.data, role=kind, id_col=job.id_col, label_col=job.label_col)
         model = load_model(Path(job.model), job.role)  # refuses another role's part or another version
+        check_reasons(model.part.protocol, job.reasons)
     fed = member_federation(job)
     from mpc_fl.runtime.session import connect, process_age_s
 
@@ -395,13 +481,16 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
         "protocol": model.part.protocol,
         "model": model.part.fingerprint,
         "alignment": job.align,
+        "reasons": [job.reasons, job.adverse],
     }
-    crypten = uses_crypten(model.part.protocol)
+    crypten = needs_dealer(model.part.protocol, job.reasons)
     with connect(
         fed, job.role, Path(job.links.key), uses_crypten=crypten, listen=listen_address(job.links), hello=hello,
         quiet=job.links.quiet,
     ) as session:  # fmt: skip
-        report = score_party(session, table, model, alignment=job.align)
+        report = score_party(
+            session, table, model, alignment=job.align, reasons=job.reasons, adverse=job.adverse
+        )
     report.wall_s = process_age_s()
     write_report(job.out, report)
     if report.scores is not None and job.scores:
@@ -413,8 +502,30 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
         columns = {"score": [f"{v:.6f}" for v in report.scores]}
         if points is not None:
             columns["points"] = [f"{v:.1f}" for v in points]
+        columns.update(reason_columns(report.reasons, job))
         write_ids(Path(job.scores), report.ids or [], columns)
     return report
+
+
+def reason_columns(reasons: list[list[tuple[str, float]]] | None, job: ScoreJob) -> dict[str, list[str]]:
+    """``reason_k`` and its contribution (``logit_k``, or ``points_k`` lost under a scorecard) per rank."""
+    if not reasons:
+        return {}
+    factor = None
+    if job.scorecard is not None:
+        from mpc_fl.models.scorecard import Scorecard
+
+        factor = Scorecard.parse(
+            job.scorecard
+        ).factor  # a logit toward the adverse outcome costs this many points
+    out: dict[str, list[str]] = {}
+    for k in range(len(reasons[0])):
+        out[f"reason_{k + 1}"] = [row[k][0] for row in reasons]
+        if factor is None:
+            out[f"logit_{k + 1}"] = [f"{row[k][1]:.4f}" for row in reasons]
+        else:
+            out[f"points_{k + 1}"] = [f"{-row[k][1] * factor:.1f}" for row in reasons]
+    return out
 
 
 def write_ids(path: Path, ids: list[str], columns: dict[str, list[str]] | None = None) -> None:

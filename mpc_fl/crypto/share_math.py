@@ -101,7 +101,7 @@ def times_factor(v: MPCTensor, cv: MPCTensor) -> MPCTensor:
     return out
 
 
-def local_shares(values: np.ndarray | None, n: int, bits: int = 16) -> MPCTensor:
+def local_shares(values: np.ndarray | None, n: int | tuple[int, ...], bits: int = 16) -> MPCTensor:
     """The sum over the parties of each one's own ``values`` (None: zeros), as shares: no communication.
 
     Why: where every party already holds an additive part of a result in the clear (an HE

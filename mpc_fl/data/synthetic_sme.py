@@ -148,6 +148,19 @@ PLATFORM_FEATURES: tuple[str, ...] = (
     "peak_hour_share",
     "weekend_share",
 )
+#: the platform's named groups of its features, what the demo's platform releases as reasons
+PLATFORM_GROUPS: dict[str, tuple[str, ...]] = {
+    "delivery activity": (
+        "orders_per_month",
+        "n_distinct_routes",
+        "route_spread_km",
+        "peak_hour_share",
+        "weekend_share",
+    ),
+    "spend and growth": ("monthly_spend", "spend_growth_3m", "tenure_months", "points_balance"),
+    "fleet mix": ("vehicle_mix_van_share", "vehicle_mix_truck_share"),
+    "payment behaviour": ("late_payment_rate", "payment_method_card_share", "cancellation_rate"),
+}
 LABELS: tuple[str, ...] = ("takeup", "default")
 BANK_COLUMNS: tuple[str, ...] = ("id", "y", *BANK_FEATURES)
 PLATFORM_COLUMNS: tuple[str, ...] = ("id", *PLATFORM_FEATURES)

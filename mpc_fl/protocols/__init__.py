@@ -56,6 +56,9 @@ class Spec:
     narrower: dict[str, Accepts] = field(default_factory=dict)
     #: incompatible combinations of its parameters
     excludes: tuple[Excludes, ...] = ()
+    #: how it gives reason codes (:mod:`mpc_fl.models.reasons`): "shares" (ranked on shares: needs
+    #: the dealer), "plain" (in the clear at the bank) or "" (not yet)
+    reasons: str = ""
 
 
 #: Every suite a case can be in: the demo, the benchmark suites (``protocols`` holds the CI smoke
@@ -106,6 +109,7 @@ REGISTRY: dict[str, Spec] = {
     "plain_lr": Spec(
         "mpc_fl.protocols.plain", "CentralisedLR", "mpc_fl.models.lr:LRParams",
         "centralised LR: providers send raw features to the bank (no privacy; the accuracy ceiling)", "lr",
+        reasons="plain",
     ),
     "plain_gbdt": Spec(
         "mpc_fl.protocols.plain", "CentralisedGBDT", "mpc_fl.models.gbdt:GBDTParams",
@@ -118,7 +122,7 @@ REGISTRY: dict[str, Spec] = {
             "mask": option("fixed", _MASK_HELP.format("feature"), choices=("fixed", "generic")),
             "reveal_model": option(False, "after training, reveal each party's own weights to it (and the intercept to the bank)"),
         },
-        uses_crypten=True,
+        uses_crypten=True, reasons="shares",
     ),
     "ss_gbdt": Spec(
         "mpc_fl.protocols.ss_gbdt", "SecretSharedGBDT", "mpc_fl.models.gbdt:GBDTParams",
@@ -138,7 +142,7 @@ REGISTRY: dict[str, Spec] = {
         "mpc_fl.protocols.paillier_lr", "PaillierLR", "mpc_fl.models.lr:LRParams",
         "hetero-LR on additive HE (OU or Paillier) without arbiter (FATE/SecretFlow-style); the bank "
         "sees partial logits", "lr",
-        _HE_OPTIONS, check=_HE_CHECK,
+        _HE_OPTIONS, check=_HE_CHECK, reasons="shares",
     ),
     "secureboost": Spec(
         "mpc_fl.protocols.secureboost", "SecureBoost", "mpc_fl.models.gbdt:GBDTParams",
@@ -301,6 +305,23 @@ def protocol_class(name: str) -> type[VerticalProtocol]:
 def uses_crypten(name: str) -> bool:
     """Whether the protocol computes on CrypTen shares (and so needs the dealer), without importing it."""
     return _spec(name).uses_crypten
+
+
+def reasons_mode(name: str) -> str:
+    """How protocol ``name`` gives reason codes: "shares", "plain" or "" (:attr:`Spec.reasons`)."""
+    return _spec(name).reasons
+
+
+def check_reasons(name: str, reasons: int) -> None:
+    """Refuse reason codes from a protocol that gives none yet, in one line, before anything connects."""
+    if reasons and not reasons_mode(name):
+        given = ", ".join(k for k, s in REGISTRY.items() if s.reasons)
+        raise ValueError(f"--reasons: {name} gives no reason codes yet; these do: {given}")
+
+
+def needs_dealer(name: str, reasons: int = 0) -> bool:
+    """Whether a run of ``name`` needs the dealer: it computes on shares, or ranks reasons on them."""
+    return uses_crypten(name) or (reasons > 0 and reasons_mode(name) == "shares")
 
 
 def make_protocol(name: str, **options: object) -> VerticalProtocol:

@@ -89,6 +89,20 @@ class VerticalProtocol(ABC):
         """
         raise NotImplementedError(f"{self.name} does not score prospects")
 
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> MPCTensor | np.ndarray | None:
+        """Each row's contribution to its margin per reason unit, against a reference applicant.
+
+        Every party passes its own units' ``membership`` (``(d_p, G_p)`` 0/1 over its features,
+        :class:`mpc_fl.models.reasons.Units`) and its ``reference`` row (``(d_p,)``, scaled like
+        ``data.X``); the result is ``(n, sum_p G_p)``, the parties' units in rank order. A protocol
+        that computes on secrets returns every party's shares (nothing opened: the ranking of
+        :mod:`mpc_fl.crypto.reasons` opens the top R to the bank); a plaintext one returns the
+        values at the bank and ``None`` elsewhere.
+        """
+        raise NotImplementedError(f"{self.name} gives no reason codes yet")
+
     def predict_proba(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         """Probability of y = 1 at the bank (the logistic of :meth:`decision_function`)."""
         z = self.decision_function(ctx, data)

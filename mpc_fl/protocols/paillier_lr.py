@@ -252,6 +252,25 @@ class PaillierLR(VerticalProtocol):
         u = data.X @ self.coef_ if data.X.shape[1] else np.zeros(data.n_rows)
         return local_shares(u + (self.intercept_ if ctx.role == BANK else 0.0), data.n_rows)
 
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ):  # noqa: ANN201 - an MPCTensor
+        """Each party's own ``((X - ref) * w) @ A`` is its share of its own columns: no communication.
+
+        A party holds its weights in the clear (as in training), so its contributions are its own
+        to compute; the shares only let the ranking compare them with the other party's, and
+        open no more than the top R to the bank.
+        """
+        from mpc_fl.crypto.reasons import unit_counts
+        from mpc_fl.crypto.share_math import local_shares
+        from mpc_fl.models.reasons import lr_contributions
+
+        counts = unit_counts(ctx.rank, membership.shape[1])
+        blocks = [np.zeros((data.n_rows, g)) for g in counts]
+        blocks[ctx.rank] = lr_contributions(data.X, self.coef_, reference, membership)
+        values = np.hstack(blocks)
+        return local_shares(values, values.shape)
+
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Each party's own plaintext weights (the bank also its intercept)."""
         return {"intercept": self.intercept_}, {"coef": np.asarray(self.coef_, dtype=np.float64)}

@@ -70,6 +70,28 @@ class CentralisedLR(_Centralised):
     def _make(self) -> PlainLR:
         return PlainLR(self.params)
 
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> np.ndarray | None:
+        """The providers send their features, groupings and references; the bank computes every
+        contribution in the clear (no privacy: the reference the secure protocols' reasons meet)."""
+        from mpc_fl.models.reasons import lr_contributions
+
+        if ctx.role != BANK:
+            ctx.channel.send_arrays(BANK, X=data.X, membership=membership, reference=reference)
+            return None
+        parts = [(data.X, membership, reference)]
+        for r in ctx.roles:
+            if r != BANK:
+                got = ctx.channel.recv_arrays(r)
+                parts.append((got["X"], got["membership"], got["reference"]))
+        out, start = [], 0
+        for X, A, ref in parts:
+            w = self.model_.coef_[start : start + X.shape[1]]
+            out.append(lr_contributions(X, w, ref, A))
+            start += X.shape[1]
+        return np.hstack(out)
+
     def _export(self, model: PlainLR) -> tuple[dict, dict[str, np.ndarray]]:
         return {"intercept": model.intercept_}, {"coef": model.coef_}
 

@@ -340,6 +340,32 @@ class SecretSharedLR(VerticalProtocol):
             mats.append(crypten.cryptensor(mine, src=p))
         return self._logits(mats, None)
 
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> MPCTensor:
+        """Shares of ``((X_q - ref_q) * [w_q]) @ A_q`` per party ``q``: its own rows' deviations and
+        grouping ``A_q`` (private inputs), times the shared weights; two product rounds, nothing opened.
+
+        The grouping enters as a shared input of public shape, so the other parties learn only how
+        many units each party has.
+        """
+        from mpc_fl.crypto.reasons import unit_counts
+
+        _check_range(ctx, data.X - reference, "scoring")
+        self._restore()
+        counts = unit_counts(ctx.rank, membership.shape[1])
+        n = data.n_rows
+        deviations, groupings = [], []
+        for q, w in enumerate(self.w_):
+            shape = (n, w.size(0)), (w.size(0), counts[q])
+            mine = q == ctx.rank
+            D = torch.from_numpy(data.X - reference) if mine else torch.zeros(shape[0])
+            A = torch.from_numpy(membership) if mine else torch.zeros(shape[1])
+            deviations.append(crypten.cryptensor(D.double(), src=q))
+            groupings.append(crypten.cryptensor(A.double(), src=q))
+        weighted = share_math.products(list(zip(deviations, self.w_, strict=True)))
+        return crypten.cat([p.matmul(A) for p, A in zip(weighted, groupings, strict=True)], dim=1)
+
     # ------------------------------------------------------------------ saved model
     def export_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """This party's shares of every party's weights and of the intercept (random to anyone else)."""

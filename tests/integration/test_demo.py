@@ -6,7 +6,8 @@ import json
 
 import pandas as pd
 
-from mpc_fl.app.demo import POINTS_PER_TAKEUP, SHORTLIST_SHARE, run_demo
+from mpc_fl.app.demo import PLATFORM_LABEL, POINTS_PER_TAKEUP, REASONS, SHORTLIST_SHARE, run_demo
+from mpc_fl.data.synthetic_sme import BANK_FEATURES, PLATFORM_GROUPS
 from mpc_fl.protocols import cases
 
 
@@ -26,3 +27,14 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert campaign["points"] == POINTS_PER_TAKEUP * campaign["n_converted"]
     for heading in ("## The referral campaign", "### Attribution", "## Who learned what", "- Shortlist:"):
         assert heading in text
+    # the loan applications: each with its reasons, the platform's only as its released groups
+    assert "principal reasons in plain words" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " ms |" not in line]
+    reasons = [
+        line.rsplit("|", 2)[-2] for line in rows if line.count("|") == 5 and "(" in line.rsplit("|", 2)[-2]
+    ]
+    assert reasons, "no application shows its reasons"
+    allowed = {*BANK_FEATURES, *PLATFORM_GROUPS, f"{PLATFORM_LABEL}: other"}
+    for cell in reasons:
+        named = [part.rsplit(" (", 1)[0].strip() for part in cell.split(";")]
+        assert 1 <= len(named) <= REASONS and set(named) <= allowed, cell

@@ -27,7 +27,7 @@ def _csv(path: Path, header: list[str], rows) -> Path:  # noqa: ANN001
     return path
 
 
-def _train(tmp: Path, protocol: str, seed: int, opts: dict) -> tuple[Path, Path, Path, dict]:
+def _train(tmp: Path, protocol: str, seed: int, opts: dict, **release: str) -> tuple[Path, Path, Path, dict]:
     gen = np.random.default_rng(seed)
     ids = np.arange(100, 100 + N)
     xb, xp = gen.normal(size=(N, 2)), gen.normal(size=(N, 3))
@@ -38,7 +38,7 @@ def _train(tmp: Path, protocol: str, seed: int, opts: dict) -> tuple[Path, Path,
     prov = _csv(tmp / "provider.csv", ["id", "c", "d", "e"], [[i, *r] for i, r in zip(ids, xp, strict=True)])
     rec = run_protocol_locally(
         bank, [prov], protocol, opts, tmp / "train", split="stratified-public", keep_scores=True,
-        save_models=tmp / "models", timeout_s=budget_s(20),
+        save_models=tmp / "models", timeout_s=budget_s(20), **release,
     )  # fmt: skip
     want = dict(zip(rec.parties["bank"].test_ids, rec.parties["bank"].scores, strict=True))
     return bank, prov, tmp / "models", want
@@ -130,5 +130,30 @@ def test_http_endpoint_with_its_token_and_the_default_decoys(tmp_path):
         for i in ids:
             assert abs(body["scores"][i] - want[i]) < 2e-3
         server.shutdown()
+    finally:
+        d.stop()
+
+
+def test_each_application_gets_the_reasons_batch_scoring_gives_it(tmp_path):
+    """Reasons ranked for the applicant's own row among its decoys (the bank's secret pick) are the
+    ones batch scoring ranks for that row; the provider's features appear only as its groups."""
+    from mpc_fl.app.local import score_locally
+
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"activity": ["c", "d"]}))
+    bank, prov, models, want = _train(
+        tmp_path, "ss_lr", 3, {"n_epochs": 1, "batch_size": 128}, release="group", groups=str(groups)
+    )
+    batch = score_locally(bank, [prov], models, tmp_path / "batch", reasons=3, timeout_s=budget_s(60))
+    expected = dict(zip(batch.parties["bank"].ids, batch.parties["bank"].reasons, strict=True))
+    d = LocalService(models, bank, prov, tmp_path / "service", reasons=3)
+    try:
+        ids = list(want)[:6]
+        for i, r in zip(ids, d.bank.score(ids), strict=True):
+            assert r.error is None
+            got, ref = [n for n, _ in r.reasons], [n for n, _ in expected[i]]
+            assert got == ref, (i, r.reasons, expected[i])
+            assert np.allclose([v for _, v in r.reasons], [v for _, v in expected[i]], atol=1e-3)
+            assert set(got) <= {"a", "b", "activity", "partner data: other"}
     finally:
         d.stop()

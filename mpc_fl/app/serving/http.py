@@ -323,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             "scores": {r.id: r.score for r in results if r.error is None},
             "errors": {r.id: r.error for r in results if r.error is not None},
             "warnings": {r.id: r.warning for r in results if r.warning is not None},
+            "reasons": {r.id: r.reasons for r in results if r.reasons is not None},
             "latency_ms": 1000 * (time.perf_counter() - t0),
         }
 

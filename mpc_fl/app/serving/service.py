@@ -95,15 +95,22 @@ class ServiceSettings:
     store: FeatureStore
     listen: tuple[str, int] | None = None
     quiet: bool = True
+    #: the top R reasons per application (0: none) and the outcome they argue for; every party says the same
+    reasons: int = 0
+    adverse: str = "y1"
 
 
 def _session(settings: ServiceSettings, model: Any):  # noqa: ANN202 - a context manager of PartySession
-    from mpc_fl.protocols import uses_crypten
+    from mpc_fl.protocols import needs_dealer
     from mpc_fl.runtime.session import connect
 
-    hello = {"mode": "serve", "protocol": model.part.protocol, "model": model.part.fingerprint}
+    hello = {
+        "mode": "serve", "protocol": model.part.protocol, "model": model.part.fingerprint,
+        "reasons": [settings.reasons, settings.adverse],
+    }  # fmt: skip
     return connect(
-        settings.fed, settings.role, settings.key, uses_crypten=uses_crypten(model.part.protocol),
+        settings.fed, settings.role, settings.key,
+        uses_crypten=needs_dealer(model.part.protocol, settings.reasons),
         listen=settings.listen, hello=hello, quiet=settings.quiet,
     )  # fmt: skip
 
@@ -124,13 +131,18 @@ def serve_provider(
     error, a peer that leaves mid-protocol); a bad model or store fails before the loop, at start.
     """
     from mpc_fl.app.party import load_model
+    from mpc_fl.protocols import check_reasons
 
     model = load_model(settings.model_path, settings.role)
     _check_columns(model, settings.store)
+    if settings.reasons:
+        check_reasons(model.part.protocol, settings.reasons)
     while True:
         try:
             with _session(settings, model) as session:
-                _provider_queries(session, model, settings.store, on_query)
+                _provider_queries(
+                    session, model, settings.store, on_query, (settings.reasons, settings.adverse)
+                )
             if not forever:
                 return
         except Exception as err:  # noqa: BLE001 - the service outlives any one session
@@ -153,8 +165,13 @@ def _query_ids(msg: object, key: str = "ids") -> list[str]:
 
 
 def _provider_queries(
-    session: Any, model: Any, store: FeatureStore, on_query: Callable[[int], None] | None
+    session: Any,
+    model: Any,
+    store: FeatureStore,
+    on_query: Callable[[int], None] | None,
+    reasons: tuple[int, str] = (0, "y1"),
 ) -> None:
+    """Answer the bank's queries until it stops; ``reasons``: (R, adverse) as the service was started."""
     ch = session.channel
     n = 0
     while True:
@@ -170,13 +187,22 @@ def _provider_queries(
         for why in sorted(set(problems.values())):  # reasons stay here, in the provider's own log
             log.info("cannot score %d id(s) of this query: %s", sum(v == why for v in problems.values()), why)
         ch.send_json(BANK, {"cannot": [i for i in ids if i in problems]})
-        drop = set(_query_ids(ch.recv_json(BANK), "drop"))
+        run = ch.recv_json(BANK)
+        drop = set(_query_ids(run, "drop"))
+        explained = run.get("explain", 0) if isinstance(run, dict) else 0
+        if not isinstance(explained, int) or not 0 <= explained <= len(ids):
+            raise ProtocolMismatchError("the bank asked for reasons of more rows than it queried")
         if not problems.keys() <= drop:
             raise ProtocolMismatchError("the bank asked to score rows this provider cannot score")
         keep = [k for k, i in enumerate(ids) if i not in drop]
         if not keep:
             continue
-        model.protocol.decision_function(session, LocalData(model.scaler.transform(X[keep])))
+        data = LocalData(model.scaler.transform(X[keep]))
+        model.protocol.decision_function(session, data)
+        if reasons[0] and explained:
+            from mpc_fl.app.party import explain
+
+            explain(session, model, data, *reasons, n_rows=explained)
         n += 1
         if on_query:
             on_query(n)
@@ -197,6 +223,8 @@ class Scored:
     error: str | None = None
     #: Set when scoring this id showed the provider who applied (``--decoys-policy warn``).
     warning: str | None = None
+    #: with reason codes: the top reasons, strongest first: (unit name, contribution toward adverse)
+    reasons: list[tuple[str, float]] | None = None
 
 
 class BankService:
@@ -215,6 +243,10 @@ class BankService:
         self.model = load_model(settings.model_path, BANK) if model is None else model
         if model is None:
             _check_columns(self.model, settings.store)
+        if settings.reasons:
+            from mpc_fl.protocols import check_reasons
+
+            check_reasons(self.model.part.protocol, settings.reasons)
         self.max_batch = int(max_batch)
         self.anonymity: AnonymitySets | None = None
         if self.decoys.k:
@@ -376,20 +408,34 @@ class BankService:
             for i in _query_ids(session.channel.recv_json(p), "cannot"):
                 cannot.setdefault(i, p)
         drop = [i for i in query if i in cannot]
-        for p in providers:
-            session.channel.send_json(p, {"op": "run", "drop": drop})
         results |= {
             i: Scored(i, error=CANNOT_SCORE.format(who=f"the {cannot[i]}")) for i in real if i in cannot
         }
         rows = [i for i in query if i not in cannot]
+        wanted = set(real)
+        # the applicants' own rows among the decoys: reasons are ranked for these only (the bank's secret)
+        applicants = [k for k, i in enumerate(rows) if i in wanted and i not in results]
+        explained = len(applicants) if self.settings.reasons else 0
+        for p in providers:
+            session.channel.send_json(p, {"op": "run", "drop": drop, "explain": explained})
         if not rows:
             return results
         X, _ = self.settings.store.rows(rows)  # a decoy the bank lacks scores as zeros, never read
-        z = self.model.protocol.decision_function(session, LocalData(self.model.scaler.transform(X)))
+        data = LocalData(self.model.scaler.transform(X))
+        z = self.model.protocol.decision_function(session, data)
+        reasons = None
+        if explained:
+            from mpc_fl.app.party import explain
+
+            chosen = explain(
+                session, self.model, data, self.settings.reasons, self.settings.adverse,
+                rows=np.asarray(applicants),
+            )  # fmt: skip
+            reasons = {rows[k]: chosen.of(j) for j, k in enumerate(applicants)}
         p_all = 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-        wanted = set(real)
         for i, p in zip(rows, p_all, strict=True):
             if i in wanted and i not in results:
                 hidden = self.anonymity is not None and self.anonymity.covers(i)
-                results[i] = Scored(i, score=float(p), warning=None if hidden else REVEALS)
+                why = None if reasons is None else reasons[i]
+                results[i] = Scored(i, score=float(p), warning=None if hidden else REVEALS, reasons=why)
         return results

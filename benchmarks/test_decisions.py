@@ -1,0 +1,182 @@
+"""Loan decisions with reason codes measured: agreement with the plaintext twin, and what reasons cost.
+
+Per LR-family case that gives reasons: trained on default_credit (the public reference split,
+the benchmark hyperparameters), every provider feature released by name (``--release feature``:
+the most units, the hardest ranking). Then:
+
+* ``top_r_agreement``: the share of the test applications whose top ``R`` reasons (batch
+  ``mpc-fl score --reasons R``) are the plaintext twin's set, sets differing only by units tied
+  within 1e-3 forgiven (:func:`mpc_fl.models.reasons.agreement`);
+* single-application latency with and without reasons, measured in one run: the scoring service
+  twice on the same model (``--decoys 0 --decoys-policy warn`` as in test_serving.py, so these are
+  the protocols' own costs), ``N_QUERIES`` applications one after the other each; ``ratio_p99`` is
+  p99 with reasons over p99 without. Bytes and rounds per application are the bank's ledger.
+
+``monotone_violations`` is None until monotone constraints exist (issue 26, step 2). ``-m smoke``:
+SS-LR on a small synthetic scenario, a few applications.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _bench import SPLIT, options, require_dataset
+
+from mpc_fl.app.local import LocalService, run_protocol_locally, score_locally
+from mpc_fl.app.serving import DecoySettings
+from mpc_fl.models.reasons import Reasons, agreement
+from mpc_fl.protocols import REGISTRY, case, cases
+
+R = 4
+N_QUERIES = 300
+#: every LR-family case that gives reasons, in the table's order (the plaintext twin first)
+CASES = [
+    c.name for c in cases("serving") if REGISTRY[c.protocol].reasons and REGISTRY[c.protocol].family == "lr"
+]
+TWIN = "plain_lr"
+
+
+def _train(root: Path, name: str, bank: Path, provider: Path, smoke: bool = False):  # noqa: ANN202
+    protocol, opts = options(name, smoke)
+    return run_protocol_locally(
+        bank, [provider], protocol, opts, root / "train", align="sorted", split=SPLIT, keep_scores=True,
+        save_models=root / "models", release="feature",
+    )  # fmt: skip
+
+
+def _test_rows(root: Path, run, bank: Path, provider: Path) -> tuple[Path, Path]:  # noqa: ANN001
+    """The test applications' rows of each party's file (each party scores its own)."""
+    ids = set(run.parties["bank"].test_ids)
+    out = []
+    for path in (bank, provider):
+        frame = pd.read_csv(path, dtype={"id": str})
+        out.append(root / f"test-{path.name}")
+        frame[frame["id"].isin(ids)].to_csv(out[-1], index=False)
+    return out[0], out[1]
+
+
+def _reasons(report) -> dict[str, list[tuple[str, float]]]:  # noqa: ANN001
+    return dict(zip(report.ids, report.reasons, strict=True))
+
+
+def _table(by_id: dict, ids: list[str], names: list[str]) -> Reasons:
+    index = {n: k for k, n in enumerate(names)}
+    return Reasons(
+        tuple(names),
+        np.array([[index[n] for n, _ in by_id[i]] for i in ids]),
+        np.array([[v for _, v in by_id[i]] for i in ids]),
+    )
+
+
+def _latency(service, ids: list[str], n: int) -> tuple[np.ndarray, float, float]:  # noqa: ANN001
+    for i in ids[:20]:  # warm-up
+        service.score(i)
+    ledger = service.session.channel.ledger
+    before = ledger.total()
+    lat = []
+    for k in range(n):
+        t0 = time.perf_counter()
+        (r,) = service.score(ids[k % len(ids)])
+        lat.append(1e3 * (time.perf_counter() - t0))
+        assert r.error is None, r.error
+    after = ledger.total()
+    moved = (after.bytes_sent - before.bytes_sent + after.bytes_recv - before.bytes_recv) / n
+    return np.array(lat), moved, (after.rounds - before.rounds) / n
+
+
+def _measure(
+    benchmark,
+    root: Path,
+    name: str,
+    bank: Path,
+    provider: Path,
+    n: int,
+    twin: dict | None,
+    smoke: bool = False,
+) -> None:  # noqa: ANN001, E501
+    run = _train(root, name, bank, provider, smoke)
+    test_bank, test_provider = _test_rows(root, run, bank, provider)
+    batch = score_locally(
+        test_bank, [test_provider], root / "models", root / "batch", reasons=R, align="sorted"
+    )
+    mine = _reasons(batch.parties["bank"])
+    ids = sorted(mine)
+    share = None
+    if twin is not None:
+        names = sorted({u for rows in (mine, twin) for row in rows.values() for u, _ in row})
+        share = agreement(_table(mine, ids, names), _table(twin, ids, names))
+    service_ids = run.parties["bank"].test_ids
+    out: dict = {}
+    for with_reasons in (False, True):
+        work = root / f"service-{int(with_reasons)}"
+        work.mkdir()
+        d = LocalService(
+            root / "models",
+            bank,
+            provider,
+            work,
+            decoys=DecoySettings(0, "warn"),
+            reasons=R if with_reasons else 0,
+        )
+        try:
+            out[with_reasons] = _latency(d.bank, service_ids, n)
+        finally:
+            d.stop()
+
+    def noop() -> None:  # the measurements above are the benchmark; pytest-benchmark only stores them
+        pass
+
+    benchmark.pedantic(noop, rounds=1, iterations=1)
+    (lat0, bytes0, rounds0), (lat1, bytes1, rounds1) = out[False], out[True]
+    protocol, opts = options(name, smoke)
+    benchmark.extra_info.update(
+        {
+            "case": name, "protocol": protocol, "params": run.params, "dataset": "default_credit" if not smoke else "sme",
+            "reasons": R, "release": "feature", "n_test": len(ids), "n_queries": n,
+            "top_r_agreement": share,
+            "p50_ms": float(np.percentile(lat1, 50)), "p99_ms": float(np.percentile(lat1, 99)),
+            "p50_ms_without": float(np.percentile(lat0, 50)), "p99_ms_without": float(np.percentile(lat0, 99)),
+            "ratio_p99": float(np.percentile(lat1, 99) / np.percentile(lat0, 99)),
+            "bytes_per_application": bytes1, "bytes_per_application_without": bytes0,
+            "rounds_per_application": rounds1, "rounds_per_application_without": rounds0,
+            "batch_score_s": batch.score_s, "batch_bytes": batch.traffic["total"]["bytes_sent"],
+            "monotone_violations": None,
+        }
+    )  # fmt: skip
+    return mine
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory) -> dict:
+    bank, provider = (Path(p) for p in require_dataset("default_credit"))
+    root = tmp_path_factory.mktemp("twin")
+    run = _train(root, TWIN, bank, provider)
+    test_bank, test_provider = _test_rows(root, run, bank, provider)
+    batch = score_locally(
+        test_bank, [test_provider], root / "models", root / "batch", reasons=R, align="sorted"
+    )
+    return _reasons(batch.parties["bank"])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_decisions(benchmark, tmp_path, twin, name):
+    bank, provider = (Path(p) for p in require_dataset("default_credit"))
+    _measure(benchmark, tmp_path, name, bank, provider, N_QUERIES, None if name == TWIN else twin)
+
+
+@pytest.mark.smoke
+def test_smoke_decisions(benchmark, tmp_path):
+    from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
+
+    bank, provider = write_sme_csvs(
+        tmp_path / "data", SMEScenario(n_bank=1200, overlap=1.0, n_platform_only=0, seed=3)
+    )
+    assert case("ss_lr").protocol in REGISTRY
+    _measure(benchmark, tmp_path, "ss_lr", bank, provider, 5, None, smoke=True)
+    assert (
+        benchmark.extra_info["bytes_per_application"] > benchmark.extra_info["bytes_per_application_without"]
+    )
