@@ -508,6 +508,34 @@ def referral_table(entries: list[dict], numbers: dict) -> list[str]:
     return out
 
 
+def decisions_table(entries: list[dict], numbers: dict) -> list[str]:
+    """Reason codes: agreement with the plaintext twin, and single-application latency with and without."""
+    rows = [e for e in entries if e.get("dataset") == "default_credit"]
+    if not rows:
+        return []
+    out = [
+        "| model (default_credit) | top-R agreement | p50 ms | p99 ms | p99 ms without | ratio | KB per "
+        "application | without | rounds | without |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in sorted(rows, key=lambda e: list(LABELS).index(e["case"])):
+        share = "reference" if e["top_r_agreement"] is None else f"{e['top_r_agreement']:.4f}"
+        out.append(
+            f"| {LABELS[e['case']]} | {share} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | "
+            f"{e['p99_ms_without']:.1f} | {e['ratio_p99']:.2f} | {e['bytes_per_application'] / 1e3:,.1f} | "
+            f"{e['bytes_per_application_without'] / 1e3:,.1f} | {e['rounds_per_application']:.0f} | "
+            f"{e['rounds_per_application_without']:.0f} |"
+        )
+        key = f"decisions.{e['case']}"
+        numbers[f"{key}.agreement"] = None if e["top_r_agreement"] is None else round(e["top_r_agreement"], 4)
+        numbers[f"{key}.p99_ms"] = round(e["p99_ms"], 1)
+        numbers[f"{key}.ratio"] = round(e["ratio_p99"], 2)
+        numbers[f"{key}.rounds"] = round(e["rounds_per_application"])
+    numbers["decisions.reasons"] = rows[0]["reasons"]
+    numbers["decisions.n_test"] = rows[0]["n_test"]
+    return out + [""]
+
+
 def main() -> None:
     numbers: dict = {}
     protocols = load("protocols")
@@ -526,6 +554,7 @@ def main() -> None:
         "million": million_table(load("million"), numbers),
         "serving": serving_table(load("serving"), numbers),
         "referral": referral_table(load("referral"), numbers),
+        "decisions": decisions_table(load("decisions"), numbers),
     }
     NUMBERS.mkdir(parents=True, exist_ok=True)
     network = NUMBERS / "network.json"

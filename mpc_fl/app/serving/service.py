@@ -29,11 +29,12 @@ meanwhile; a provider that comes back with another model part is refused by the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,14 @@ def _provider_queries(
             on_query(n)
 
 
+class _NoPrefetch:
+    """Stands in for a dealer prefetch where there is no dealer (reasons in the clear)."""
+
+    @contextlib.contextmanager
+    def block(self, name: str) -> Iterator[None]:
+        yield
+
+
 @dataclass
 class _Request:
     ids: list[str]
@@ -371,6 +380,21 @@ class BankService:
             for r in batch:
                 r.future.set_result([results[i] for i in r.ids])
 
+    def _prefetch(self, session: Any):  # noqa: ANN202 - a DealerPrefetch, or a block that does nothing
+        """This session's dealer prefetch: a query of a size seen before asks the dealer for all of its
+        reasons' correlations in one request (:mod:`mpc_fl.crypto.prefetch`; the same list, earlier)."""
+        if getattr(self, "_prefetch_session", None) is not session:
+            from mpc_fl.protocols import needs_dealer
+
+            if needs_dealer(self.model.part.protocol, self.settings.reasons):
+                from mpc_fl.crypto.prefetch import DealerPrefetch
+
+                self._prefetcher = DealerPrefetch()
+            else:
+                self._prefetcher = _NoPrefetch()
+            self._prefetch_session = session
+        return self._prefetcher
+
     def _plan(self, ids: list[str]) -> tuple[list[str], dict[str, Scored]]:
         """The query for these applicants (their anonymity sets), and the answers of those it must not send."""
         if self.anonymity is None:  # --decoys 0, policy warn: every id goes alone
@@ -427,10 +451,11 @@ class BankService:
         if explained:
             from mpc_fl.app.party import explain
 
-            chosen = explain(
-                session, self.model, data, self.settings.reasons, self.settings.adverse,
-                rows=np.asarray(applicants),
-            )  # fmt: skip
+            with self._prefetch(session).block(f"reasons:{len(rows)}:{explained}"):
+                chosen = explain(
+                    session, self.model, data, self.settings.reasons, self.settings.adverse,
+                    rows=np.asarray(applicants),
+                )  # fmt: skip
             reasons = {rows[k]: chosen.of(j) for j, k in enumerate(applicants)}
         p_all = 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
         for i, p in zip(rows, p_all, strict=True):
