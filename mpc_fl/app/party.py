@@ -310,9 +310,9 @@ def explain(
     with ctx.channel.phase("reasons"):
         if ctx.role == BANK:
             names = [*units.names]
-            for r_ in ctx.roles:
-                if r_ != BANK:
-                    names += ctx.channel.recv_json(r_)
+            for role in ctx.roles:
+                if role != BANK:
+                    names += ctx.channel.recv_json(role)
         else:
             ctx.channel.send_json(BANK, list(units.names))
         c = model.protocol.reason_contributions(ctx, data, units.membership, part.arrays["reasons.reference"])
