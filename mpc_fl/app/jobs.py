@@ -156,7 +156,9 @@ class ScoreJob:
                 )
         if not 0 <= self.reasons <= MAX_REASONS:
             raise JobError(f"--reasons must be 0 to {MAX_REASONS}, got {self.reasons}")
-        _choice("--adverse", self.adverse, ("y1", "y0"))
+        from mpc_fl.models.reasons import ADVERSE
+
+        _choice("--adverse", self.adverse, ADVERSE)
         return self
 
 

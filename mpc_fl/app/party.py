@@ -325,7 +325,7 @@ def explain(
 
             if rows is not None or n_rows is not None:
                 c = select_rows(c, rows, n_rows)
-            chosen = top_reasons(c if adverse == "y1" else -c, r, dst=0)
+            chosen = top_reasons(plain.toward(c, adverse), r, dst=0)
     return None if chosen is None else Reasons(tuple(names), *chosen)
 
 
@@ -428,8 +428,9 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
     with peers_told_on_failure(job, say):
         # this party's own files are checked before anything slow is imported or any peer is contacted
         table = load_party_csv(job.data, role="bank" if job.role == BANK else "provider", id_col=job.id_col)
+        release = job.reason_release()
         try:
-            job.reason_release().units(table.feature_names)  # a grouping of features this file lacks
+            release.units(table.feature_names)  # a grouping of features this file lacks
         except ValueError as err:
             raise DataError(f"--groups: {err}") from None
         split_key = None
@@ -456,7 +457,7 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
             session, table, job.protocol, job.options,
             alignment=job.align, split=job.split, split_key=split_key, keep_scores=job.keep_scores,
             save_model=Path(job.save_model) if job.save_model else None, features=job.features,
-            release=job.reason_release(),
+            release=release,
         )  # fmt: skip
         report.ready_s = session.ready_s
     report.wall_s = process_age_s()
@@ -494,30 +495,26 @@ def score(job: ScoreJob, say: Callable[[BaseException], None]) -> ScoreReport:
     report.wall_s = process_age_s()
     write_report(job.out, report)
     if report.scores is not None and job.scores:
-        points = None
+        card = None
         if job.scorecard is not None:
             from mpc_fl.models.scorecard import Scorecard
 
-            points = Scorecard.parse(job.scorecard).points_of_probability(np.asarray(report.scores)).tolist()
+            card = Scorecard.parse(job.scorecard)
         columns = {"score": [f"{v:.6f}" for v in report.scores]}
-        if points is not None:
-            columns["points"] = [f"{v:.1f}" for v in points]
-        columns.update(reason_columns(report.reasons, job))
+        if card is not None:
+            columns["points"] = [f"{v:.1f}" for v in card.points_of_probability(np.asarray(report.scores))]
+        columns.update(reason_columns(report.reasons, None if card is None else card.factor))
         write_ids(Path(job.scores), report.ids or [], columns)
     return report
 
 
-def reason_columns(reasons: list[list[tuple[str, float]]] | None, job: ScoreJob) -> dict[str, list[str]]:
-    """``reason_k`` and its contribution (``logit_k``, or ``points_k`` lost under a scorecard) per rank."""
+def reason_columns(
+    reasons: list[list[tuple[str, float]]] | None, factor: float | None
+) -> dict[str, list[str]]:
+    """``reason_k`` and its contribution per rank: ``logit_k``, or with a scorecard's ``factor`` (points per
+    logit) ``points_k``, the points it cost."""
     if not reasons:
         return {}
-    factor = None
-    if job.scorecard is not None:
-        from mpc_fl.models.scorecard import Scorecard
-
-        factor = Scorecard.parse(
-            job.scorecard
-        ).factor  # a logit toward the adverse outcome costs this many points
     out: dict[str, list[str]] = {}
     for k in range(len(reasons[0])):
         out[f"reason_{k + 1}"] = [row[k][0] for row in reasons]

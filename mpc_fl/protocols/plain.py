@@ -20,12 +20,17 @@ class _Centralised(VerticalProtocol):
     threat_model: ClassVar[str] = "none: providers disclose their features to the bank"
     leakage: ClassVar[dict[str, str]] = {"bank": "all providers' raw features", "provider": "nothing"}
 
-    def _gather(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+    @staticmethod
+    def _collect(ctx: Context, **arrays: np.ndarray) -> list[dict[str, np.ndarray]] | None:
+        """Every party's ``arrays`` at the bank (its own first, then the providers' in order); None elsewhere."""
         if ctx.role != BANK:
-            ctx.channel.send_arrays(BANK, X=data.X)
+            ctx.channel.send_arrays(BANK, **arrays)
             return None
-        parts = [data.X] + [ctx.channel.recv_arrays(r)["X"] for r in ctx.roles if r != BANK]
-        return np.hstack(parts)
+        return [arrays] + [ctx.channel.recv_arrays(r) for r in ctx.roles if r != BANK]
+
+    def _gather(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        parts = self._collect(ctx, X=data.X)
+        return None if parts is None else np.hstack([p["X"] for p in parts])
 
     def _make(self):  # noqa: ANN202
         raise NotImplementedError
@@ -77,19 +82,18 @@ class CentralisedLR(_Centralised):
         contribution in the clear (no privacy: the reference the secure protocols' reasons meet)."""
         from mpc_fl.models.reasons import lr_contributions
 
-        if ctx.role != BANK:
-            ctx.channel.send_arrays(BANK, X=data.X, membership=membership, reference=reference)
+        parts = self._collect(ctx, X=data.X, membership=membership, reference=reference)
+        if parts is None:
             return None
-        parts = [(data.X, membership, reference)]
-        for r in ctx.roles:
-            if r != BANK:
-                got = ctx.channel.recv_arrays(r)
-                parts.append((got["X"], got["membership"], got["reference"]))
         out, start = [], 0
-        for X, A, ref in parts:
-            w = self.model_.coef_[start : start + X.shape[1]]
-            out.append(lr_contributions(X, w, ref, A))
-            start += X.shape[1]
+        for p in parts:
+            d = p["X"].shape[1]
+            out.append(
+                lr_contributions(
+                    p["X"], self.model_.coef_[start : start + d], p["reference"], p["membership"]
+                )
+            )
+            start += d
         return np.hstack(out)
 
     def _export(self, model: PlainLR) -> tuple[dict, dict[str, np.ndarray]]:

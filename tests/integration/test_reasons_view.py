@@ -8,8 +8,9 @@ plaintext; it lays each one out per application (both row-major layouts) and reg
 provider's true features on those columns and its own features, scored on held-out applications.
 Under ``none`` that must do no better than the provider's aggregate contribution allows, under
 ``group`` no better than its group sums: the release level's bound. The positive control releases
-per-feature contributions under ``none`` and opens every contribution before ranking; the same
-attack then recovers every provider feature.
+per-feature contributions under ``none`` and opens every contribution to both parties before
+ranking; the same attack then recovers every provider feature, and the provider's check sees the
+plaintexts.
 """
 
 from __future__ import annotations
@@ -52,14 +53,14 @@ def _run(release: Release, mutant: bool = False) -> dict:
     X, y, train = _data()
     with pytest.MonkeyPatch.context() as mp:
         whole = views.record(mp)
-        if mutant:  # per-feature contributions whatever the part says, all opened to the bank before ranking
+        if mutant:  # per-feature contributions whatever the part says, all opened to both before ranking
             mp.setattr(
                 plain.Release, "units", lambda self, names: plain.Units(tuple(names), np.eye(len(names)))
             )
             honest = secure.top_reasons
 
             def leaky(c, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
-                c.get_plain_text(dst=0)
+                c.get_plain_text()
                 return honest(c, *a, **kw)
 
             mp.setattr(secure, "top_reasons", leaky)
@@ -169,3 +170,6 @@ def test_positive_control_contributions_opened_beyond_the_release_are_found(runs
     # measured: 0.87 to 0.97 held-out (the per-feature contributions are linear in the features; the
     # other layout's columns add noise), against a bound of 0.15 to 0.44 under "none"
     assert all(g > b + 0.3 for g, b in zip(got, bound, strict=True)), (got, bound)
+    # and the provider's "no plaintext" check flags the opening too
+    opened = run["provider"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
+    assert any(np.any(np.abs(v.astype(np.float64)) < SMALL) for v in opened if v.size > 4)

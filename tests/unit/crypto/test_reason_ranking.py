@@ -3,7 +3,8 @@
 Exact against the plaintext definition (:func:`mpc_fl.models.reasons.top_reasons`: order, ties to
 the unit listed first, the contributions themselves), with two and three computing parties; and
 what is opened: the bank's plaintexts are its R reasons per row and nothing more, the other
-parties' none. A positive control opens every contribution and is caught.
+parties' none (nor which rows the bank picked with :func:`select_rows`). A positive control opens
+every contribution to every party and is caught at both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ C[1] = 0.0  # every unit tied
 C[2, 5] = 300.0  # a large contribution
 R = 4
 SMALL = 2**32
+#: the rows the bank picks secretly before ranking (the service: the applicants among their decoys)
+PICKED = np.array([7, 0, 31])
 
 
 def _party(session, leak: bool = False) -> dict:  # noqa: ANN001
@@ -34,15 +37,22 @@ def _party(session, leak: bool = False) -> dict:  # noqa: ANN001
     from mpc_fl.crypto.secure_crypten import crypten
 
     c = crypten.cryptensor(torch.tensor(C), src=0)  # the bank's input: the test is the ranking
+    bank = session.rank == 0
     with session.channel.phase("reasons"):
-        if leak:
-            c.get_plain_text(dst=0)
+        if leak:  # positive control: every contribution opened to every party
+            c.get_plain_text()
         got = reasons.top_reasons(c, R, dst=0)
         wide = reasons.top_reasons(c[:3], 20, dst=0)  # R above the units: every unit, in order
-    out = {"units": None, "values": None, "wide": None}
+        rounds = session.channel.ledger.by_phase["reasons"].rounds
+        picked = reasons.select_rows(c, PICKED if bank else None, len(PICKED))
+        chosen = reasons.top_reasons(picked, R, dst=0)
+    out = {"units": None, "values": None, "wide": None, "picked": None}
     if got is not None:
-        out = {"units": got[0].tolist(), "values": got[1].tolist(), "wide": wide[0].tolist()}
-    out["rounds"] = session.channel.ledger.by_phase["reasons"].rounds
+        out = {
+            "units": got[0].tolist(), "values": got[1].tolist(), "wide": wide[0].tolist(),
+            "picked": chosen[0].tolist(),
+        }  # fmt: skip
+    out["rounds"] = rounds
     return out
 
 
@@ -59,6 +69,7 @@ def test_the_bank_gets_the_plaintext_reasons_exactly(opened):
     assert opened["bank"]["units"][0] == [1, 2, 4, 8] and opened["bank"]["units"][1] == [0, 1, 2, 3]
     assert opened["bank"]["units"][2][0] == 5 and opened["bank"]["values"][2][0] == pytest.approx(300.0)
     assert opened["bank"]["wide"] == plain_top(C[:3], 20)[0].tolist()
+    assert opened["bank"]["picked"] == plain_top(C[PICKED], R)[0].tolist()  # the rows the bank picked
     assert opened["provider"]["units"] is None  # nothing at the provider
 
 
@@ -96,10 +107,11 @@ def test_only_the_reasons_are_opened_and_every_pad_is_fresh():
     for role in TWO:
         findings, _ = honest[role]["view"].freshness(("reasons",))
         assert not [f for f in findings if f.flagged], role
-    assert _plaintexts(honest["provider"]["view"]).size == 0
+    assert _plaintexts(honest["provider"]["view"]).size == 0  # nor which rows the bank picked
+    assert _plaintexts(leaky["provider"]["view"]).size >= C.size // 2  # positive control: caught
     # the bank's plaintexts: per row and unit (top, top * rank, top * value); nonzero only for the R reasons
     small = _plaintexts(honest["bank"]["view"])
-    n_rows = len(C) + 3
+    n_rows = len(C) + 3 + len(PICKED)
     assert np.count_nonzero(small) <= 3 * R * n_rows
     assert np.count_nonzero(_plaintexts(leaky["bank"]["view"])) > np.count_nonzero(small) + len(C) * (
         C.shape[1] - R
