@@ -1,19 +1,20 @@
 """Loan decisions with reason codes measured: agreement with the plaintext twin, and what reasons cost.
 
-Per LR-family case that gives reasons: trained on default_credit (the public reference split,
+Per case that gives reasons (the serving suite's, and SS-GBDT's oblivious mode): trained on default_credit (the public reference split,
 the benchmark hyperparameters), every provider feature released by name (``--release feature``:
 the most units, the hardest ranking). Then:
 
 * ``top_r_agreement``: the share of the test applications whose top ``R`` reasons (batch
-  ``mpc-fl score --reasons R``) are the plaintext twin's set, sets differing only by units tied
-  within 1e-3 forgiven (:func:`mpc_fl.models.reasons.agreement`);
+  ``mpc-fl score --reasons R``) are the plaintext twin's set (plain_lr for the LR family,
+  plain_gbdt for the trees, each trained on the same split with the same hyperparameters), sets
+  differing only by units tied within 1e-3 forgiven (:func:`mpc_fl.models.reasons.agreement`);
 * single-application latency with and without reasons, measured in one run: the scoring service
   twice on the same model (``--decoys 0 --decoys-policy warn`` as in test_serving.py, so these are
   the protocols' own costs), ``N_QUERIES`` applications one after the other each; ``ratio_p99`` is
   p99 with reasons over p99 without. Bytes and rounds per application are the bank's ledger.
 
 ``monotone_violations`` is None until monotone constraints exist (issue 26, step 2). ``-m smoke``:
-SS-LR on a small synthetic scenario, a few applications.
+SS-LR and oblivious SS-GBDT on a small synthetic scenario, a few applications.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ from mpc_fl.protocols import REGISTRY, case, cases
 
 R = 4
 N_QUERIES = 300
-#: every LR-family case that gives reasons, in the table's order (the plaintext twin first)
+#: every serving case that gives reasons and SS-GBDT's oblivious mode, in the table's order
 CASES = [
-    c.name for c in cases("serving") if REGISTRY[c.protocol].reasons and REGISTRY[c.protocol].family == "lr"
+    c.name
+    for c in cases()
+    if REGISTRY[c.protocol].reasons and ("serving" in c.suites or c.name == "ss_gbdt_oblivious")
 ]
-TWIN = "plain_lr"
+#: per model family, the plaintext twin the secure cases' reasons are compared with
+TWINS = {"lr": "plain_lr", "gbdt": "plain_gbdt"}
 
 
 def _train(root: Path, name: str, bank: Path, provider: Path, smoke: bool = False):  # noqa: ANN202
@@ -151,32 +155,45 @@ def _measure(
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> dict:
+def twins(tmp_path_factory) -> dict:
+    """Per family, the plaintext twin's batch reasons, trained once when first asked for."""
     bank, provider = (Path(p) for p in require_dataset("default_credit"))
-    root = tmp_path_factory.mktemp("twin")
-    run = _train(root, TWIN, bank, provider)
-    test_bank, test_provider = _test_rows(root, run, bank, provider)
-    batch = score_locally(
-        test_bank, [test_provider], root / "models", root / "batch", reasons=R, align="sorted"
-    )
-    return _reasons(batch.parties["bank"])
+    done: dict[str, dict] = {}
+
+    def of(family: str) -> dict:
+        if family not in done:
+            root = tmp_path_factory.mktemp(f"twin-{family}")
+            run = _train(root, TWINS[family], bank, provider)
+            test_bank, test_provider = _test_rows(root, run, bank, provider)
+            batch = score_locally(
+                test_bank, [test_provider], root / "models", root / "batch", reasons=R, align="sorted"
+            )
+            done[family] = _reasons(batch.parties["bank"])
+        return done[family]
+
+    return of
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_decisions(benchmark, tmp_path, twin, name):
+def test_decisions(benchmark, tmp_path, twins, name):
     bank, provider = (Path(p) for p in require_dataset("default_credit"))
-    _measure(benchmark, tmp_path, name, bank, provider, N_QUERIES, None if name == TWIN else twin)
+    family = REGISTRY[case(name).protocol].family
+    twin = None if name in TWINS.values() else twins(family)
+    _measure(benchmark, tmp_path, name, bank, provider, N_QUERIES, twin)
 
 
 @pytest.mark.smoke
-def test_smoke_decisions(benchmark, tmp_path):
+@pytest.mark.parametrize("name", ["ss_lr", "ss_gbdt_oblivious"])
+def test_smoke_decisions(benchmark, tmp_path, name):
+    """SS-LR, and the oblivious trees (their reasons reuse the scoring's routing: fresh fixed masks
+    per query would break the service's dealer prefetch)."""
     from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
 
     bank, provider = write_sme_csvs(
         tmp_path / "data", SMEScenario(n_bank=1200, overlap=1.0, n_platform_only=0, seed=3)
     )
-    assert case("ss_lr").protocol in REGISTRY
-    _measure(benchmark, tmp_path, "ss_lr", bank, provider, 5, None, smoke=True)
+    assert case(name).protocol in REGISTRY
+    _measure(benchmark, tmp_path, name, bank, provider, 5, None, smoke=True)
     assert (
         benchmark.extra_info["bytes_per_application"] > benchmark.extra_info["bytes_per_application_without"]
     )

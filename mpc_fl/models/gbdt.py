@@ -109,13 +109,23 @@ class Tree:
     """A complete binary tree in heap order: node k has children 2k+1 and 2k+2.
 
     ``feature``/``bin`` describe internal nodes (index into the joint feature list);
-    ``leaf_values`` has 2**depth entries, already scaled by the learning rate.
+    ``leaf_values`` has 2**depth entries, already scaled by the learning rate. ``node_values``
+    (2**depth - 1, or empty for a tree saved before they were kept): what each internal node would
+    predict as a leaf, ``lr * -G/(H + lambda)`` over its rows; the reason codes'
+    path attribution (:func:`mpc_fl.models.reasons.tree_contributions`) needs them.
     """
 
     depth: int
     feature: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bin: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     leaf_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    node_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def path_values(self) -> np.ndarray:
+        """Every node's value in heap order (internal nodes, then leaves): what the path attribution walks."""
+        if len(self.node_values) != len(self.feature):
+            raise ValueError("this tree was saved before node values were kept: retrain it for reason codes")
+        return np.concatenate([self.node_values, self.leaf_values])
 
     def leaf_index(self, bins: np.ndarray) -> np.ndarray:
         node = np.zeros(len(bins), dtype=np.int64)
@@ -129,14 +139,30 @@ class Tree:
         return self.leaf_values[self.leaf_index(bins)]
 
 
+def stack_trees(trees: list[Tree]) -> dict[str, np.ndarray]:
+    """A saved model's arrays: per field, one row per tree."""
+    return {
+        k: np.stack([getattr(t, k) for t in trees]) for k in ("feature", "bin", "leaf_values", "node_values")
+    }
+
+
+def unstack_trees(depth: int, arrays: dict[str, np.ndarray]) -> list[Tree]:
+    """The trees of :func:`stack_trees`; a model saved before node values were kept gets none (no reasons)."""
+    node_values = arrays.get("node_values", np.zeros((len(arrays["feature"]), 0)))
+    fields = (arrays["feature"], arrays["bin"], arrays["leaf_values"], node_values)
+    return [Tree(depth, *row) for row in zip(*fields, strict=True)]
+
+
 def grow_tree(bins: np.ndarray, g: np.ndarray, h: np.ndarray, params: GBDTParams) -> Tree:
     """Grow one complete tree level by level from binned features and gradients."""
     depth, lam = params.max_depth, params.reg_lambda
     n_internal = 2**depth - 1
     tree = Tree(depth, np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT), np.zeros(2**depth))
+    tree.node_values = np.zeros(n_internal)
     node_of_row = np.zeros(len(g), dtype=np.int64)
     for node in range(n_internal):
         rows = np.flatnonzero(node_of_row == node)
+        tree.node_values[node] = params.learning_rate * leaf_weight(g[rows].sum(), h[rows].sum(), lam)
         G, H = histograms(bins[rows], params.n_bins, g[rows], h[rows])
         f, b = best_split(split_gains(G, H, lam, params.min_child_weight))
         tree.feature[node], tree.bin[node] = f, b

@@ -9,8 +9,20 @@ aggregate for all of them.
 For logistic regression a unit's contribution is ``sum_{j in unit} w_j (x_j - ref_j)`` against a
 reference applicant ``ref`` (the mean of the training rows, each party its own): the margin is
 the reference margin plus the contributions, exactly. The reasons are the ``R`` units with the
-largest contributions toward the adverse outcome, ties to the unit listed first. This module is
-the plaintext definition every protocol's reasons are measured against
+largest contributions toward the adverse outcome, ties to the unit listed first.
+
+For trees it is Saabas's path attribution (the "approximate contributions" XGBoost offers beside
+TreeSHAP): along a row's path, each split moves the prediction from its node's value to its
+child's, and that change goes to the unit of the split's feature; the margin is the base margin
+plus every tree's root value plus the contributions, exactly. A node's value is what it would
+predict as a leaf, ``lr * -G/(H + lambda)`` over its training rows (:attr:`Tree.node_values`).
+Why Saabas and not path-dependent TreeSHAP: it needs only the row's own path and one value per
+node, which a secure protocol computes as a product of path indicators with shared differences
+(one product round); TreeSHAP's sum over feature subsets along every path would multiply the
+secure work by the tree's depth and the number of paths. Its known bias (splits near the root
+weigh more) matters less for ranking a few reasons than for exact attribution.
+
+This module is the plaintext definition every protocol's reasons are measured against
 (:mod:`mpc_fl.crypto.reasons` ranks the same contributions on shares).
 """
 
@@ -21,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from mpc_fl.models.gbdt import NO_SPLIT, Tree
 
 #: what a provider releases of its own features as reasons
 RELEASES = ("feature", "group", "none")
@@ -136,6 +150,37 @@ def lr_contributions(
     ``membership``: :attr:`Units.membership`)."""
     D = np.asarray(X, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
     return (D * np.asarray(w, dtype=np.float64)) @ membership
+
+
+def joint_membership(memberships: list[np.ndarray]) -> np.ndarray:
+    """The parties' ``(d_p, G_p)`` groupings as one block-diagonal ``(sum d_p, sum G_p)`` over the joint features."""
+    d, g = sum(m.shape[0] for m in memberships), sum(m.shape[1] for m in memberships)
+    out = np.zeros((d, g))
+    r = c = 0
+    for m in memberships:
+        out[r : r + m.shape[0], c : c + m.shape[1]] = m
+        r, c = r + m.shape[0], c + m.shape[1]
+    return out
+
+
+def tree_contributions(trees: list[Tree], bins: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """``(n, G)``: per row and unit, the value changes along the row's paths at splits on the unit's
+    features, summed over the trees (``bins``: the joint binned features; ``membership``: ``(d, G)``)."""
+    n = len(bins)
+    rows = np.arange(n)
+    out = np.zeros((n, membership.shape[1]))
+    for tree in trees:
+        values = tree.path_values()
+        node = np.zeros(n, dtype=np.int64)
+        for _ in range(tree.depth):
+            f = tree.feature[node]
+            split = f != NO_SPLIT
+            f = np.maximum(f, 0)
+            child = 2 * node + 1 + (split & (bins[rows, f] > tree.bin[node]))
+            change = np.where(split, values[child] - values[node], 0.0)
+            out += change[:, None] * membership[f]
+            node = child
+    return out
 
 
 def toward(contributions: np.ndarray, adverse: str) -> np.ndarray:

@@ -114,6 +114,7 @@ REGISTRY: dict[str, Spec] = {
     "plain_gbdt": Spec(
         "mpc_fl.protocols.plain", "CentralisedGBDT", "mpc_fl.models.gbdt:GBDTParams",
         "centralised GBDT: providers send raw features to the bank (no privacy; the accuracy ceiling)", "gbdt",
+        reasons="plain",
     ),
     "ss_lr": Spec(
         "mpc_fl.protocols.ss_lr", "SecretSharedLR", "mpc_fl.models.lr:LRParams",
@@ -132,7 +133,7 @@ REGISTRY: dict[str, Spec] = {
             "mask": option("fixed", _MASK_HELP.format("bin-indicator"), choices=("fixed", "generic")),
             "oblivious": option(False, "hide every split's owner, feature and bin and every node's rows and paths"),
         },
-        uses_crypten=True,
+        uses_crypten=True, reasons="shares",
         narrower={"reg_lambda": Accepts(above=0)},  # an empty leaf would divide by zero
         excludes=(
             Excludes({"oblivious": True}, {"mask": "generic"}, "the oblivious mode routes rows with the fixed-mask bin matrices"),
@@ -148,7 +149,7 @@ REGISTRY: dict[str, Spec] = {
         "mpc_fl.protocols.secureboost", "SecureBoost", "mpc_fl.models.gbdt:GBDTParams",
         "SecureBoost on additive HE (OU or Paillier; FATE/SecretFlow SGB-style); the provider sees every "
         "node's customers", "gbdt",
-        _HE_OPTIONS, check=_HE_CHECK,
+        _HE_OPTIONS, check=_HE_CHECK, reasons="plain",
     ),
 }  # fmt: skip
 

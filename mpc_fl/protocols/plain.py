@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, Tree
+from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, stack_trees, unstack_trees
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 
@@ -114,19 +114,30 @@ class CentralisedGBDT(_Centralised):
     def _make(self) -> PlainGBDT:
         return PlainGBDT(self.params)
 
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> np.ndarray | None:
+        """The providers send their features and groupings; the bank attributes every path in the
+        clear (:func:`mpc_fl.models.reasons.tree_contributions`; trees need no reference applicant)."""
+        from mpc_fl.models.gbdt import apply_bins
+        from mpc_fl.models.reasons import joint_membership, tree_contributions
+
+        parts = self._collect(ctx, X=data.X, membership=membership)
+        if parts is None:
+            return None
+        bins = apply_bins(np.hstack([p["X"] for p in parts]), self.model_.edges_)
+        return tree_contributions(
+            self.model_.trees_, bins, joint_membership([p["membership"] for p in parts])
+        )
+
     def _export(self, model: PlainGBDT) -> tuple[dict, dict[str, np.ndarray]]:
         arrays = {f"edges_{j}": e for j, e in enumerate(model.edges_)}
-        arrays |= {
-            k: np.stack([getattr(t, k) for t in model.trees_]) for k in ("feature", "bin", "leaf_values")
-        }
+        arrays |= stack_trees(model.trees_)
         return {"n_edges": len(model.edges_), "base_margin": model.base_margin_}, arrays
 
     def _import(self, meta: dict, arrays: dict[str, np.ndarray]) -> PlainGBDT:
         model = PlainGBDT(self.params)
         model.edges_ = [arrays[f"edges_{j}"] for j in range(int(meta["n_edges"]))]
         model.base_margin_ = meta["base_margin"]
-        model.trees_ = [
-            Tree(self.params.max_depth, f, b, v)
-            for f, b, v in zip(arrays["feature"], arrays["bin"], arrays["leaf_values"], strict=True)
-        ]
+        model.trees_ = unstack_trees(self.params.max_depth, arrays)
         return model

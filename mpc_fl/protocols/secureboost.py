@@ -44,7 +44,8 @@ What each party learns beyond its own inputs and outputs:
   provider's bin-level ordering of the node's rows in aggregate); the owner, local feature index and bin index
   of every split; the instance space of every node (including the provider's left/right partitions); at
   scoring, the provider's decision bit at every provider-owned node for every test row; the whole model except
-  the provider's thresholds. Nothing more from the histogram ciphertexts themselves: they are re-randomised.
+  the provider's thresholds; with reason codes, the unit (at the provider's release level) of each split the
+  provider owns, so the bank attributes every path itself. Nothing more from the histogram ciphertexts themselves: they are re-randomised.
   Without that, each is a deterministic product of the bank's own per-row ciphertexts (whose randomness the
   bank knows), so the bank could test which rows fell into which provider bin, i.e. the provider's per-row
   bin-level ordering rather than only its per-bin aggregates.
@@ -80,6 +81,8 @@ from mpc_fl.models.gbdt import (
     logistic_grad_hess,
     quantile_bin_edges,
     split_gains,
+    stack_trees,
+    unstack_trees,
 )
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
@@ -105,7 +108,8 @@ class SecureBoost(VerticalProtocol):
     leakage: ClassVar[dict[str, str]] = {
         "bank": "per-node per-bin G/H sums and counts of provider features (re-randomised ciphertexts, no more); "
         "split owner/feature/bin index; "
-        "every node's instance space; provider decision bits of every test row at provider nodes",
+        "every node's instance space; provider decision bits of every test row at provider nodes; with reason "
+        "codes, the reason unit of each provider split (at the provider's release level)",
         "provider": "every node's instance space in training; its own split features and thresholds",
     }
 
@@ -177,7 +181,11 @@ class SecureBoost(VerticalProtocol):
             g, h = logistic_grad_hess(y, margin)
             ch.send_bytes(peer, he.serialize(he.encrypt(packer.pack(g, h))))
             tree = Tree(
-                depth, np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT), np.zeros(2**depth)
+                depth,
+                np.full(n_internal, NO_SPLIT),
+                np.full(n_internal, NO_SPLIT),
+                np.zeros(2**depth),
+                np.zeros(n_internal),
             )
             node_of_row = np.zeros(n, dtype=np.int64)
             for level in range(depth):
@@ -185,6 +193,9 @@ class SecureBoost(VerticalProtocol):
                 asks, ask_rows = [], []
                 for node in range(2**level - 1, 2 ** (level + 1) - 1):
                     rows = np.flatnonzero(node_of_row == node)
+                    tree.node_values[node] = p.learning_rate * leaf_weight(
+                        g[rows].sum(), h[rows].sum(), p.reg_lambda
+                    )
                     Gb, Hb = histograms(bins[rows], nb, g[rows], h[rows])
                     sq = he.deserialize(ch.recv_bytes(peer))
                     vals = unsqueeze(
@@ -272,42 +283,90 @@ class SecureBoost(VerticalProtocol):
 
     # ------------------------------------------------------------------------------------------------------
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
+        with ctx.channel.phase("scoring"):
+            paths = self._paths(ctx, data)
+        if paths is None:
+            return None
+        margin = np.full(data.n_rows, self.base_margin_)
+        for tree, nodes in zip(self.trees_, paths, strict=True):
+            margin += tree.leaf_values[nodes[-1] - len(tree.feature)]
+        return margin
+
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> np.ndarray | None:
+        """Path attribution at the bank (:func:`mpc_fl.models.reasons.tree_contributions`), in the clear.
+
+        The bank already routes every row and knows every node's value; the provider adds, for
+        each split it owns, the index of the unit its feature belongs to (under ``none`` always
+        the one unit), so the bank learns that much more and nothing of the features themselves.
+        """
+        peer = two_party_peer(ctx, self.name)
+        ch = ctx.channel
+        if ctx.role != BANK:
+            owned = [f for sp in self.splits_ for _, (f, _) in sorted(sp.items())]
+            unit = np.argmax(membership[owned], axis=1) if owned else np.zeros(0, dtype=np.int64)
+            ch.send_arrays(peer, unit=unit.astype(np.int64), n_units=np.array([membership.shape[1]]))
+            self._paths(ctx, data)
+            return None
+        got = ch.recv_arrays(peer)
+        paths = self._paths(ctx, data)
+        d_b, g_b = membership.shape
+        units = np.concatenate([membership, np.zeros((d_b, int(got["n_units"][0])))], axis=1)
+        provider_units = iter(got["unit"].tolist())
+        out = np.zeros((data.n_rows, units.shape[1]))
+        for tree, nodes in zip(self.trees_, paths, strict=True):
+            unit_of = np.zeros((len(tree.feature), units.shape[1]))  # per node: the unit its split counts to
+            for node, f in enumerate(tree.feature.tolist()):
+                if f == NO_SPLIT:
+                    continue
+                if f < d_b:
+                    unit_of[node] = units[f]
+                else:
+                    unit_of[node, g_b + next(provider_units)] = 1.0
+            values = tree.path_values()
+            for parent, child in zip(nodes[:-1], nodes[1:], strict=True):
+                out += (values[child] - values[parent])[:, None] * unit_of[parent]
+        return out
+
+    def _paths(self, ctx: Context, data: LocalData) -> list[list[np.ndarray]] | None:
+        """At the bank, per tree, the node every row visits at each level (root first, leaf last);
+        the provider sends its decision bit of every row at every node it owns."""
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         bins = apply_bins(data.X, self.edges_)
         m = data.n_rows
-        with ch.phase("scoring"):
-            if ctx.role != BANK:
-                cols = [bins[:, f] > b for sp in self.splits_ for _, (f, b) in sorted(sp.items())]
-                mat = np.stack(cols, axis=1) if cols else np.zeros((m, 0), dtype=bool)
-                ch.send_arrays(peer, bits=_pack_bits(mat), shape=np.array(mat.shape))
-                return None
-            z = ch.recv_arrays(peer)
-            n_cols = int(z["shape"][1])
-            pbits = _unpack_bits(z["bits"], m * n_cols).reshape(m, n_cols)
-            d_b = bins.shape[1]
-            col = 0
-            margin = np.full(m, self.base_margin_)
-            idx = np.arange(m)
-            for tree in self.trees_:
-                n_internal = len(tree.feature)
-                decide = np.zeros((m, n_internal), dtype=bool)
-                for node in range(n_internal):
-                    f, b = int(tree.feature[node]), int(tree.bin[node])
-                    if f == NO_SPLIT:
-                        continue
-                    if f < d_b:
-                        decide[:, node] = bins[:, f] > b
-                    else:
-                        decide[:, node] = pbits[:, col]
-                        col += 1
-                node = np.zeros(m, dtype=np.int64)
-                for _ in range(tree.depth):
-                    node = 2 * node + 1 + decide[idx, node]
-                margin += tree.leaf_values[node - n_internal]
-            if col != n_cols:
-                raise ValueError("provider decision bits do not match the model's provider nodes")
-        return margin
+        if ctx.role != BANK:
+            cols = [bins[:, f] > b for sp in self.splits_ for _, (f, b) in sorted(sp.items())]
+            mat = np.stack(cols, axis=1) if cols else np.zeros((m, 0), dtype=bool)
+            ch.send_arrays(peer, bits=_pack_bits(mat), shape=np.array(mat.shape))
+            return None
+        z = ch.recv_arrays(peer)
+        n_cols = int(z["shape"][1])
+        pbits = _unpack_bits(z["bits"], m * n_cols).reshape(m, n_cols)
+        d_b = bins.shape[1]
+        col = 0
+        idx = np.arange(m)
+        out = []
+        for tree in self.trees_:
+            n_internal = len(tree.feature)
+            decide = np.zeros((m, n_internal), dtype=bool)
+            for node in range(n_internal):
+                f, b = int(tree.feature[node]), int(tree.bin[node])
+                if f == NO_SPLIT:
+                    continue
+                if f < d_b:
+                    decide[:, node] = bins[:, f] > b
+                else:
+                    decide[:, node] = pbits[:, col]
+                    col += 1
+            nodes = [np.zeros(m, dtype=np.int64)]
+            for _ in range(tree.depth):
+                nodes.append(2 * nodes[-1] + 1 + decide[idx, nodes[-1]])
+            out.append(nodes)
+        if col != n_cols:
+            raise ValueError("provider decision bits do not match the model's provider nodes")
+        return out
 
     def prospect_margins(self, ctx: Context, data: LocalData):  # noqa: ANN201 - an MPCTensor
         """Shared margins of the provider's rows under a prospect model (every split the provider's).
@@ -361,9 +420,7 @@ class SecureBoost(VerticalProtocol):
         its own splits. Each party: its own bin edges (thresholds)."""
         arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
         if hasattr(self, "trees_"):
-            arrays["feature"] = np.stack([t.feature for t in self.trees_])
-            arrays["bin"] = np.stack([t.bin for t in self.trees_])
-            arrays["leaf_values"] = np.stack([t.leaf_values for t in self.trees_])
+            arrays |= stack_trees(self.trees_)
             return {
                 "n_edges": len(self.edges_),
                 "base_margin": self.base_margin_,
@@ -377,9 +434,6 @@ class SecureBoost(VerticalProtocol):
         if "leaf_values" in arrays:
             depth = int(meta["depth"])
             self.base_margin_ = meta["base_margin"]
-            self.trees_ = [
-                Tree(depth, f, b, v)
-                for f, b, v in zip(arrays["feature"], arrays["bin"], arrays["leaf_values"], strict=True)
-            ]
+            self.trees_ = unstack_trees(depth, arrays)
         else:
             self.splits_ = [{int(k): (int(f), int(b)) for k, (f, b) in s.items()} for s in meta["splits"]]

@@ -100,6 +100,16 @@ plays each party). Cost: nobody knows an indicator, so memberships take Beaver p
 (``[m_left] = [m] * [ind]``, then ``[g*m], [h*m]``, and the leaves' ``[M] * [w]``): about a third
 more training bytes than the default mode, a few more integer products per level.
 
+Reason codes (:meth:`SecretSharedGBDT.reason_contributions`): Saabas's path attribution
+(:func:`mpc_fl.models.reasons.tree_contributions`) on shares. Training also keeps every internal
+node's value ``-lr * G/(H + lam)`` as shares (computed in the leaves' batch: no extra round).
+At explain time each node's split unit is a shared 0/1 (input by the split's owner in the default
+mode; the grouping times the routing vectors' feature one-hot in the oblivious mode), each
+edge's value change times its parent's unit is summed along every leaf's path, and the rows'
+shared leaf indicators times that give the contributions; only the ranking's top R reach the
+bank (:mod:`mpc_fl.crypto.reasons`), so the paths stay hidden in the oblivious mode. What the
+bank learns from a reason is what it releases: that unit's contribution on the applicant's path.
+
 ``mask="generic"`` replaces the fixed-mask products by CrypTen's Beaver matmul on
 ``crypten.cryptensor(B_p, src=p, precision=0)``, which re-masks the whole ``B_p`` for every
 level (O(n*bins) bytes per histogram instead of O(n)); kept to measure the difference.
@@ -367,6 +377,12 @@ class SecretSharedGBDT(VerticalProtocol):
         return offsets, crypten.cat([score, dummy]).t()
 
     @staticmethod
+    def _node_totals(cands: tuple) -> tuple[MPCTensor, MPCTensor]:
+        """(k,) G and H of a level's k nodes: any candidate's two sides sum to the node's total."""
+        GL, HL, GR, HR = (crypten.cat(c) for c in cands[:4])
+        return GL[0] + GR[0], HL[0] + HR[0]
+
+    @staticmethod
     def _children_sums(cands: tuple, onehot: MPCTensor, k: int) -> tuple[MPCTensor, MPCTensor]:
         """G and H of the 2k children of the k nodes, from their chosen candidates (children interleaved).
 
@@ -375,7 +391,7 @@ class SecretSharedGBDT(VerticalProtocol):
         row left: left = the node's total, right = 0.
         """
         GL, HL, GR, HR = (crypten.cat(c) for c in cands[:4])  # (C, k)
-        total_g, total_h = GL[0] + GR[0], HL[0] + HR[0]  # any candidate's two sides: the node total
+        total_g, total_h = SecretSharedGBDT._node_totals(cands)
         zero = total_g * 0
         sides = crypten.stack(
             [
@@ -393,7 +409,8 @@ class SecretSharedGBDT(VerticalProtocol):
     def _fit_tree(
         self, margin: MPCTensor, ey: MPCTensor, bins: np.ndarray, step: StepLabel
     ) -> tuple[MPCTensor, MPCTensor, np.ndarray, dict[int, tuple[int, int]], list[MPCTensor]]:
-        """One tree: the new margin, the shared leaf weights, the public owners and this party's splits,
+        """One tree: the new margin, the shared node values (internal nodes, then the leaf weights), the
+        public owners and this party's splits,
         and (oblivious mode) the shared routing vectors of its nodes, per party plus "no split"."""
         with step("gradients"):
             prob = margin.sigmoid()
@@ -456,10 +473,12 @@ class SecretSharedGBDT(VerticalProtocol):
         splits_t: dict[int, tuple[int, int]] = {}
         hists: list[MPCTensor] = []
         levels: list[tuple[np.ndarray | None, np.ndarray]] = []  # per level: own indicators, column owners
+        totals: list[tuple[MPCTensor, MPCTensor]] = []  # per level: its nodes' G and H
         left = X
         for level in range(depth):
             k, first = 2**level, 2**level - 1
             hists, cands, offsets, onehot = self._choose_splits(left.reshape(n, -1), hists, level, step)
+            totals.append(self._node_totals(cands))
             with step("argmax"):
                 owners, splits = self._reveal_splits(onehot, offsets, k)
             owners_t[first : first + k] = owners
@@ -472,15 +491,15 @@ class SecretSharedGBDT(VerticalProtocol):
                 left = mul_private_bits(X, None if ind is None else ind[:, None, :], (n, 1, k), cols)
                 X = crypten.stack([left, X - left], dim=3).reshape(n, 3, 2 * k)
         with step("leaves"):
-            G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
-            w = self._leaf_weights(G_leaf, H_leaf)
+            values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
+            w = values[2**depth - 1 :]
             value = w.unsqueeze(0)  # (1, 2^depth): every row's value at the leaves
             for level in reversed(range(depth)):
                 ind, cols = levels[level]
                 lw, rw = value[:, 0::2], value[:, 1::2]
                 value = rw + mul_private_bits(lw - rw, ind, (n, 2**level), cols)  # broadcast: (n, k)
             margin = margin + value.reshape(n)
-        return margin, w, owners_t, splits_t, []
+        return margin, values, owners_t, splits_t, []
 
     @staticmethod
     def _bit_owners(owners: np.ndarray) -> np.ndarray:
@@ -496,6 +515,7 @@ class SecretSharedGBDT(VerticalProtocol):
         M = crypten.cryptensor(torch.ones(n, 1), src=0, precision=0)  # root: every row
         hists: list[MPCTensor] = []
         routes: list[list[MPCTensor]] = []  # per level, per party (+ no split)
+        totals: list[tuple[MPCTensor, MPCTensor]] = []  # per level: its nodes' G and H
         left = M
         for level in range(depth):
             k = 2**level
@@ -504,18 +524,31 @@ class SecretSharedGBDT(VerticalProtocol):
                 gm = (GH * left.unsqueeze(1)).reshape(n, 2 * kl)  # exact: 0/1 at precision 0
                 U = crypten.cat([gm, upscale(left, precision(gm))], dim=1)
             hists, cands, offsets, onehot = self._choose_splits(U, hists, level, step)
+            totals.append(self._node_totals(cands))
             with step("routing"):
                 ind, vs = self._route(onehot, offsets)
                 routes.append(vs)
                 left = M * ind  # exact
                 M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
         with step("leaves"):
-            G_leaf, H_leaf = self._children_sums(cands, onehot, 2 ** (depth - 1))
-            w = self._leaf_weights(G_leaf, H_leaf)
-            margin = margin + (M * w).sum(1)  # exact: M is 0/1 at precision 0
+            values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
+            margin = margin + (M * values[2**depth - 1 :]).sum(1)  # exact: M is 0/1 at precision 0
         route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)]
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
-        return margin, w, owners_t, {}, route_t
+        return margin, values, owners_t, {}, route_t
+
+    def _node_values(
+        self, totals: list[tuple[MPCTensor, MPCTensor]], leaves: tuple[MPCTensor, MPCTensor]
+    ) -> MPCTensor:
+        """Every node's value in heap order, internal nodes then leaves: ``-lr * G/(H + lam)``, shared.
+
+        The leaves' are the tree's weights; the internal nodes' are what the reason codes' path
+        attribution needs (:func:`mpc_fl.models.reasons.tree_contributions`). One batch: the
+        internal nodes cost a few more elements of the leaves' reciprocal, no round.
+        """
+        G = crypten.cat([g for g, _ in totals] + [leaves[0]])
+        H = crypten.cat([h for _, h in totals] + [leaves[1]])
+        return self._leaf_weights(G, H)
 
     def _leaf_weights(self, G: MPCTensor, H: MPCTensor) -> MPCTensor:
         """``-lr * G/(H + lam)``, secret-shared."""
@@ -578,22 +611,25 @@ class SecretSharedGBDT(VerticalProtocol):
             np.ndarray
         ] = []  # per tree, per internal node (heap order): owner rank or NO_SPLIT
         self.splits_: list[dict[int, tuple[int, int]]] = []  # per tree: node -> (own feature, bin)
-        leaf_w, routes = [], []
+        values, routes = [], []
         step: StepLabel = ctx.channel.ledger.step
         # every tree asks the dealer for the same list: one request per tree after the first
         prefetch = DealerPrefetch()
         with ctx.channel.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as tick:
             for _ in range(p.n_trees):
                 with prefetch.block("tree"):
-                    margin, w, owners_t, splits_t, route_t = self._fit_tree(margin, ey, bins, step)
-                leaf_w.append(w)
+                    margin, v, owners_t, splits_t, route_t = self._fit_tree(margin, ey, bins, step)
+                values.append(v)
                 if self.oblivious:
                     routes.append(route_t)
                 else:
                     self.owners_.append(owners_t)
                     self.splits_.append(splits_t)
                 tick()
-        self.leaf_w_ = crypten.stack(leaf_w)  # (n_trees, 2^depth), secret-shared
+        n_internal = 2**p.max_depth - 1
+        values_ = crypten.stack(values)  # (n_trees, 2^(depth + 1) - 1), secret-shared
+        self.node_w_: MPCTensor | None = values_[:, :n_internal]  # the internal nodes' (reasons)
+        self.leaf_w_ = values_[:, n_internal:]  # (n_trees, 2^depth)
         # oblivious mode: per party (and "no split"), (d_q*n_bins or 1, n_trees*(2^depth - 1)) shares
         self.routes_ = [crypten.cat(list(r), dim=1) for r in zip(*routes, strict=True)] if routes else []
         for m in mats:
@@ -620,21 +656,32 @@ class SecretSharedGBDT(VerticalProtocol):
         return z + (float(self.base_) if self.rank_ == 0 else 0.0)  # a public addend counts at rank 0 only
 
     def _margins(self, data: LocalData) -> MPCTensor:
-        """Shared margins without the base margin, in either mode; nothing is opened."""
-        p = self.params
-        n, width = data.n_rows, p.n_trees * 2**p.max_depth
+        """Shared margins without the base margin, in either mode; nothing is opened.
+
+        The rows' leaf indicators are kept until the next call: reasons for the same rows
+        (:meth:`reason_contributions`, right after scoring them) reuse them rather than route the
+        rows again, which halves their cost and keeps the reasons' dealer requests the same for
+        every query (the oblivious routing sets up fresh fixed masks).
+        """
         self._restore()
+        reach = self._reach(data)
+        self._reached = (data, reach)
+        return (reach * self.leaf_w_.reshape(-1)).sum(1)  # exact: 0/1 times weights
+
+    def _reach(self, data: LocalData) -> MPCTensor:
+        """(rows, trees x leaves) shared 0/1: the leaf each row reaches in each tree, leaves in heap order."""
+        n, width = data.n_rows, self.params.n_trees * 2**self.params.max_depth
         if self.oblivious:
-            return self._oblivious_margins(data)
+            return self._oblivious_reach(data)
         reach = None
         for q in range(self.n_parties_):
             mine = self._own_leaf_marks(data.X) if q == self.rank_ else torch.zeros(n, width)
             marks = crypten.cryptensor(mine, src=q, precision=0)
             reach = marks if reach is None else reach * marks  # exact: 0/1 at precision 0
-        return (reach * self.leaf_w_.reshape(-1)).sum(1)
+        return reach
 
-    def _oblivious_margins(self, data: LocalData) -> MPCTensor:
-        """Shared margins of the test rows without revealing any split or path.
+    def _oblivious_reach(self, data: LocalData) -> MPCTensor:
+        """The leaves the test rows reach without revealing any split or path.
 
         Each party's test-row bin matrix is opened once under a fixed mask; the saved routing
         vectors give every node's left-indicator of every row in one product round, and the
@@ -658,7 +705,74 @@ class SecretSharedGBDT(VerticalProtocol):
             left = go_left if reach is None else reach * go_left  # exact
             right = (1 - go_left) if reach is None else reach - left
             reach = crypten.stack([left, right], dim=3).reshape(n, p.n_trees, 2 * k)
-        return (reach.reshape(n, -1) * self.leaf_w_.reshape(-1)).sum(1)  # exact: 0/1 times weights
+        return reach.reshape(n, -1)
+
+    def reason_contributions(
+        self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
+    ) -> MPCTensor:
+        """Shares of each row's path attribution per unit (:func:`mpc_fl.models.reasons.tree_contributions`).
+
+        Per tree, the change from each node's value to its child's (local on the shared values)
+        times the 0/1 unit of the parent's split (:meth:`_split_units`) is summed along each leaf's
+        path (a public linear map): ``(leaves, units)`` shares; each row's contributions are its
+        shared leaf indicators times those (one matrix product). Nothing is opened, so in the
+        oblivious mode the paths stay hidden; trees need no reference applicant.
+        """
+        from mpc_fl.crypto.reasons import unit_counts
+
+        self._restore()
+        if self.node_w_ is None:
+            raise ValueError(
+                "this model was trained before node values were kept: retrain it for reason codes"
+            )
+        depth, n_trees = self.params.max_depth, self.params.n_trees
+        n_internal, n_leaves = 2**depth - 1, 2**depth
+        counts = unit_counts(self.rank_, membership.shape[1])
+        units = self._split_units(membership, counts)  # (trees, internal nodes, units), 0/1
+        child = torch.arange(1, 2 * n_internal + 1)
+        parent = (child - 1) // 2
+        values = crypten.cat([self.node_w_, self.leaf_w_], dim=1)
+        change = on_shares(values, lambda s: s[:, child] - s[:, parent])  # (trees, edges)
+        at_parent = on_shares(units, lambda s: s[:, parent])  # (trees, edges, units)
+        by_edge = change.unsqueeze(2) * at_parent  # exact: 0/1 at precision 0
+        path = torch.zeros(n_leaves, len(child), dtype=torch.long)  # leaf l's path, by edge (child node)
+        for leaf in range(n_leaves):
+            node = n_internal + leaf
+            while node > 0:
+                path[leaf, node - 1] = 1
+                node = (node - 1) // 2
+        by_leaf = on_shares(by_edge, lambda s: torch.einsum("le,teu->tlu", path, s))
+        reached = getattr(self, "_reached", None)
+        reach = reached[1] if reached is not None and reached[0] is data else self._reach(data)
+        self._reached = None
+        return reach.matmul(by_leaf.reshape(n_trees * n_leaves, sum(counts)))
+
+    def _split_units(self, membership: np.ndarray, counts: list[int]) -> MPCTensor:
+        """(trees, internal nodes, units) shared 0/1: the unit of each node's split feature (0 if none).
+
+        Default mode: a split's owner knows its feature, so it inputs its own nodes' rows
+        (``membership[f]``) and zeros elsewhere; the others learn nothing they did not know (the
+        owners are public). Oblivious mode: the routing vectors' bin-0 entries are the shared
+        one-hot of each node's feature (suffix sums over all its bins), so each party's grouping,
+        a private input, times them gives its units (one product round).
+        """
+        n_trees, n_internal, nb = self.params.n_trees, 2**self.params.max_depth - 1, self.params.n_bins
+        parts = []
+        for q, g_q in enumerate(counts):
+            mine = q == self.rank_
+            A = torch.from_numpy(np.asarray(membership, dtype=np.float32)) if mine else None
+            if self.oblivious:
+                A_q = crypten.cryptensor(A if mine else torch.zeros(self.widths_[q], g_q), src=q, precision=0)
+                feature = on_shares(self.routes_[q], lambda s: s[0::nb])  # (d_q, trees x nodes)
+                parts.append(A_q.t().matmul(feature).t().reshape(n_trees, n_internal, g_q))
+                continue
+            rows = torch.zeros(n_trees, n_internal, g_q)
+            if mine:
+                for t, splits in enumerate(self.splits_):
+                    for node, (f, _) in splits.items():
+                        rows[t, node] = A[f]
+            parts.append(crypten.cryptensor(rows, src=q, precision=0))
+        return crypten.cat(parts, dim=2)
 
     def _own_leaf_marks(self, X: np.ndarray) -> torch.Tensor:
         """(rows, trees x leaves) 0/1: the leaves this party's own splits (and, at the bank, the public
@@ -700,6 +814,8 @@ class SecretSharedGBDT(VerticalProtocol):
         }
         arrays = {f"edges_{j}": e for j, e in enumerate(self.edges_)}
         arrays["leaf_w_share"] = self.leaf_w_.share.numpy().copy()
+        if self.node_w_ is not None:
+            arrays["node_w_share"] = self.node_w_.share.numpy().copy()
         for j, r in enumerate(self.routes_):  # oblivious mode: shares of the routing vectors
             arrays[f"route_share_{j}"] = r.share.numpy().copy()
         return meta, arrays
@@ -715,12 +831,16 @@ class SecretSharedGBDT(VerticalProtocol):
         if self.oblivious:
             self.leakage = self.OBLIVIOUS_LEAKAGE
         routes = [arrays[f"route_share_{j}"] for j in range(int(meta.get("n_routes", 0)))]
-        self._saved = (int(meta["precision"]), arrays["leaf_w_share"], routes)
+        self._saved = (int(meta["precision"]), arrays["leaf_w_share"], routes, arrays.get("node_w_share"))
 
     def _restore(self) -> None:
         """Saved shares (leaf weights, oblivious routing vectors) back into CrypTen tensors."""
         saved = getattr(self, "_saved", None)
         if saved is not None:
             self.leaf_w_ = MPCTensor.from_shares(torch.from_numpy(saved[1].copy()), precision=saved[0])
+            # a part saved before node values were kept scores as before, and gives no reasons
+            self.node_w_ = None
+            if saved[3] is not None:
+                self.node_w_ = MPCTensor.from_shares(torch.from_numpy(saved[3].copy()), precision=saved[0])
             self.routes_ = [MPCTensor.from_shares(torch.from_numpy(r.copy()), precision=0) for r in saved[2]]
             self._saved = None

@@ -2,7 +2,7 @@
 
 The platform trains its part with ``--release group`` (two named groups); the bank scores with
 ``--reasons 3``. The secure protocols' reasons agree with the plaintext twin's on the same rows
-(same split, same schedule), the platform's features appear only as its groups, and the points
+(same split, same schedule; LR against plain_lr, trees against plain_gbdt), the platform's features appear only as its groups, and the points
 column and the reasons' points add up. Bad requests are one line, before anything starts.
 """
 
@@ -27,6 +27,19 @@ GROUPS = {
     "payment behaviour": ["late_payment_rate", "payment_method_card_share", "cancellation_rate"],
 }
 R = 3
+_TREES = {"n_trees": 3, "max_depth": 3}
+#: every protocol that gives reasons (all of them), the plaintext twins first
+CASES = {
+    "plain_lr": ("plain_lr", {"n_epochs": 2}),
+    "ss_lr": ("ss_lr", {"n_epochs": 2}),
+    "paillier_lr": ("paillier_lr", {"n_epochs": 2}),
+    "plain_gbdt": ("plain_gbdt", _TREES),
+    "ss_gbdt": ("ss_gbdt", _TREES),
+    "ss_gbdt_oblivious": ("ss_gbdt", {**_TREES, "oblivious": True}),
+    "secureboost": ("secureboost", _TREES),
+}
+TWINS = {"ss_lr": "plain_lr", "paillier_lr": "plain_lr", "ss_gbdt": "plain_gbdt",
+         "ss_gbdt_oblivious": "plain_gbdt", "secureboost": "plain_gbdt"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +51,13 @@ def trained(tmp_path_factory) -> dict:
     groups = root / "groups.json"
     groups.write_text(json.dumps(GROUPS))
     out = {"root": root, "bank": bank, "platform": platform, "groups": groups}
-    for protocol in ("plain_lr", "ss_lr", "paillier_lr"):
+    for case, (protocol, opts) in CASES.items():
         run_protocol_locally(
-            bank, [platform], protocol, {"n_epochs": 2}, root / f"train-{protocol}", split="stratified-public",
-            save_models=root / protocol, release="group", groups=str(groups), timeout_s=budget_s(120),
+            bank, [platform], protocol, opts, root / f"train-{case}", split="stratified-public",
+            save_models=root / case, release="group", groups=str(groups), timeout_s=budget_s(120),
         )  # fmt: skip
-        rec = score_locally(bank, [platform], root / protocol, root / f"score-{protocol}", reasons=R)
-        out[protocol] = rec.parties["bank"]
+        rec = score_locally(bank, [platform], root / case, root / f"score-{case}", reasons=R)
+        out[case] = rec.parties["bank"]
     return out
 
 
@@ -57,9 +70,8 @@ def _table(report, names: list[str]) -> Reasons:  # noqa: ANN001
 
 
 def test_secure_reasons_agree_with_the_plaintext_twins(trained):
-    plain = trained["plain_lr"]
-    for protocol in ("ss_lr", "paillier_lr"):
-        got = trained[protocol]
+    for protocol, twin in TWINS.items():
+        got, plain = trained[protocol], trained[twin]
         assert sorted(got.ids) == sorted(plain.ids)
         names = sorted({n for rep in (got, plain) for row in rep.reasons for n, _ in row})
         share = agreement(_table(got, names), _table(plain, names))
@@ -67,7 +79,7 @@ def test_secure_reasons_agree_with_the_plaintext_twins(trained):
 
 
 def test_the_platform_is_named_only_by_its_groups(trained):
-    for protocol in ("plain_lr", "ss_lr", "paillier_lr"):
+    for protocol in CASES:
         names = {n for row in trained[protocol].reasons for n, _ in row}
         allowed = {*BANK_FEATURES, *GROUPS, "partner data: other"}
         assert names <= allowed and names & set(GROUPS), (protocol, names)
@@ -107,19 +119,6 @@ def test_bad_reason_requests_are_one_line_before_anything_starts(trained, extra,
         done.stderr
     )
     assert not (trained["root"] / "bad").exists()
-
-
-def test_reasons_from_a_protocol_without_them_are_refused_by_name(trained, tmp_path):
-    run_protocol_locally(
-        trained["bank"], [trained["platform"]], "plain_gbdt", {"n_trees": 2, "max_depth": 2}, tmp_path / "t",
-        save_models=tmp_path / "gbdt",
-    )  # fmt: skip
-    done = subprocess.run(
-        [*CLI, "score", "--models", str(tmp_path / "gbdt"), "--bank", str(trained["bank"]), "--provider",
-         str(trained["platform"]), "--out-dir", str(tmp_path / "s"), "--reasons", "3"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2 and "plain_gbdt gives no reason codes yet" in done.stderr, done.stderr
 
 
 def test_a_grouping_of_features_the_platform_lacks_stops_training_in_one_line(trained, tmp_path):

@@ -43,7 +43,11 @@ class _Identity:
         return X
 
 
-def _run(release: Release, mutant: bool = False) -> dict:
+#: the trees' cases: small, since what is checked is the structure of what the bank receives
+TREES = {"n_trees": 2, "max_depth": 2, "n_bins": 8}
+
+
+def _run(release: Release, mutant: bool = False, protocol: str = "ss_lr", **opts: object) -> dict:
     from mpc_fl.app.party import LoadedModel, explain
     from mpc_fl.app.store import ModelPart
     from mpc_fl.crypto import reasons as secure
@@ -69,10 +73,10 @@ def _run(release: Release, mutant: bool = False) -> dict:
             bank = session.role == "bank"
             cols = slice(0, 2) if bank else slice(2, 6)
             names = BANK_NAMES if bank else PROVIDER_NAMES
-            proto = make_protocol("ss_lr", n_epochs=3, batch_size=100)
+            proto = make_protocol(protocol, **(opts or {"n_epochs": 3, "batch_size": 100}))
             proto.fit(session, LocalData(X[train, cols], y if bank else None))
             part = ModelPart(
-                role=session.role, protocol="ss_lr", protocol_version=1, params={}, parties=list(session.roles),
+                role=session.role, protocol=protocol, protocol_version=1, params={}, parties=list(session.roles),
                 fingerprint="f" * 64, feature_names=list(names),
                 meta={"reasons": (plain.BANK_RELEASE if bank else release).to_dict()},
                 arrays={"reasons.reference": X[train, cols].mean(0)},
@@ -138,26 +142,39 @@ def test_the_banks_view_predicts_provider_features_no_better_than_the_release_le
         assert run["provider"]["reasons"] is None
 
 
+def _exactly_the_reasons(run: dict, release: Release) -> list[str]:
+    """What is wrong with the parties' views of the reasons: [] if the bank's only plaintexts are the
+    unit counts and the ranking's one opening, its pads are fresh and the provider sees no plaintext."""
+    wrong = []
+    units, _ = run["bank"]["reasons"]
+    if units.shape != (N_APPS, R):
+        wrong.append(f"reasons of shape {units.shape}")
+    # the bank's plaintexts: the unit counts, then per application and unit (top, top * rank,
+    # top * contribution): nonzero only for its R reasons
+    small = [
+        v for v in run["bank"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
+        if v.size and np.all(np.abs(v.astype(np.float64)) < SMALL)
+    ]  # fmt: skip
+    m = len(BANK_NAMES) + release.units(PROVIDER_NAMES).count
+    if sorted(v.size for v in small) != [2, 3 * N_APPS * m]:
+        wrong.append(f"the bank's plaintexts have sizes {[v.size for v in small]}")
+    elif np.count_nonzero(small[-1]) > 3 * N_APPS * R:
+        wrong.append("the ranking opened more than R units per application")
+    for role in ("bank", "provider"):
+        findings, _ = run[role]["view"].freshness(PHASE)
+        if [f for f in findings if f.flagged]:
+            wrong.append(f"a pad the {role} received was reused")
+    # the provider's view of the reasons: no plaintext at all
+    opened = run["provider"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
+    if any(np.any(np.abs(v.astype(np.float64)) < SMALL) for v in opened if v.size > 4):
+        wrong.append("the provider received a plaintext")
+    return wrong
+
+
 def test_the_bank_gets_exactly_its_reasons_and_every_pad_is_fresh(runs):
     for level in ("none", "group"):
-        _, run = runs[level]
-        units, values = run["bank"]["reasons"]
-        assert units.shape == (N_APPS, R)
-        # the bank's plaintexts: the unit counts, then per application and unit (top, top * rank,
-        # top * contribution): nonzero only for its R reasons
-        small = [
-            v for v in run["bank"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
-            if v.size and np.all(np.abs(v.astype(np.float64)) < SMALL)
-        ]  # fmt: skip
-        m = 2 + (1 if level == "none" else 2)
-        assert sorted(v.size for v in small) == [2, 3 * N_APPS * m], (level, [v.size for v in small])
-        assert np.count_nonzero(small[-1]) <= 3 * N_APPS * R
-        for role in ("bank", "provider"):
-            findings, _ = run[role]["view"].freshness(PHASE)
-            assert not [f for f in findings if f.flagged], (level, role)
-        # the provider's view of the reasons: no plaintext at all
-        opened = run["provider"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
-        assert not any(np.any(np.abs(v.astype(np.float64)) < SMALL) for v in opened if v.size > 4), level
+        release, run = runs[level]
+        assert _exactly_the_reasons(run, release) == [], level
 
 
 def test_positive_control_contributions_opened_beyond_the_release_are_found(runs):
@@ -170,6 +187,35 @@ def test_positive_control_contributions_opened_beyond_the_release_are_found(runs
     # measured: 0.87 to 0.97 held-out (the per-feature contributions are linear in the features; the
     # other layout's columns add noise), against a bound of 0.15 to 0.44 under "none"
     assert all(g > b + 0.3 for g, b in zip(got, bound, strict=True)), (got, bound)
-    # and the provider's "no plaintext" check flags the opening too
-    opened = run["provider"]["view"].ring_words(PHASE, ("open", "broadcast", "recv", "gather"))
-    assert any(np.any(np.abs(v.astype(np.float64)) < SMALL) for v in opened if v.size > 4)
+    # and the structural check flags the opening too, at both parties
+    wrong = _exactly_the_reasons(run, Release("feature"))
+    assert any("bank's plaintexts" in w for w in wrong) and "the provider received a plaintext" in wrong, (
+        wrong
+    )
+
+
+@pytest.fixture(scope="module")
+def tree_runs() -> dict:
+    none, group = Release("none"), Release("group", GROUPS)
+    return {
+        "default": (none, _run(none, protocol="ss_gbdt", **TREES)),
+        "oblivious": (group, _run(group, protocol="ss_gbdt", oblivious=True, **TREES)),
+        "mutant": (none, _run(none, mutant=True, protocol="ss_gbdt", **TREES)),
+    }
+
+
+def test_tree_reasons_open_exactly_the_reasons_in_both_modes(tree_runs):
+    """SS-GBDT's path attribution runs on shares: the same one opening as the LR family's, so under
+    ``none`` and ``group`` the bank gets its reasons and nothing else, in either mode."""
+    for mode in ("default", "oblivious"):
+        release, run = tree_runs[mode]
+        assert _exactly_the_reasons(run, release) == [], mode
+        assert run["provider"]["reasons"] is None
+
+
+def test_positive_control_tree_contributions_opened_before_ranking_are_flagged(tree_runs):
+    release, run = tree_runs["mutant"]
+    wrong = _exactly_the_reasons(run, Release("feature"))
+    assert any("bank's plaintexts" in w for w in wrong) and "the provider received a plaintext" in wrong, (
+        wrong
+    )

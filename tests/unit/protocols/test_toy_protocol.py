@@ -69,3 +69,12 @@ def test_it_passes_the_contract(toy: str, tmp_path: Path, capfd: pytest.CaptureF
 def test_registering_a_name_twice_is_refused(toy: str) -> None:
     with pytest.raises(ValueError, match="registered already"):
         protocols.register(toy, protocols.REGISTRY[toy])
+
+
+def test_reasons_from_a_protocol_without_them_are_refused_by_name(toy: str) -> None:
+    """A new protocol gives no reason codes until its entry says how: asking is one line naming those that do."""
+    with pytest.raises(
+        ValueError, match=rf"--reasons: {toy} gives no reason codes yet; these do: plain_lr, "
+    ):
+        protocols.check_reasons(toy, 3)
+    protocols.check_reasons(toy, 0)  # no reasons asked: nothing to refuse
