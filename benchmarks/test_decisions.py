@@ -40,6 +40,12 @@ CASES = [
     for c in cases()
     if REGISTRY[c.protocol].reasons and ("serving" in c.suites or c.name == "ss_gbdt_oblivious")
 ]
+
+
+def protocol_of(name: str) -> str:
+    return case(name).protocol
+
+
 #: per model family, the plaintext twin the secure cases' reasons are compared with
 TWINS = {"lr": "plain_lr", "gbdt": "plain_gbdt"}
 
@@ -61,6 +67,73 @@ def _test_rows(root: Path, run, bank: Path, provider: Path) -> tuple[Path, Path]
         out.append(root / f"test-{path.name}")
         frame[frame["id"].isin(ids)].to_csv(out[-1], index=False)
     return out[0], out[1]
+
+
+def _same_trees(models: Path, test_bank: Path, test_provider: Path) -> dict[str, list[tuple[str, float]]]:
+    """SS-GBDT's own trees opened here, by the benchmark, from both parts, and attributed in the clear.
+
+    Why: the secure trees differ from plain_gbdt's at near ties (fixed-point gains, documented in
+    :mod:`mpc_fl.protocols.ss_gbdt`), so against the independently trained twin the reasons differ
+    where the trees do; against the same trees the agreement measures the secure attribution and
+    ranking alone. Only a benchmark holding both parts can do this; no party can.
+    """
+    from mpc_fl.app.local import model_path
+    from mpc_fl.app.party import load_model
+    from mpc_fl.models.gbdt import NO_SPLIT, Tree, apply_bins
+    from mpc_fl.models.reasons import joint_membership, top_reasons, toward, tree_contributions
+
+    roles = ("bank", "provider")
+    models = {r: load_model(model_path(models, r), r) for r in roles}
+    frames = {
+        r: pd.read_csv(f, dtype={"id": str}).set_index("id")
+        for r, f in zip(roles, (test_bank, test_provider), strict=True)
+    }
+    ids = sorted(set(frames["bank"].index) & set(frames["provider"].index))
+    bins, names, widths = [], [], []
+    for r in roles:
+        part = models[r].part
+        X = models[r].scaler.transform(frames[r].loc[ids, part.feature_names].to_numpy(dtype=np.float64))
+        bins.append(apply_bins(X, models[r].protocol.edges_))
+        names += part.feature_names
+        widths.append(len(part.feature_names))
+    metas = [models[r].part.meta["protocol"] for r in roles]
+
+    def opened(key: str, precision: int) -> np.ndarray:
+        total = sum(
+            models[r].part.arrays[f"protocol.{key}"].astype(np.int64) for r in roles
+        )  # wraps mod 2^64
+        return total / float(1 << precision)
+
+    meta, prec = metas[0], int(metas[0]["precision"])
+    leaf, node = opened("leaf_w_share", prec), opened("node_w_share", prec)
+    n_trees, n_internal = leaf.shape[0], node.shape[1]
+    offsets = np.cumsum([0, *widths[:-1]])
+    nb = models["bank"].protocol.params.n_bins
+    routes = (
+        [opened(f"route_share_{q}", 0).round().astype(np.int64) for q in range(len(roles))]
+        if meta["oblivious"]
+        else []
+    )
+    trees = []
+    for t in range(n_trees):
+        feature, bin_ = np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT)
+        for k in range(n_internal):
+            if meta["oblivious"]:  # the routing vectors' suffix sums: ones up to the chosen bin
+                for q, route in enumerate(routes):
+                    v = route[:, t * n_internal + k].reshape(widths[q], nb)
+                    if v.any():
+                        f = int(np.argmax(v[:, 0]))
+                        feature[k], bin_[k] = offsets[q] + f, int(v[f].sum()) - 1
+            elif meta["owners"][t][k] != NO_SPLIT:
+                q = meta["owners"][t][k]
+                f, b = metas[q]["splits"][t][str(k)]
+                feature[k], bin_[k] = offsets[q] + f, b
+        trees.append(Tree(len(leaf[t]).bit_length() - 1, feature, bin_, leaf[t], node[t]))
+    c = tree_contributions(trees, np.hstack(bins), joint_membership([np.eye(w) for w in widths]))
+    units, values = top_reasons(toward(c, "y1"), R)
+    return {
+        i: [(names[u], float(v)) for u, v in zip(units[k], values[k], strict=True)] for k, i in enumerate(ids)
+    }
 
 
 def _reasons(report) -> dict[str, list[tuple[str, float]]]:  # noqa: ANN001
@@ -109,10 +182,14 @@ def _measure(
     )
     mine = _reasons(batch.parties["bank"])
     ids = sorted(mine)
-    share = None
+    share = same_trees = None
     if twin is not None:
         names = sorted({u for rows in (mine, twin) for row in rows.values() for u, _ in row})
         share = agreement(_table(mine, ids, names), _table(twin, ids, names))
+    if protocol_of(name) == "ss_gbdt":
+        opened = _same_trees(root / "models", test_bank, test_provider)
+        names = sorted({u for rows in (mine, opened) for row in rows.values() for u, _ in row})
+        same_trees = agreement(_table(mine, ids, names), _table(opened, ids, names))
     service_ids = run.parties["bank"].test_ids
     out: dict = {}
     for with_reasons in (False, True):
@@ -141,7 +218,7 @@ def _measure(
         {
             "case": name, "protocol": protocol, "params": run.params, "dataset": "default_credit" if not smoke else "sme",
             "reasons": R, "release": "feature", "n_test": len(ids), "n_queries": n,
-            "top_r_agreement": share,
+            "top_r_agreement": share, "top_r_agreement_same_trees": same_trees,
             "p50_ms": float(np.percentile(lat1, 50)), "p99_ms": float(np.percentile(lat1, 99)),
             "p50_ms_without": float(np.percentile(lat0, 50)), "p99_ms_without": float(np.percentile(lat0, 99)),
             "ratio_p99": float(np.percentile(lat1, 99) / np.percentile(lat0, 99)),

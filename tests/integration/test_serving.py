@@ -129,6 +129,19 @@ def test_http_endpoint_with_its_token_and_the_default_decoys(tmp_path):
         assert set(body["scores"]) == set(ids) and "nope" in body["errors"] and body["warnings"] == {}
         for i in ids:
             assert abs(body["scores"][i] - want[i]) < 2e-3
+        # the bank's features in the request (step 6 of issue 26): as in its file, the same score;
+        # others, the score of those (the provider still reads its own by id)
+        row = {str(r["id"]): r for r in csv.DictReader(bank.read_text().splitlines())}[str(ids[0])]
+
+        def with_data(a: float) -> float:
+            data = {"applications": {str(ids[0]): {"a": a, "b": float(row["b"])}}}
+            req = urllib.request.Request(
+                f"{server.url}/score", json.dumps(data).encode(), auth, method="POST"
+            )
+            return json.loads(urllib.request.urlopen(req, timeout=60).read())["scores"][str(ids[0])]
+
+        assert abs(with_data(float(row["a"])) - want[ids[0]]) < 2e-3
+        assert max(abs(with_data(a) - want[ids[0]]) for a in (-5.0, 5.0)) > 1e-2
         server.shutdown()
     finally:
         d.stop()

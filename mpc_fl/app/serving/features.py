@@ -13,6 +13,41 @@ import numpy as np
 MAX_ID_CHARS = 128
 
 
+def application_rows(raw: object, columns: list[str]) -> dict[str, np.ndarray]:
+    """The bank's features of applications given in a request: ``{id: {feature: number, ...}}``.
+
+    Why: an applicant the bank has just met is not in its feature store yet, and an existing
+    customer's application may carry fresher figures. Every feature the model was trained on must be
+    given, as a finite number, and nothing else; raises ValueError in one line naming what is wrong.
+    """
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError('"applications" is an object {"id": {"feature": number, ...}, ...}')
+    out = {}
+    for id_, row in raw.items():
+        if not isinstance(row, dict):
+            raise ValueError(f'application {id_!r}: expected {{"feature": number, ...}}')
+        missing = [c for c in columns if c not in row]
+        unknown = [c for c in row if c not in columns]
+        if missing or unknown:
+            said = [f"missing {', '.join(missing)}"] * bool(missing) + [
+                f"unknown {', '.join(unknown)}"
+            ] * bool(unknown)
+            raise ValueError(
+                f"application {id_!r}: {'; '.join(said)} (the model's features: {', '.join(columns)})"
+            )
+        values = [row[c] for c in columns]
+        bad = [
+            c
+            for c, v in zip(columns, values, strict=True)
+            if isinstance(v, bool) or not isinstance(v, int | float)
+        ]
+        if bad or not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            bad = bad or [c for c, v in zip(columns, values, strict=True) if not np.isfinite(v)]
+            raise ValueError(f"application {id_!r}: {', '.join(bad)} must be finite numbers")
+        out[str(id_)] = np.asarray(values, dtype=np.float64)
+    return out
+
+
 class FeatureStore:
     """A party's own features by customer id, in an SQLite table (one row per id, one column per feature).
 

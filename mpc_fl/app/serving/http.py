@@ -36,7 +36,7 @@ from mpc_fl.app.serving.features import MAX_ID_CHARS
 
 log = logging.getLogger(__name__)
 
-USAGE = 'send {"ids": ["..."]} or {"id": "..."}'
+USAGE = 'send {"ids": ["..."]} or {"id": "..."}, and optionally "applications": {"id": {"feature": number}}'
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _ids(self, body: dict) -> list[str]:
-        ids = body.get("ids", [body["id"]] if "id" in body else None)
+        given = body.get("applications")
+        default = list(given) if isinstance(given, dict) and given else None  # the applications' ids
+        ids = body.get("ids", [body["id"]] if "id" in body else default)
         if not isinstance(ids, list) or not ids:
             raise _Refused(400, USAGE)
         if len(ids) > self.server.settings.max_ids:
@@ -312,11 +314,30 @@ class _Handler(BaseHTTPRequestHandler):
             or (f"scoring has been busy for {busy:.0f} s" if busy >= settings.stuck_after_s else None),
         }
 
+    def _applications(self, body: dict, ids: list[str]) -> dict | None:
+        """The bank's features sent with the request (an applicant not in its store yet), checked here."""
+        from mpc_fl.app.serving.features import application_rows
+
+        if "applications" not in body:
+            return None
+        try:
+            rows = application_rows(body["applications"], self.server.service.model.part.feature_names)
+        except ValueError as e:
+            raise _Refused(400, str(e)) from None
+        stray = [i for i in rows if i not in ids]
+        if stray:
+            raise _Refused(400, f"applications {stray[:3]} are not among the ids to score")
+        return rows
+
     def _score(self) -> dict:
-        ids = self._ids(self._body())
+        body = self._body()
+        ids = self._ids(body)
+        applications = self._applications(body, ids)
         t0 = time.perf_counter()
         try:
-            results = self.server.service.score(ids, timeout_s=self.server.settings.score_timeout_s)
+            results = self.server.service.score(
+                ids, timeout_s=self.server.settings.score_timeout_s, applications=applications
+            )
         except TimeoutError:
             raise _Refused(504, f"not scored within {self.server.settings.score_timeout_s:.0f} s") from None
         return {

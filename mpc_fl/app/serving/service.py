@@ -220,7 +220,14 @@ class _NoPrefetch:
 @dataclass
 class _Request:
     ids: list[str]
+    #: the bank's features given with the request, by id (they replace its store's row)
+    applications: dict[str, np.ndarray] = field(default_factory=dict)
     future: Future = field(default_factory=Future)
+
+    def conflicts(self, other: _Request) -> bool:
+        """Whether one query cannot serve both: an id given with its own data in one of them and in the other."""
+        mine, theirs = set(self.ids), set(other.ids)
+        return bool(set(self.applications) & theirs or set(other.applications) & mine)
 
 
 @dataclass
@@ -262,6 +269,7 @@ class BankService:
             sets_file = self.decoys.sets_file or Path(settings.key).with_name(f"{BANK}.anonymity-sets.json")
             self.anonymity = AnonymitySets.open(sets_file, self.decoys.k, settings.store.ids())
         self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._held: _Request | None = None  # a query that could not join the last batch
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._batch_started: float | None = None
@@ -287,13 +295,30 @@ class BankService:
         started = self._batch_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def score(self, ids: list[str] | str, timeout_s: float = 60.0) -> list[Scored]:
-        """Score one application id (or a small batch); errors are per id, the service keeps running."""
+    def score(
+        self,
+        ids: list[str] | str,
+        timeout_s: float = 60.0,
+        applications: dict[str, np.ndarray] | None = None,
+    ) -> list[Scored]:
+        """Score one application id (or a small batch); errors are per id, the service keeps running.
+
+        ``applications``: the bank's features of some of these ids, given with the request
+        (:func:`~mpc_fl.app.serving.features.application_rows`), used instead of its store's row;
+        the providers still read their own features by id and see the same query either way.
+        """
         ids = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        applications = dict(applications or {})
+        width = len(self.settings.store.columns)
+        for i, row in applications.items():
+            if i not in ids:
+                raise ValueError(f"application {i!r} is not among the ids to score")
+            if np.shape(row) != (width,) or not np.isfinite(row).all():
+                raise ValueError(f"application {i!r}: {width} finite feature values expected")
         if not self._ready.is_set():
             why = self.last_error or "the parties are still connecting"
             return [Scored(i, error=f"provider unavailable: {why}") for i in ids]
-        request = _Request(ids)
+        request = _Request(ids, applications)
         self._requests.put(request)
         return request.future.result(timeout=timeout_s)
 
@@ -334,17 +359,17 @@ class BankService:
         While idle, a link that went down (a provider or the dealer stopped) ends the session, so the
         service joins again before the next application arrives.
         """
-        while True:
+        first, self._held = self._held, None
+        while first is None:
             try:
                 first = self._requests.get(timeout=IDLE_WAIT_S)
-                break
+                if first is None:
+                    return None
             except queue.Empty:
                 if self._stop.is_set():
                     return None
                 if session.channel.broken is not None:
                     raise session.channel.broken from None
-        if first is None:
-            return None
         batch, n = [first], len(first.ids)
         while n < self.max_batch:
             try:
@@ -353,6 +378,9 @@ class BankService:
                 break
             if r is None:
                 self._requests.put(None)
+                break
+            if any(r.conflicts(b) for b in batch):  # the same id with other data: the next query
+                self._held = r
                 break
             batch.append(r)
             n += len(r.ids)
@@ -368,7 +396,8 @@ class BankService:
                 return
             self._batch_started = time.monotonic()
             try:
-                results = self._score_batch(session, providers, [i for r in batch for i in r.ids])
+                given = {i: row for r in batch for i, row in r.applications.items()}
+                results = self._score_batch(session, providers, [i for r in batch for i in r.ids], given)
             except Exception as err:
                 self._ready.clear()  # before anyone hears of it: the next query waits for the new session
                 why = f"provider unavailable: {str(err).splitlines()[0]}"
@@ -414,10 +443,17 @@ class BankService:
             )
         return self.anonymity.query(hidden) + exposed, {}
 
-    def _score_batch(self, session: Any, providers: list[str], ids: list[str]) -> dict[str, Scored]:
-        """Score the distinct ``ids`` with their anonymity sets; an id some party cannot score gets an error."""
+    def _score_batch(
+        self, session: Any, providers: list[str], ids: list[str], given: dict[str, np.ndarray] | None = None
+    ) -> dict[str, Scored]:
+        """Score the distinct ``ids`` with their anonymity sets; an id some party cannot score gets an error.
+
+        ``given``: the bank's features of applications that came with their data (its store's rows
+        are not read for them)."""
+        given = given or {}
         real = list(dict.fromkeys(ids))
         _, own = self.settings.store.rows(real)  # what the bank cannot score never leaves the bank
+        own = {i: why for i, why in own.items() if i not in given}
         results = {
             i: Scored(i, error=CANNOT_SCORE.format(who="the bank") + f" ({why})") for i, why in own.items()
         }
@@ -445,6 +481,9 @@ class BankService:
         if not rows:
             return results
         X, _ = self.settings.store.rows(rows)  # a decoy the bank lacks scores as zeros, never read
+        for k, i in enumerate(rows):
+            if i in given:
+                X[k] = given[i]
         data = LocalData(self.model.scaler.transform(X))
         z = self.model.protocol.decision_function(session, data)
         reasons = None

@@ -30,12 +30,20 @@ class _Service:
     asked: list = field(default_factory=list)
     model: object = field(
         default_factory=lambda: type(
-            "M", (), {"part": type("P", (), {"fingerprint": "f" * 64, "protocol": "ss_lr"})}
+            "M",
+            (),
+            {
+                "part": type(
+                    "P", (), {"fingerprint": "f" * 64, "protocol": "ss_lr", "feature_names": ["a", "b"]}
+                )
+            },
         )
     )
 
-    def score(self, ids: list[str], timeout_s: float = 60.0) -> list[Scored]:
-        self.asked.append(ids)
+    def score(
+        self, ids: list[str], timeout_s: float = 60.0, applications: dict | None = None
+    ) -> list[Scored]:
+        self.asked.append(ids if applications is None else (ids, applications))
         if self.fail:
             raise RuntimeError("boom")
         if self.stall is not None and not self.stall.wait(timeout_s):
@@ -177,6 +185,21 @@ def test_malformed_requests_get_a_json_error(endpoint, request_bytes, status):
         (json.dumps({"ids": [True]}).encode(), 400, "string or an integer"),
         (json.dumps({"ids": ["x" * 500]}).encode(), 400, "longer than"),
         (json.dumps({"ids": [str(i) for i in range(257)]}).encode(), 413, "at most 256"),
+        (json.dumps({"applications": []}).encode(), 400, "send"),
+        (json.dumps({"id": "x", "applications": {"x": {"a": 1}}}).encode(), 400, "missing b"),
+        (json.dumps({"id": "x", "applications": {"x": {"a": 1, "b": 2, "c": 3}}}).encode(), 400, "unknown c"),
+        (
+            json.dumps({"id": "x", "applications": {"x": {"a": 1, "b": "2"}}}).encode(),
+            400,
+            "b must be finite",
+        ),
+        (
+            json.dumps({"id": "x", "applications": {"x": {"a": True, "b": 2}}}).encode(),
+            400,
+            "a must be finite",
+        ),
+        (b'{"id": "x", "applications": {"x": {"a": 1, "b": NaN}}}', 400, "b must be finite"),
+        (json.dumps({"id": "x", "applications": {"y": {"a": 1, "b": 2}}}).encode(), 400, "not among the ids"),
     ],
 )
 def test_bodies_are_checked_before_anything_is_scored(endpoint, body, status, match):
@@ -184,6 +207,17 @@ def test_bodies_are_checked_before_anything_is_scored(endpoint, body, status, ma
     got, reply = _call(server, "POST", "/score", body)
     assert got == status and match in reply["error"]
     assert service.asked == []
+
+
+def test_applications_come_with_their_features_checked_and_in_the_models_order(endpoint):
+    """An applicant not in the bank's store yet: its features in the request, ids from them by default."""
+    server, service = endpoint
+    got, reply = _call(
+        server, "POST", "/score", json.dumps({"applications": {"new-1": {"b": 2, "a": 1.5}}}).encode()
+    )
+    assert got == 200 and reply["scores"] == {"new-1": 0.5}
+    ((ids, rows),) = service.asked
+    assert ids == ["new-1"] and rows["new-1"].tolist() == [1.5, 2.0]
 
 
 def test_slow_clients_are_cut_off_and_health_answers_meanwhile(endpoint):

@@ -20,7 +20,13 @@ import numpy as np
 import pytest
 
 from mpc_fl.app.serving.features import FeatureStore
-from mpc_fl.app.serving.service import BankService, DecoySettings, ServiceSettings, _provider_queries
+from mpc_fl.app.serving.service import (
+    BankService,
+    DecoySettings,
+    ServiceSettings,
+    _provider_queries,
+    _Request,
+)
 from mpc_fl.crypto.prg import PRG
 
 K = 4
@@ -57,9 +63,11 @@ class _End:
 class _RecordingProtocol:
     def __init__(self) -> None:
         self.rows: list[int] = []
+        self.X: list[np.ndarray] = []
 
     def decision_function(self, session: object, data: object) -> np.ndarray:
         self.rows.append(len(data.X))
+        self.X.append(data.X)
         return np.zeros(len(data.X))
 
 
@@ -95,8 +103,11 @@ def _bank(tmp: Path, store: FeatureStore, cls: type = BankService, k: int = K, p
     return cls(settings, decoys=sets, model=_Model())
 
 
-def provider_view(bank: BankService, provider_store: FeatureStore, applications: list[list[str]]):
-    """Everything the provider receives, and the rows it scores, while the bank scores ``applications``."""
+def provider_view(
+    bank: BankService, provider_store: FeatureStore, applications: list[list[str]], given: dict | None = None
+):
+    """Everything the provider receives, and the rows it scores, while the bank scores ``applications``
+    (``given``: the bank's features sent with them, by id)."""
     link, model = _Link(), _Model()
     prov_end = link.end("provider")
     worker = threading.Thread(
@@ -104,7 +115,7 @@ def provider_view(bank: BankService, provider_store: FeatureStore, applications:
     )
     worker.start()
     bank_session = _Session(link.end("bank"))
-    answers = [bank._score_batch(bank_session, ["provider"], ids) for ids in applications]
+    answers = [bank._score_batch(bank_session, ["provider"], ids, given) for ids in applications]
     bank_session.channel.send_json("provider", {"op": "stop"})
     worker.join(10)
     assert not worker.is_alive()
@@ -258,3 +269,32 @@ def test_the_provider_service_joins_again_after_any_error(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         service.serve_provider(ServiceSettings(None, "provider", Path("k"), Path("m"), None))
     assert len(joined) == 3
+
+
+def test_application_data_in_the_request_change_what_is_scored_not_what_the_provider_sees(stores):
+    """The bank's features sent with an application replace its store's row; the provider's view is
+    the same query either way, and an applicant the bank has just met (not in any anonymity set yet)
+    is refused like any new customer, before the provider hears of it."""
+    tmp, bank_store, provider_store = stores
+    bank = _bank(tmp, bank_store)
+    from_store, _, _ = provider_view(bank, provider_store, [["sme-1"]])
+    given, _, answers = provider_view(bank, provider_store, [["sme-1"]], {"sme-1": np.array([7.0])})
+    assert given == from_store and answers[0]["sme-1"].error is None
+    scored = bank.model.protocol.X
+    assert len(scored) == 2 and (scored[0] == 1.0).all()
+    assert sorted(scored[1].ravel().tolist()) == [1.0] * (len(scored[1]) - 1) + [7.0]  # only its own row
+    view, _, answers = provider_view(bank, provider_store, [["new-1"]], {"new-1": np.array([3.0])})
+    assert "anonymity set" in answers[0]["new-1"].error and view == []
+
+
+def test_the_same_id_with_other_data_waits_for_the_next_query(stores):
+    """Micro-batching never scores one id with two requests' data: the second waits for the next query."""
+    tmp, bank_store, _ = stores
+    bank = _bank(tmp, bank_store)
+    first = _Request(["sme-1"], {"sme-1": np.array([2.0])})
+    same_id, other = _Request(["sme-1"]), _Request(["sme-2"])
+    for r in (first, same_id, other):
+        bank._requests.put(r)
+    session = _Session(type("Link", (), {"broken": None})())
+    assert [r is first for r in bank._next_batch(session)] == [True]
+    assert [id(r) for r in bank._next_batch(session)] == [id(same_id), id(other)]
