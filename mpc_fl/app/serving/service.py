@@ -448,8 +448,9 @@ class BankService:
     ) -> dict[str, Scored]:
         """Score the distinct ``ids`` with their anonymity sets; an id some party cannot score gets an error.
 
-        ``given``: the bank's features of applications that came with their data (its store's rows
-        are not read for them)."""
+        ``given``: the bank's features of applications that came with their data; they replace
+        its store's rows (read with the others, then overwritten), and a row its store lacks or
+        cannot serve is no error for them."""
         given = given or {}
         real = list(dict.fromkeys(ids))
         _, own = self.settings.store.rows(real)  # what the bank cannot score never leaves the bank
