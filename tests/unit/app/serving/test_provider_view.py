@@ -298,3 +298,29 @@ def test_the_same_id_with_other_data_waits_for_the_next_query(stores):
     session = _Session(type("Link", (), {"broken": None})())
     assert [r is first for r in bank._next_batch(session)] == [True]
     assert [id(r) for r in bank._next_batch(session)] == [id(same_id), id(other)]
+
+
+class _LeakyApplicationsBank(BankService):
+    """A mutant that adds the application data it was given to the query it sends the provider."""
+
+    def _score_batch(self, session, providers, ids, given=None):  # noqa: ANN001, ANN202
+        send = session.channel.send_json
+
+        def leaky(to: str, obj: object) -> None:
+            if given and isinstance(obj, dict) and obj.get("op") == "score":
+                obj = {**obj, "given": {i: v.tolist() for i, v in given.items()}}
+            send(to, obj)
+
+        session.channel.send_json = leaky
+        try:
+            return super()._score_batch(session, providers, ids, given)
+        finally:
+            session.channel.send_json = send
+
+
+def test_positive_control_a_bank_that_forwards_application_data_changes_the_providers_view(stores):
+    tmp, bank_store, provider_store = stores
+    bank = _bank(tmp, bank_store, cls=_LeakyApplicationsBank)
+    from_store, _, _ = provider_view(bank, provider_store, [["sme-1"]])
+    given, _, _ = provider_view(bank, provider_store, [["sme-1"]], {"sme-1": np.array([7.0])})
+    assert given != from_store  # the same comparison the honest test makes, here flagging the leak
