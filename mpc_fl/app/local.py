@@ -16,6 +16,7 @@ from mpc_fl.app.jobs import (
     AttributeReport,
     DealerJob,
     Job,
+    JobError,
     Links,
     PartyReport,
     RunRecord,
@@ -82,9 +83,10 @@ def run_protocol_locally(
     roles = [BANK, *provider_roles(len(providers))]
     dealer = uses_crypten(protocol) and not insecure_tfp
     links = _links(out_dir, insecure_cleartext, emulate, connect_timeout)
+    own = _own_options(options, dict(zip(roles, [bank, *providers], strict=True)))
     jobs: dict[str, Job] = {
         r: TrainJob(
-            role=r, data=str(f), protocol=protocol, options=dict(options), links=links(r), align=align,
+            role=r, data=str(f), protocol=protocol, options=own[r], links=links(r), align=align,
             split=split, split_key=str(split_key) if split_key and r == BANK else None, keep_scores=keep_scores,
             save_model=str(model_path(save_models, r)) if save_models else None, insecure_tfp=insecure_tfp,
             out=str(out_dir / f"{r}.json"), features=features,
@@ -127,6 +129,21 @@ def run_protocol_locally(
     )
     (out_dir / "run.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
     return record
+
+
+def _own_options(options: dict[str, Any], files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each party's options: one command names every party's constrained features, and each party
+    gets only its own (:mod:`mpc_fl.models.monotone`); a feature no file has fails here, in one line."""
+    from mpc_fl.data.party_table import feature_columns
+    from mpc_fl.models.monotone import OPTION, split_among
+
+    if not options.get(OPTION):
+        return {r: dict(options) for r in files}
+    try:
+        parts = split_among(options[OPTION], {r: feature_columns(f) for r, f in files.items()})
+    except ValueError as err:
+        raise JobError(str(err)) from None
+    return {r: {**options, OPTION: parts[r]} for r in files}
 
 
 def _links(out_dir: Path, insecure_cleartext: bool, emulate: tuple[float, float], connect_timeout: float):  # noqa: ANN202

@@ -424,6 +424,7 @@ def write_report(path: str | None, report: PartyReport | ScoreReport) -> None:
 def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
     """Run one party's training job: its own files first, then the federation; write its report."""
     from mpc_fl.data.party_table import load_party_csv
+    from mpc_fl.models.monotone import signs as monotone_signs
 
     with peers_told_on_failure(job, say):
         # this party's own files are checked before anything slow is imported or any peer is contacted
@@ -433,6 +434,12 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
             release.units(table.feature_names)  # a grouping of features this file lacks
         except ValueError as err:
             raise DataError(f"--groups: {err}") from None
+        try:
+            monotone_signs(
+                job.options.get("monotone", ""), table.feature_names
+            )  # constraints on its own features
+        except ValueError as err:
+            raise DataError(str(err)) from None
         split_key = None
         if job.split_key:
             from mpc_fl.data.split import load_split_key

@@ -141,6 +141,16 @@ def table_from_frame(
     )
 
 
+def feature_columns(path: str | Path, *, id_col: str = "id", label_col: str = "y") -> list[str]:
+    """The feature columns a party file's header names (no row is read): a local run's constraints
+    are shared out by them (:func:`mpc_fl.models.monotone.split_among`)."""
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return []  # the party itself reports the problem with its file, in one line
+    return [c for c in header if c not in (id_col, label_col)]
+
+
 def load_party_csv(path: str | Path, *, role: str, id_col: str = "id", label_col: str = "y") -> PartyTable:
     """Read one party's CSV (header row, comma-separated) and validate it."""
     path = Path(path)

@@ -10,7 +10,10 @@ model that makes exactly the same decisions. The pieces here are pure array func
   ``min_child_weight`` on both children, and leaf weight ``-G/(H+lam)`` times the learning rate;
 * complete trees: every node at depth < max_depth takes its best valid split, even one
   with gain <= 0 (a secure protocol would leak where it stops otherwise); a node with no
-  valid split sends all rows left. Empty leaves get weight 0.
+  valid split sends all rows left. Empty leaves get weight 0;
+* monotone constraints (:mod:`mpc_fl.models.monotone`) as XGBoost enforces them: a split on a
+  constrained feature whose children's weights go the wrong way is not valid, and once a tree is
+  grown every node's weight is clipped to bounds its ancestors set (:func:`constrain_tree`).
 """
 
 from __future__ import annotations
@@ -71,14 +74,60 @@ def histograms(bins: np.ndarray, n_bins: int, g: np.ndarray, h: np.ndarray) -> t
     return G, H
 
 
-def split_gains(G: np.ndarray, H: np.ndarray, reg_lambda: float, min_child_weight: float) -> np.ndarray:
-    """Gain of each candidate split "bin <= b goes left", shape (n_features, n_bins - 1); -inf if invalid."""
+def split_gains(
+    G: np.ndarray,
+    H: np.ndarray,
+    reg_lambda: float,
+    min_child_weight: float,
+    monotone: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gain of each candidate split "bin <= b goes left", shape (n_features, n_bins - 1); -inf if invalid.
+
+    ``monotone`` (+1/-1/0 per feature): a split on a constrained feature is invalid when its left
+    child's weight ``-G_L/(H_L+lam)`` lies above (+1) or below (-1) its right child's. The test
+    is the sign of ``G_R (H_L+lam) - G_L (H_R+lam)`` (both denominators are positive), which a
+    secure protocol computes with two products and no division.
+    """
     GL, HL = np.cumsum(G, axis=1)[:, :-1], np.cumsum(H, axis=1)[:, :-1]
     Gt, Ht = G.sum(axis=1, keepdims=True), H.sum(axis=1, keepdims=True)
     GR, HR = Gt - GL, Ht - HL
     gain = GL**2 / (HL + reg_lambda) + GR**2 / (HR + reg_lambda) - Gt**2 / (Ht + reg_lambda)
     valid = (HL >= min_child_weight) & (HR >= min_child_weight)
+    if monotone is not None:
+        d = GR * (HL + reg_lambda) - GL * (HR + reg_lambda)  # sign of w_L - w_R
+        c = np.asarray(monotone).reshape(-1, 1)
+        valid &= ~(((c > 0) & (d > 0)) | ((c < 0) & (d < 0)))
     return np.where(valid, gain, -np.inf)
+
+
+def constrain_tree(tree: Tree, monotone: np.ndarray) -> None:
+    """Clip every node's value to the bounds its ancestors' constrained splits set (XGBoost's), in place.
+
+    Top down from unbounded at the root: a split on a feature constrained +1 caps its left
+    subtree at, and floors its right subtree at, the midpoint of its two children's values
+    (each first clipped to the split node's own bounds); -1 the other way round. A split on an
+    unconstrained feature (or no split) passes its bounds on. So for two rows that differ only
+    in a +1 feature, the split where their paths part puts the smaller row's leaf at or below
+    the midpoint and the larger's at or above it: each tree, and so their sum, is monotone.
+    Values are the learning-rate-scaled ones (a positive factor: the same bounds).
+    """
+    raw = tree.path_values()
+    n_internal = len(tree.feature)
+    lo, hi = np.full(len(raw), -np.inf), np.full(len(raw), np.inf)
+    for k in range(n_internal):
+        left, right = 2 * k + 1, 2 * k + 2
+        lo[left] = lo[right] = lo[k]
+        hi[left] = hi[right] = hi[k]
+        c = 0 if tree.feature[k] == NO_SPLIT else int(monotone[tree.feature[k]])
+        if c == 0:
+            continue
+        mid = (np.clip(raw[left], lo[k], hi[k]) + np.clip(raw[right], lo[k], hi[k])) / 2
+        if c > 0:
+            hi[left], lo[right] = mid, mid
+        else:
+            lo[left], hi[right] = mid, mid
+    out = np.clip(raw, lo, hi)
+    tree.node_values, tree.leaf_values = out[:n_internal], out[n_internal:]
 
 
 def best_split(gains: np.ndarray) -> tuple[int, int]:
@@ -153,8 +202,11 @@ def unstack_trees(depth: int, arrays: dict[str, np.ndarray]) -> list[Tree]:
     return [Tree(depth, *row) for row in zip(*fields, strict=True)]
 
 
-def grow_tree(bins: np.ndarray, g: np.ndarray, h: np.ndarray, params: GBDTParams) -> Tree:
-    """Grow one complete tree level by level from binned features and gradients."""
+def grow_tree(
+    bins: np.ndarray, g: np.ndarray, h: np.ndarray, params: GBDTParams, monotone: np.ndarray | None = None
+) -> Tree:
+    """Grow one complete tree level by level from binned features and gradients (``monotone``: per
+    feature +1/-1/0, :func:`split_gains` and :func:`constrain_tree`)."""
     depth, lam = params.max_depth, params.reg_lambda
     n_internal = 2**depth - 1
     tree = Tree(depth, np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT), np.zeros(2**depth))
@@ -164,7 +216,7 @@ def grow_tree(bins: np.ndarray, g: np.ndarray, h: np.ndarray, params: GBDTParams
         rows = np.flatnonzero(node_of_row == node)
         tree.node_values[node] = params.learning_rate * leaf_weight(g[rows].sum(), h[rows].sum(), lam)
         G, H = histograms(bins[rows], params.n_bins, g[rows], h[rows])
-        f, b = best_split(split_gains(G, H, lam, params.min_child_weight))
+        f, b = best_split(split_gains(G, H, lam, params.min_child_weight, monotone))
         tree.feature[node], tree.bin[node] = f, b
         go_right = (bins[rows, f] > b) if f != NO_SPLIT else np.zeros(len(rows), bool)
         node_of_row[rows] = 2 * node + 1 + go_right
@@ -172,14 +224,20 @@ def grow_tree(bins: np.ndarray, g: np.ndarray, h: np.ndarray, params: GBDTParams
     G_leaf = np.bincount(leaf, weights=g, minlength=2**depth)
     H_leaf = np.bincount(leaf, weights=h, minlength=2**depth)
     tree.leaf_values = params.learning_rate * leaf_weight(G_leaf, H_leaf, lam)
+    if monotone is not None:
+        constrain_tree(tree, monotone)
     return tree
 
 
 class PlainGBDT:
-    """Centralised histogram GBDT for binary labels (the secure protocols' oracle)."""
+    """Centralised histogram GBDT for binary labels (the secure protocols' oracle).
 
-    def __init__(self, params: GBDTParams = GBDTParams()):
+    ``monotone``: per feature of ``X``, +1, -1 or 0 (:mod:`mpc_fl.models.monotone`); None: none.
+    """
+
+    def __init__(self, params: GBDTParams = GBDTParams(), monotone: np.ndarray | None = None):  # noqa: B008
         self.params = params
+        self.monotone = None if monotone is None or not np.any(monotone) else np.asarray(monotone)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> PlainGBDT:
         self.params.validate()
@@ -192,7 +250,7 @@ class PlainGBDT:
         self.trees_: list[Tree] = []
         for _ in range(self.params.n_trees):
             g, h = logistic_grad_hess(y, margin)
-            tree = grow_tree(bins, g, h, self.params)
+            tree = grow_tree(bins, g, h, self.params, self.monotone)
             margin += tree.predict(bins)
             self.trees_.append(tree)
         return self

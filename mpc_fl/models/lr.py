@@ -120,11 +120,25 @@ def n_iterations(n_rows: int, params: LRParams) -> int:
     return n_epochs(n_rows, params) * -(-n_rows // params.batch_size)
 
 
-class PlainLR:
-    """Centralised logistic regression with the shared schedule (float64 numpy)."""
+def project_signs(w: np.ndarray, monotone: np.ndarray | None) -> np.ndarray:
+    """``w`` with each constrained weight moved onto its sign (+1: >= 0, -1: <= 0): projected
+    gradient descent keeps a sign-constrained LR monotone in every feature it constrains."""
+    if monotone is None:
+        return w
+    c = np.asarray(monotone)
+    return np.where(c > 0, np.maximum(w, 0.0), np.where(c < 0, np.minimum(w, 0.0), w))
 
-    def __init__(self, params: LRParams = LRParams()):
+
+class PlainLR:
+    """Centralised logistic regression with the shared schedule (float64 numpy).
+
+    ``monotone``: per feature +1, -1 or 0 (:mod:`mpc_fl.models.monotone`); each step is followed
+    by :func:`project_signs`.
+    """
+
+    def __init__(self, params: LRParams = LRParams(), monotone: np.ndarray | None = None):  # noqa: B008
         self.params = params
+        self.monotone = None if monotone is None or not np.any(monotone) else np.asarray(monotone)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> PlainLR:
         p = self.params
@@ -134,6 +148,7 @@ class PlainLR:
         for rows in schedule(len(y), p):
             residual = sigmoid(X[rows] @ w + b, p.sigmoid) - y[rows]
             w -= p.learning_rate * (X[rows].T @ residual / len(rows) + p.l2 * w)
+            w = project_signs(w, self.monotone)
             b -= p.learning_rate * residual.mean()
         self.coef_, self.intercept_ = w, b
         return self

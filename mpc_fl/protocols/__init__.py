@@ -104,17 +104,27 @@ _HE_OPTIONS = {
     ),
 }
 _HE_CHECK = "mpc_fl.crypto.paillier:check_he_options"
+#: every protocol's party-local option (mpc_fl.models.monotone): each party names its own features
+_MONOTONE = {
+    "monotone": option(
+        "",
+        "this party's own monotone constraints, feature:+1 (the score never falls as it grows) or "
+        "feature:-1, comma-separated; party-local: not in the handshake",
+    )
+}
+#: options each party sets for itself: left out of the handshake (a provider's constraints are its own)
+LOCAL_OPTIONS = frozenset(_MONOTONE)
 _MASK_HELP = "fixed: open each {} matrix once (fast); generic: CrypTen's Beaver products"
 REGISTRY: dict[str, Spec] = {
     "plain_lr": Spec(
         "mpc_fl.protocols.plain", "CentralisedLR", "mpc_fl.models.lr:LRParams",
         "centralised LR: providers send raw features to the bank (no privacy; the accuracy ceiling)", "lr",
-        reasons="plain",
+        _MONOTONE, reasons="plain",
     ),
     "plain_gbdt": Spec(
         "mpc_fl.protocols.plain", "CentralisedGBDT", "mpc_fl.models.gbdt:GBDTParams",
         "centralised GBDT: providers send raw features to the bank (no privacy; the accuracy ceiling)", "gbdt",
-        reasons="plain",
+        _MONOTONE, reasons="plain",
     ),
     "ss_lr": Spec(
         "mpc_fl.protocols.ss_lr", "SecretSharedLR", "mpc_fl.models.lr:LRParams",
@@ -122,6 +132,7 @@ REGISTRY: dict[str, Spec] = {
         {
             "mask": option("fixed", _MASK_HELP.format("feature"), choices=("fixed", "generic")),
             "reveal_model": option(False, "after training, reveal each party's own weights to it (and the intercept to the bank)"),
+            **_MONOTONE,
         },
         uses_crypten=True, reasons="shares",
     ),
@@ -132,6 +143,7 @@ REGISTRY: dict[str, Spec] = {
         {
             "mask": option("fixed", _MASK_HELP.format("bin-indicator"), choices=("fixed", "generic")),
             "oblivious": option(False, "hide every split's owner, feature and bin and every node's rows and paths"),
+            **_MONOTONE,
         },
         uses_crypten=True, reasons="shares",
         narrower={"reg_lambda": Accepts(above=0)},  # an empty leaf would divide by zero
@@ -143,13 +155,13 @@ REGISTRY: dict[str, Spec] = {
         "mpc_fl.protocols.paillier_lr", "PaillierLR", "mpc_fl.models.lr:LRParams",
         "hetero-LR on additive HE (OU or Paillier) without arbiter (FATE/SecretFlow-style); the bank "
         "sees partial logits", "lr",
-        _HE_OPTIONS, check=_HE_CHECK, reasons="shares",
+        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="shares",
     ),
     "secureboost": Spec(
         "mpc_fl.protocols.secureboost", "SecureBoost", "mpc_fl.models.gbdt:GBDTParams",
         "SecureBoost on additive HE (OU or Paillier; FATE/SecretFlow SGB-style); the provider sees every "
         "node's customers", "gbdt",
-        _HE_OPTIONS, check=_HE_CHECK, reasons="plain",
+        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="plain",
     ),
 }  # fmt: skip
 
@@ -286,16 +298,21 @@ def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             o.accepts.check(k, values[k])
         for rule in spec.excludes:
             rule.check(values)
+        if "monotone" in out:
+            from mpc_fl.models.monotone import parse
+
+            parse(out["monotone"])
         if spec.check:
-            _load(spec.check)({k: v for k, v in out.items() if k in spec.options})
+            _load(spec.check)({k: v for k, v in out.items() if k in spec.options and k not in LOCAL_OPTIONS})
     except ValueError as err:
         raise ValueError(f"{name}: {err} (see `mpc-fl protocols {name}`)") from None
     return out
 
 
 def full_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter's value for this run (defaults filled in): what the parties' handshake compares."""
-    return {k: options.get(k, d) for k, d, _ in parameters(name)}
+    """Every parameter's value for this run (defaults filled in) but the party-local ones
+    (:data:`LOCAL_OPTIONS`): what the parties' handshake compares."""
+    return {k: options.get(k, d) for k, d, _ in parameters(name) if k not in LOCAL_OPTIONS}
 
 
 def protocol_class(name: str) -> type[VerticalProtocol]:

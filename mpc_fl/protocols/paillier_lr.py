@@ -27,6 +27,9 @@ coordinator-free variant of FATE's hetero-LR, cf. Yang et al. 2019, without the 
      :mod:`mpc_fl.crypto.paillier`), and returns ``g_p + r``; the provider removes ``r`` and updates ``w_p``
      (including its own L2 term).
 
+* monotone constraints (``monotone``, party-local): each party projects its own weights onto its own
+  signs after each of its steps (:func:`~mpc_fl.models.lr.project_signs`, as
+  :class:`~mpc_fl.models.lr.PlainLR` does), in plaintext; nothing about them is sent.
 * scoring: the provider sends its partial scores ``X_p w_p`` for the test rows; only the bank adds its part
   and learns the probabilities.
 
@@ -39,14 +42,15 @@ What each party learns beyond its own inputs and outputs:
 
 * bank: the provider's partial logits ``u_p = X_p w_p`` for every training row of every batch (and for every
   test row at scoring), i.e. the full logit ``z``; the masked gradients ``g_p + r`` (statistically hiding
-  ``g_p``, 2^-MASK_BITS); the number of provider features; its own weights and intercept. The returned
+  ``g_p``, 2^-MASK_BITS); the number of provider features; its own weights and intercept. Of the provider's
+  monotone constraints nothing beyond what those partial logits show (the provider projects locally). The returned
   ciphertext is re-randomised, so it carries nothing beyond that masked value: without it, ``[[g_p + r]]`` is a
   deterministic function of the bank's own ``[[d]]`` (whose randomness the bank knows) and ``X_p``, which the
   bank could test guesses of the provider's features against.
 * provider: the exact gradient ``X_p[rows]^T d`` of its own features for every batch (hence its own
   weights ``w_p``); public sizes and the batch schedule. It sees the residuals only encrypted, but each batch's
   gradient is ``d_p`` exact linear equations in that batch's residuals ``d = sigmoid(z) - y``, whose signs are
-  the labels: with ``b <= d_p`` rows (and ``X_p[rows]`` of rank ``b``) the provider solves for ``d`` outright.
+  the labels (and of the bank's monotone constraints nothing beyond what they show): with ``b <= d_p`` rows (and ``X_p[rows]`` of rank ``b``) the provider solves for ``d`` outright.
   Such schedules are refused (:func:`check_batch_schedule`), including a short last batch ``n % batch_size``
   of an epoch; the schedule is shared with :class:`~mpc_fl.models.lr.PlainLR`, so it is refused rather than
   changed, and the error names batch sizes that work. Batches only slightly larger than ``d_p`` still leave a
@@ -69,7 +73,8 @@ from mpc_fl.crypto.paillier import (
     encode_fixed,
     resolve_key_bits,
 )
-from mpc_fl.models.lr import LRParams, n_iterations, schedule, sigmoid
+from mpc_fl.models.lr import LRParams, n_iterations, project_signs, schedule, sigmoid
+from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -125,24 +130,43 @@ class PaillierLR(VerticalProtocol):
     )
     leakage: ClassVar[dict[str, str]] = {
         "bank": "provider's partial logits X_p w_p of every batch row and test row (hence the full logits); "
-        "masked provider gradients (statistically hidden, re-randomised ciphertexts); provider feature count",
+        "masked provider gradients (statistically hidden, re-randomised ciphertexts); provider feature count; "
+        "of the provider's monotone constraints nothing beyond what its partial logits show",
         "provider": "its own exact per-batch gradients X_p^T d (hence its own weights): d_p linear equations in "
-        "each batch's residuals, so batches of <= d_p rows are refused; public sizes and schedule",
+        "each batch's residuals, so batches of <= d_p rows are refused; public sizes and schedule; of the "
+        "bank's monotone constraints nothing beyond what those gradients show",
     }
 
-    def __init__(self, params: LRParams = LRParams(), *, scheme: str = DEFAULT_SCHEME, key_bits: int = 0):
+    def __init__(
+        self,
+        params: LRParams = LRParams(),
+        *,
+        scheme: str = DEFAULT_SCHEME,
+        key_bits: int = 0,
+        monotone: str = "",
+    ):
         check_he_options({"scheme": scheme, "key_bits": key_bits})
         self.params = params
         self.scheme = scheme
         self.key_bits = resolve_key_bits(scheme, key_bits)
+        #: party-local (this party's own features only): not in params_dict, never sent
+        self.monotone = monotone
 
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "scheme": self.scheme, "key_bits": self.key_bits}
+
+    def run_info(self) -> dict:
+        """This party's own monotone constraints (the other party never sees them)."""
+        own = getattr(self, "monotone_", {})
+        return {"monotone": own} if own else {}
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
+        signs = own_signs(self.monotone, data)  # a bad name fails here, before any traffic
+        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
+        signs = signs if signs.any() else None
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         self.history_: list[dict] = []
@@ -201,6 +225,7 @@ class PaillierLR(VerticalProtocol):
                     ch.send_bytes(peer, he.serialize(ct))
                     # the bank's own step, exactly PlainLR's, while the provider works
                     w -= p.learning_rate * (X[rows].T @ residual / len(rows) + p.l2 * w)
+                    w = project_signs(w, signs)  # its own constraints, locally
                     b -= p.learning_rate * residual.mean()
                     masked = he.decrypt_big(he.deserialize(ch.recv_bytes(peer))).ravel()
                     # g_p + r with |g_p| < 2^g_bits and 0 <= r < 2^mask_bits: nothing else goes back
@@ -218,6 +243,7 @@ class PaillierLR(VerticalProtocol):
                     g_int = [m - int(ri) for m, ri in zip(masked, r.tolist(), strict=True)]
                     grad = np.array([v / scale for v in g_int])
                     w -= p.learning_rate * (grad / len(rows) + p.l2 * w)
+                    w = project_signs(w, signs)  # its own constraints, locally
                 led.flush()
                 self.history_.append(
                     {

@@ -13,12 +13,16 @@ import numpy as np
 
 from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, stack_trees, unstack_trees
 from mpc_fl.models.lr import LRParams, PlainLR
+from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 
 
 class _Centralised(VerticalProtocol):
     threat_model: ClassVar[str] = "none: providers disclose their features to the bank"
-    leakage: ClassVar[dict[str, str]] = {"bank": "all providers' raw features", "provider": "nothing"}
+    leakage: ClassVar[dict[str, str]] = {
+        "bank": "all providers' raw features (and their monotone constraints)",
+        "provider": "nothing",
+    }
 
     @staticmethod
     def _collect(ctx: Context, **arrays: np.ndarray) -> list[dict[str, np.ndarray]] | None:
@@ -32,14 +36,27 @@ class _Centralised(VerticalProtocol):
         parts = self._collect(ctx, X=data.X)
         return None if parts is None else np.hstack([p["X"] for p in parts])
 
-    def _make(self):  # noqa: ANN202
+    def _make(self, monotone: np.ndarray):  # noqa: ANN202
         raise NotImplementedError
 
+    def __init__(self, params, *, monotone: str = ""):  # noqa: ANN001 - the family's parameters
+        self.params, self.monotone = params, monotone
+
     def fit(self, ctx: Context, data: LocalData) -> None:
+        """Each party sends its features and its own monotone constraints; the bank trains on both."""
+        signs = own_signs(self.monotone, data)
+        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
         with ctx.channel.phase("training"):
-            X = self._gather(ctx, data)
-            if X is not None:
-                self.model_ = self._make().fit(X, data.y)
+            parts = self._collect(ctx, X=data.X, monotone=signs)
+            if parts is not None:
+                joint = np.concatenate([p["monotone"] for p in parts])
+                X = np.hstack([p["X"] for p in parts])
+                self.model_ = self._make(joint).fit(X, data.y)
+
+    def run_info(self) -> dict:
+        """This party's own constraints (the bank also saw the providers': no privacy)."""
+        own = getattr(self, "monotone_", {})
+        return {"monotone": own} if own else {}
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):
@@ -69,11 +86,11 @@ class _Centralised(VerticalProtocol):
 class CentralisedLR(_Centralised):
     name = "plain_lr"
 
-    def __init__(self, params: LRParams = LRParams()):
-        self.params = params
+    def __init__(self, params: LRParams = LRParams(), *, monotone: str = ""):  # noqa: B008
+        super().__init__(params, monotone=monotone)
 
-    def _make(self) -> PlainLR:
-        return PlainLR(self.params)
+    def _make(self, monotone: np.ndarray) -> PlainLR:
+        return PlainLR(self.params, monotone)
 
     def reason_contributions(
         self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray
@@ -108,11 +125,11 @@ class CentralisedLR(_Centralised):
 class CentralisedGBDT(_Centralised):
     name = "plain_gbdt"
 
-    def __init__(self, params: GBDTParams = GBDTParams()):
-        self.params = params
+    def __init__(self, params: GBDTParams = GBDTParams(), *, monotone: str = ""):  # noqa: B008
+        super().__init__(params, monotone=monotone)
 
-    def _make(self) -> PlainGBDT:
-        return PlainGBDT(self.params)
+    def _make(self, monotone: np.ndarray) -> PlainGBDT:
+        return PlainGBDT(self.params, monotone)
 
     def reason_contributions(
         self, ctx: Context, data: LocalData, membership: np.ndarray, reference: np.ndarray

@@ -76,6 +76,7 @@ from mpc_fl.models.gbdt import (
     apply_bins,
     base_margin,
     best_split,
+    constrain_tree,
     histograms,
     leaf_weight,
     logistic_grad_hess,
@@ -84,6 +85,7 @@ from mpc_fl.models.gbdt import (
     stack_trees,
     unstack_trees,
 )
+from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -109,23 +111,38 @@ class SecureBoost(VerticalProtocol):
         "bank": "per-node per-bin G/H sums and counts of provider features (re-randomised ciphertexts, no more); "
         "split owner/feature/bin index; "
         "every node's instance space; provider decision bits of every test row at provider nodes; with reason "
-        "codes, the reason unit of each provider split (at the provider's release level)",
+        "codes, the reason unit of each provider split (at the provider's release level); the provider's "
+        "monotone constraints (the bank picks every split in the clear)",
         "provider": "every node's instance space in training; its own split features and thresholds",
     }
 
-    def __init__(self, params: GBDTParams = GBDTParams(), *, scheme: str = DEFAULT_SCHEME, key_bits: int = 0):
+    def __init__(
+        self,
+        params: GBDTParams = GBDTParams(),  # noqa: B008 (frozen)
+        *,
+        scheme: str = DEFAULT_SCHEME,
+        key_bits: int = 0,
+        monotone: str = "",
+    ):
         check_he_options({"scheme": scheme, "key_bits": key_bits})
-        self.params = params
+        self.params, self.monotone = params, monotone
         self.scheme = scheme
         self.key_bits = resolve_key_bits(scheme, key_bits)
 
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "scheme": self.scheme, "key_bits": self.key_bits}
 
+    def run_info(self) -> dict:
+        """This party's own monotone constraints, if any (the bank's record does not repeat the provider's)."""
+        own = getattr(self, "monotone_", {})
+        return {"monotone": own} if own else {}
+
     # ------------------------------------------------------------------------------------------------------
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
+        signs = own_signs(self.monotone, data)
+        self.monotone_ = {f: int(c) for f, c in zip(data.feature_names, signs, strict=False) if c}
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         n = data.n_rows
@@ -141,9 +158,12 @@ class SecureBoost(VerticalProtocol):
                 if int(info["n_rows"]) != n:
                     raise ValueError("bank and provider disagree on the number of aligned rows")
                 self.n_provider_features_ = int(info["n_features"])
+                theirs = np.asarray(info.get("monotone", [0] * self.n_provider_features_), dtype=np.int64)
+                joint = np.concatenate([signs, theirs])
+                self.joint_signs_ = joint if joint.any() else None
             else:
                 he = HeuBackend.from_public_key(ch.recv_bytes(peer), self.scheme)
-                ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n})
+                ch.send_json(peer, {"n_features": data.X.shape[1], "n_rows": n, "monotone": signs.tolist()})
             packer = GHPacker(n, he.plaintext_bits, frac_bits=FRAC_BITS)
         self.history_: list[dict] = []
         led = ch.ledger
@@ -204,7 +224,7 @@ class SecureBoost(VerticalProtocol):
                     Gp, Hp, _ = packer.unpack(vals)
                     G = np.vstack([Gb, Gp.reshape(d_p, nb)])
                     H = np.vstack([Hb, Hp.reshape(d_p, nb)])
-                    f, b = best_split(split_gains(G, H, p.reg_lambda, p.min_child_weight))
+                    f, b = best_split(split_gains(G, H, p.reg_lambda, p.min_child_weight, self.joint_signs_))
                     tree.feature[node], tree.bin[node] = f, b
                     if f == NO_SPLIT:
                         continue
@@ -224,6 +244,8 @@ class SecureBoost(VerticalProtocol):
             G_leaf = np.bincount(leaf, weights=g, minlength=2**depth)
             H_leaf = np.bincount(leaf, weights=h, minlength=2**depth)
             tree.leaf_values = p.learning_rate * leaf_weight(G_leaf, H_leaf, p.reg_lambda)
+            if self.joint_signs_ is not None:
+                constrain_tree(tree, self.joint_signs_)
             margin += tree.leaf_values[leaf]
             self.trees_.append(tree)
             self._record(t, t0, tr, s0, r0, led)

@@ -100,6 +100,19 @@ plays each party). Cost: nobody knows an indicator, so memberships take Beaver p
 (``[m_left] = [m] * [ind]``, then ``[g*m], [h*m]``, and the leaves' ``[M] * [w]``): about a third
 more training bytes than the default mode, a few more integer products per level.
 
+Monotone constraints (``monotone="feature:+1,..."``, each party its own features only;
+:mod:`mpc_fl.models.monotone`): exactly :func:`mpc_fl.models.gbdt.split_gains` and
+:func:`mpc_fl.models.gbdt.constrain_tree`, on shares. Each party inputs, once, the shared 0/1
+signs of its own candidates; per level, ``d = G_R (H_L + lam) - G_L (H_R + lam)`` (one product
+round) joins the level's batched comparison, and ``valid *= 1 - pos [d > 0] - neg [d < 0]`` rides
+in the reciprocal's rounds, so a split whose children's weights go the wrong way loses the argmax.
+After each tree, its node values are clipped top down to the bounds the constrained splits set
+(:meth:`SecretSharedGBDT._constrain`: one comparison and two exact product rounds per level); the
+split signs are input by each split's owner (default mode) or are the shared one-hot times the
+shared candidate signs (oblivious mode). Nothing is opened: the parties learn only that some party
+has constraints (it sets the protocol's shape); tests/integration/test_oblivious_view.py plays
+each party with two different provider constraints, and a mutant that opens the split signs.
+
 Reason codes (:meth:`SecretSharedGBDT.reason_contributions`): Saabas's path attribution
 (:func:`mpc_fl.models.reasons.tree_contributions`) on shares. Training also keeps every internal
 node's value ``-lr * G/(H + lam)`` as shares (computed in the leaves' batch: no extra round).
@@ -154,6 +167,7 @@ from mpc_fl.models.gbdt import (
     quantile_bin_edges,
     reconstructable_summary,
 )
+from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -176,17 +190,18 @@ class SecretSharedGBDT(VerticalProtocol):
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; per node the owner party of the split (or no split); feature and bin of "
         "its own splits; the training rows and test-row paths of every node whose path splits are all "
-        "its own or no split (counted in run_info)",
+        "its own or no split (counted in run_info); whether some party has monotone constraints",
         "provider": "per node the owner party of the split (or no split); feature and bin of its own "
         "splits; the training rows and test-row paths of every node whose path splits are all its own "
-        "or no split (counted in run_info)",
+        "or no split (counted in run_info); whether some party has monotone constraints",
         "dealer": "request sizes only",
     }
 
     #: What each party learns in the oblivious mode (``oblivious=True``).
     OBLIVIOUS_LEAKAGE: ClassVar[dict[str, str]] = {
-        "bank": "test scores only (no split owner, feature, bin, node membership or path)",
-        "provider": "nothing beyond the public sizes",
+        "bank": "test scores only (no split owner, feature, bin, node membership or path); whether some "
+        "party has monotone constraints",
+        "provider": "nothing beyond the public sizes and whether some party has monotone constraints",
         "dealer": "request sizes only",
     }
 
@@ -196,8 +211,10 @@ class SecretSharedGBDT(VerticalProtocol):
         *,
         mask: str = "fixed",
         oblivious: bool = False,
+        monotone: str = "",
     ):
         self.params, self.mask, self.oblivious = params, mask, bool(oblivious)
+        self.monotone = monotone
         if self.oblivious:
             self.leakage = self.OBLIVIOUS_LEAKAGE
 
@@ -219,6 +236,10 @@ class SecretSharedGBDT(VerticalProtocol):
         """
         if not hasattr(self, "owners_"):
             return {}
+        own = getattr(self, "monotone_", {})
+        return {**self._leakage_info(), **({"monotone": own} if own else {})}
+
+    def _leakage_info(self) -> dict:
         if self.oblivious:  # no owner, split or membership is ever opened: nothing to reconstruct
             n_internal = 2**self.params.max_depth - 1
             nothing = {
@@ -349,25 +370,34 @@ class SecretSharedGBDT(VerticalProtocol):
         checks = crypten.cat([H - p.min_child_weight, (cnt + (first - 0.5)).unsqueeze(0)])  # (3, C, k)
         # gains: G^2/(H + lam) with x = (H + lam)/s in [lam/s, 1]
         x = (H + lam).div(self.scale_)
+        gs = G.div(self.scale_g_)
         kb = self.k_bits_
         tests = [checks.reshape(-1)]
         if kb > 0:
             tests.append(RangeReduced.thresholds(x, kb).reshape(-1))
+        if self.mono_ is not None:
+            tests.append(self._monotone_signs(gs, H).reshape(-1))
         ge = crypten.cat(tests) >= 0  # every sign test of the level in one comparison: exact 0/1
         ok = ge[: checks.nelement()].reshape(checks.size())
-        ge_rr = ge[checks.nelement() :].reshape(kb, *x.size()) if kb > 0 else None
-        # valid = ok0 * ok1 * ok2 and valid * c_j ride along in the reciprocal's first rounds
+        n_rr = kb * x.nelement()
+        ge_rr = ge[checks.nelement() : checks.nelement() + n_rr].reshape(kb, *x.size()) if kb > 0 else None
+        # valid = ok0 * ok1 * ok2 (* allowed) and valid * c_j ride along in the reciprocal's first rounds
         rides: list[Ride] = [lambda got: [(ok[0], ok[1])], lambda got: [(got[0], ok[2])]]
+        at = 1  # where valid lands in rr.ridden
+        if self.mono_ is not None:
+            ge_d = ge[checks.nelement() + n_rr :].reshape(2, *x.size()[1:])  # [d >= 0], [-d >= 0]
+            rides = self._monotone_rides(ok, ge_d)
+            at = 4
         if kb > 0:
             c = 1 - ge_rr  # [x < 16^-j], as the range reduction's bits
-            rides.append(lambda got: [(got[1], c)])  # valid broadcast over the k bits
-        rr = RangeReduced(x, kb, G.div(self.scale_g_), ge_rr, square=True, ride=rides)
+            rides.append(lambda got: [(got[at], c)])  # valid broadcast over the k bits
+        rr = RangeReduced(x, kb, gs, ge_rr, square=True, ride=rides)
         t = rr.scaled  # G^2/(H + lam) / factor, scaled by s / s_g^2
-        valid = rr.ridden[1]
+        valid = rr.ridden[at]
         # valid * gain = valid * t * factor: (valid * c_j) * t, exact, in one round
         pairs = [(valid, t)]  # broadcast; t is opened once for both pairs
         if kb > 0:
-            pairs.append((rr.ridden[2], t))
+            pairs.append((rr.ridden[at + 1], t))
         vt, *vct = products(pairs)
         if kb > 0:
             vt = times_factor(vt, vct[0])
@@ -375,6 +405,31 @@ class SecretSharedGBDT(VerticalProtocol):
         score = vt[0] + vt[1] + int_mul(valid, 2) - 1.0
         dummy = crypten.cryptensor(torch.zeros(1, k))  # "no valid split": 0
         return offsets, crypten.cat([score, dummy]).t()
+
+    def _monotone_signs(self, gs: MPCTensor, H: MPCTensor) -> MPCTensor:
+        """(2, C, k): ``d`` and ``-d``, ``d = G_R (H_L + lam) - G_L (H_R + lam)`` (the sign of
+        ``w_L - w_R``, :func:`mpc_fl.models.gbdt.split_gains`), both scaled by ``1/s_g^2``; one round.
+
+        ``gs`` is ``G / s_g`` (2, C, k); ``(H + lam) / s_g`` keeps both factors near ``sqrt(n)``,
+        so the products keep their relative precision for small children too.
+        """
+        hs = (H + self.params.reg_lambda).div(self.scale_g_)
+        right_left, left_right = products([(gs[1], hs[0]), (gs[0], hs[1])])
+        d = right_left - left_right
+        return crypten.stack([d, -d])
+
+    def _monotone_rides(self, ok: MPCTensor, ge_d: MPCTensor) -> list[Ride]:
+        """The products that make ``valid = ok0 * ok1 * ok2 * allowed`` (``rr.ridden[4]``), where
+        ``allowed = 1 - pos * [d > 0] - neg * [d < 0]`` rejects a split on a constrained feature whose
+        children's weights go the wrong way; ``pos``/``neg`` are the parties' shared 0/1 signs per
+        candidate (nobody learns another party's), all products of 0/1 integers: exact."""
+        pos, neg = self.mono_[0], self.mono_[1]  # (C, 1): broadcast over the level's nodes
+        above, below = 1 - ge_d[1], 1 - ge_d[0]  # [d > 0], [d < 0]
+        return [
+            lambda got: [(ok[0], ok[1]), (pos, above), (neg, below)],
+            lambda got: [(got[0], ok[2])],
+            lambda got: [(got[3], 1 - got[1] - got[2])],
+        ]
 
     @staticmethod
     def _node_totals(cands: tuple) -> tuple[MPCTensor, MPCTensor]:
@@ -492,6 +547,10 @@ class SecretSharedGBDT(VerticalProtocol):
                 X = crypten.stack([left, X - left], dim=3).reshape(n, 3, 2 * k)
         with step("leaves"):
             values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
+        if self.mono_ is not None:
+            with step("monotone"):
+                values = self._constrain(values, self._owned_node_signs(splits_t))
+        with step("leaves"):
             w = values[2**depth - 1 :]
             value = w.unsqueeze(0)  # (1, 2^depth): every row's value at the leaves
             for level in reversed(range(depth)):
@@ -516,6 +575,7 @@ class SecretSharedGBDT(VerticalProtocol):
         hists: list[MPCTensor] = []
         routes: list[list[MPCTensor]] = []  # per level, per party (+ no split)
         totals: list[tuple[MPCTensor, MPCTensor]] = []  # per level: its nodes' G and H
+        onehots: list[MPCTensor] = []  # per level: the shared argmax one-hot of its nodes' splits
         left = M
         for level in range(depth):
             k = 2**level
@@ -525,6 +585,7 @@ class SecretSharedGBDT(VerticalProtocol):
                 U = crypten.cat([gm, upscale(left, precision(gm))], dim=1)
             hists, cands, offsets, onehot = self._choose_splits(U, hists, level, step)
             totals.append(self._node_totals(cands))
+            onehots.append(onehot)
             with step("routing"):
                 ind, vs = self._route(onehot, offsets)
                 routes.append(vs)
@@ -532,10 +593,101 @@ class SecretSharedGBDT(VerticalProtocol):
                 M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
         with step("leaves"):
             values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
+        if self.mono_ is not None:
+            with step("monotone"):
+                values = self._constrain(values, self._chosen_node_signs(onehots))
+        with step("leaves"):
             margin = margin + (M * values[2**depth - 1 :]).sum(1)  # exact: M is 0/1 at precision 0
         route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)]
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         return margin, values, owners_t, {}, route_t
+
+    # ------------------------------------------------------------------ monotone constraints
+    def _candidate_signs(self, signs: np.ndarray) -> MPCTensor:
+        """(2, C, 1) shared 0/1: per candidate split of every party, whether its feature is constrained
+        +1 (row 0) or -1 (row 1). Each party inputs its own; nobody learns another party's."""
+        nb, parts = self.params.n_bins, []
+        for q, d_q in enumerate(self.widths_):
+            mine = torch.zeros(2, d_q * (nb - 1))
+            if q == self.rank_:
+                per_bin = torch.from_numpy(np.repeat(signs, nb - 1))
+                mine[0], mine[1] = (per_bin > 0).float(), (per_bin < 0).float()
+            parts.append(crypten.cryptensor(mine, src=q, precision=0))
+        return crypten.cat(parts, dim=1).unsqueeze(2)
+
+    def _owned_node_signs(self, splits: dict[int, tuple[int, int]]) -> MPCTensor:
+        """Default mode: (2, internal nodes) shared 0/1 signs of each node's split feature; each
+        split's owner (who knows its feature) inputs its own nodes', zeros elsewhere."""
+        n_internal, out = 2**self.params.max_depth - 1, None
+        for q in range(self.n_parties_):
+            mine = torch.zeros(2, n_internal)
+            if q == self.rank_:
+                for node, (f, _) in splits.items():
+                    mine[0, node], mine[1, node] = float(self.signs_[f] > 0), float(self.signs_[f] < 0)
+            part = crypten.cryptensor(mine, src=q, precision=0)
+            out = part if out is None else out + part
+        return out
+
+    def _chosen_node_signs(self, onehots: list[MPCTensor]) -> MPCTensor:
+        """Oblivious mode: (2, internal nodes) shared 0/1 signs of each node's split feature, the
+        shared one-hots times the shared candidate signs (one exact product round; "no split": 0)."""
+        oh = crypten.cat(onehots, dim=0)  # (internal nodes, C + 1), heap order
+        C = oh.size(1) - 1
+        pos, neg = products([(oh[:, :C], self.mono_[0].t()), (oh[:, :C], self.mono_[1].t())])
+        return crypten.stack([pos.sum(1), neg.sum(1)])
+
+    def _constrain(self, values: MPCTensor, node_signs: MPCTensor) -> MPCTensor:
+        """:func:`mpc_fl.models.gbdt.constrain_tree` on shares: every node's value clipped to the
+        bounds its ancestors' constrained splits set, nothing opened.
+
+        Level by level from the root: the level's own values are clipped to their bounds and its
+        children's to the same (parent's) bounds in one comparison (``clip(v) = v + relu(lo - v) -
+        relu(v - hi)`` as ``lo <= hi``); the children's midpoint replaces the cap of the left and the
+        floor of the right child where the split's sign is +1 (the other way round for -1): 0/1
+        sign times value, exact. The root's bounds are public and wider than any value
+        (``lr * n / lam``: ``|g| <= 1``), so its children need no clipping.
+        """
+        depth, n = self.params.max_depth, self.n_rows_
+        bound = self.params.learning_rate * n / self.params.reg_lambda + 1.0
+        out = [values[0:1]]
+        lo = self._public(np.full(1, -bound))
+        hi = self._public(np.full(1, bound))
+        for level in range(depth + 1):
+            k, first = 2**level, 2**level - 1
+            own = values[first : first + k]
+            if level == depth:  # the leaves: clipped to their own bounds, nothing below
+                out.append(self._clip(own, lo, hi))
+                break
+            kids = values[2 * first + 1 : 2 * first + 1 + 2 * k]  # interleaved (left, right) per node
+            if level == 0:
+                wide = kids  # the root's bounds hold every value
+            else:
+                two = lambda x: on_shares(x, lambda s: s.repeat_interleave(2))  # noqa: E731
+                both = self._clip(
+                    crypten.cat([own, kids]), crypten.cat([lo, two(lo)]), crypten.cat([hi, two(hi)])
+                )
+                out.append(both[:k])
+                wide = both[k:]
+            mid = (wide[0::2] + wide[1::2]).div(2)
+            gap = crypten.stack([mid - hi, mid - lo])  # (2, k)
+            pos, neg = node_signs[0, first : first + k], node_signs[1, first : first + k]
+            p_gap, n_gap = products([(pos, gap), (neg, gap)])  # exact: 0/1 times values
+            lo = crypten.stack([lo + n_gap[1], lo + p_gap[1]], dim=1).reshape(2 * k)
+            hi = crypten.stack([hi + p_gap[0], hi + n_gap[0]], dim=1).reshape(2 * k)
+        return crypten.cat(out)
+
+    @staticmethod
+    def _clip(v: MPCTensor, lo: MPCTensor, hi: MPCTensor) -> MPCTensor:
+        """``min(max(v, lo), hi)`` for ``lo <= hi``: one comparison, one exact product round."""
+        gaps = crypten.stack([lo - v, v - hi])
+        (r,) = products([(gaps >= 0, gaps)])  # relu of both: exact, a 0/1 times a value
+        return v + r[0] - r[1]
+
+    def _public(self, value: np.ndarray) -> MPCTensor:
+        """A public vector as shares (the bank holds it): no communication."""
+        from mpc_fl.crypto.share_math import local_shares
+
+        return local_shares(value if self.rank_ == 0 else None, len(value))
 
     def _node_values(
         self, totals: list[tuple[MPCTensor, MPCTensor]], leaves: tuple[MPCTensor, MPCTensor]
@@ -566,6 +718,7 @@ class SecretSharedGBDT(VerticalProtocol):
             raise ValueError("oblivious=true routes rows with the fixed-mask bin matrices: use mask='fixed'")
         if p.reg_lambda <= 0:
             raise ValueError("ss_gbdt needs reg_lambda > 0 (empty leaves would divide by zero)")
+        signs = own_signs(self.monotone, data)  # a name this party lacks fails before any traffic
         comm = crypten.communicator.get()
         self.rank_ = rank = ctx.rank
         self.n_parties_ = len(ctx.roles)
@@ -579,6 +732,14 @@ class SecretSharedGBDT(VerticalProtocol):
             self.widths_ = comm.all_reduce(widths).tolist()  # feature counts are public
             if self.widths_[0] < 0 or sum(self.widths_[1:]) < 1:
                 raise ValueError("the providers need at least one feature")
+            # monotone constraints: public only that some party has any (it sets the protocol's shape)
+            self.n_rows_ = n
+            self.signs_ = signs
+            self.monotone_ = {f: int(c) for f, c in zip(data.feature_names, signs, strict=False) if c}
+            # only [some candidate is constrained] is opened: not which party, nor how many
+            candidates = self._candidate_signs(signs)
+            some = int((candidates.sum() >= 1).get_plain_text().item()) > 0
+            self.mono_ = candidates if some else None
             # fixed masks: the one-hot bin matrix is never dense (the owner keeps its bin indices,
             # only the other parties hold its opening E), so a million rows fit in memory
             B = _one_hot_bins(bins, nb) if self.mask == "generic" else None

@@ -15,6 +15,16 @@ weights. Features, labels, gradients and the model stay secret-shared. The deale
 learns the request sizes and the rows of each mini-batch (the batch schedule, which
 is public: it depends only on the row count and the public seed).
 
+Monotone constraints (``monotone``, party-local: each party names only its own features) are
+projected on shares: each party inputs 0/1 indicators ``pos`` (sign +1) and ``neg`` (sign -1) over
+its own weights once, and after every step ``s = [w >= 0]`` (one batched sign test over all
+weights) gives ``w' = w + pos (s w - w) - neg (s w)``: ``max(w, 0)`` where ``pos``, ``min(w, 0)``
+where ``neg`` (bit-times-value products, exact). Whether to run it is decided once by opening
+``[some party constrains a weight]`` (a comparison of the shared count, so not which party, nor
+how many); that bit, and the larger dealer requests it implies, is all anyone learns of another
+party's constraints. Cost per step on the online path: six rounds for the sign test and two
+product rounds, ~84 bytes per weight and party (283 bits for the sign, 48 bytes for three products).
+
 Algorithm: exactly :class:`mpc_fl.models.lr.PlainLR` (same batches, step, sigmoid).
 Cost: with ``mask="fixed"`` each party's feature matrix is masked and opened once
 (:mod:`mpc_fl.crypto.fixed_mask`); every later product opens only the batch-sized
@@ -50,6 +60,7 @@ from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.online import SCALE_BITS, TwoParty, plan_msb, plan_mul
 from mpc_fl.crypto.preprocessing import Plan, fetch
 from mpc_fl.models.lr import POLY_BOUND, POLY_COEFFICIENTS, POLY_DEGREE, LRParams, n_iterations, schedule
+from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -170,22 +181,85 @@ def two_party_sigmoid(eng: TwoParty, z: torch.Tensor, method: str) -> torch.Tens
     return hi * one + inside
 
 
+def plan_projection(plan: Plan, n: int) -> None:
+    """What :func:`two_party_projection` of ``n`` weights consumes."""
+    plan_msb(plan, n)
+    for _ in range(3):
+        plan_mul(plan, n)
+
+
+def two_party_projection(
+    eng: TwoParty, w: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """Shares of ``w`` projected onto the signs ``pos``/``neg`` mark (0/1 shares): eight rounds.
+
+    A sign test (six rounds) gives ``s = [w >= 0]``, one product ``s w`` (= relu(w)), one round of
+    two products selects it; 0/1 times fixed point, so no truncation and the result is exact.
+    """
+    s = (1 if eng.rank == 0 else 0) - eng.msb(w)
+    (relu,) = eng.mul([(s, w)], trunc_bits=0)
+    up, down = eng.mul([(pos, relu - w), (neg, relu)], trunc_bits=0)
+    return w + up - down
+
+
+def mpc_projection(w: MPCTensor, pos: MPCTensor, neg: MPCTensor) -> MPCTensor:
+    """:func:`two_party_projection` with CrypTen's comparison and batched products (any number of parties)."""
+    s = w >= 0  # exact 0/1 at precision 0
+    (relu,) = share_math.products([(s, w)])
+    up, down = share_math.products([(pos, relu - w), (neg, relu)])
+    return w + up - down
+
+
+def sign_indicators(rank: int, signs: np.ndarray, widths: list[int]) -> tuple[MPCTensor, MPCTensor] | None:
+    """Shares of 0/1 vectors over every party's weights (rank order): ``pos`` marks the weights
+    constrained to ``>= 0``, ``neg`` those ``<= 0``; None when no party constrains any.
+
+    Each party inputs its own part (random shares to the others). Only ``[count > 0]`` is opened,
+    to every party: the OR of the parties' flags, not which party or how many weights.
+    """
+    parts = []
+    for q, d_q in enumerate(widths):
+        mine = torch.from_numpy(np.stack([signs > 0, signs < 0])).long() if q == rank else torch.zeros(2, d_q)
+        parts.append(crypten.cryptensor(mine, src=q, precision=0))
+    both = crypten.cat(parts, dim=1)
+    if not int((both.sum() >= 1).get_plain_text().item()):
+        return None
+    return both[0], both[1]
+
+
 class SecretSharedLR(VerticalProtocol):
     name = "ss_lr"
 
     uses_crypten = True
     threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {
-        "bank": "test scores; its own weights and the intercept only if reveal_model",
-        "provider": "public sizes and the batch schedule; its own weights only if reveal_model",
-        "dealer": "request sizes and the public batch schedule (the rows of each mini-batch)",
+        "bank": "test scores; its own weights and the intercept only if reveal_model; whether some party "
+        "has monotone constraints (one bit, not which party or which features)",
+        "provider": "public sizes and the batch schedule; its own weights only if reveal_model; whether some "
+        "party has monotone constraints (one bit)",
+        "dealer": "request sizes and the public batch schedule (the rows of each mini-batch); from the sizes, "
+        "whether some party has monotone constraints",
     }
 
-    def __init__(self, params: LRParams = LRParams(), *, mask: str = "fixed", reveal_model: bool = False):
+    def __init__(
+        self,
+        params: LRParams = LRParams(),
+        *,
+        mask: str = "fixed",
+        reveal_model: bool = False,
+        monotone: str = "",
+    ):
         self.params, self.mask, self.reveal_model = params, mask, reveal_model
+        #: party-local (this party's own features only): not in params_dict, never sent
+        self.monotone = monotone
 
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "mask": self.mask, "reveal_model": self.reveal_model}
+
+    def run_info(self) -> dict:
+        """This party's own monotone constraints (the others never see them)."""
+        own = getattr(self, "monotone_", {})
+        return {"monotone": own} if own else {}
 
     def _features(self, ctx: Context, X: np.ndarray) -> list:
         """One fixed-mask matrix (or CrypTen tensor) per party, in rank order."""
@@ -224,17 +298,20 @@ class SecretSharedLR(VerticalProtocol):
         p.validate()
         if self.mask not in MASKS:
             raise ValueError(f"unknown mask {self.mask!r}; choose from {MASKS}")
+        signs = own_signs(self.monotone, data)  # a bad name fails here, before any traffic
+        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
         with ctx.channel.phase("setup"):
             mats, widths = self._features(ctx, data.X)
+            bounds = sign_indicators(ctx.rank, signs, widths)
             n = data.n_rows
             y = torch.from_numpy(data.y).float() if data.y is not None else torch.zeros(n)
             ey = crypten.cryptensor(y, src=0)
             self.w_ = [crypten.cryptensor(torch.zeros(d_p)) for d_p in widths]
             self.b_ = crypten.cryptensor(torch.zeros(1))
         if self._two_party_online(ctx):
-            self._fit_two_party(ctx, mats, ey, n)
+            self._fit_two_party(ctx, mats, ey, n, bounds)
         else:
-            self._fit_crypten(ctx, mats, ey, n)
+            self._fit_crypten(ctx, mats, ey, n, bounds)
         if self.mask == "fixed":
             for m in mats:
                 m.release()
@@ -249,18 +326,24 @@ class SecretSharedLR(VerticalProtocol):
         """The lean path: two parties, fixed masks, a sigmoid built from sign tests and products."""
         return len(ctx.roles) == 2 and self.mask == "fixed" and self.params.sigmoid in ONLINE_SIGMOIDS
 
-    def _fit_two_party(self, ctx: Context, mats: list, ey: MPCTensor, n: int) -> None:
+    def _fit_two_party(
+        self, ctx: Context, mats: list, ey: MPCTensor, n: int, bounds: tuple[MPCTensor, MPCTensor] | None
+    ) -> None:
         """The dealer's correlated randomness in one request per block of iterations, then only openings.
 
         Per iteration: one opening for every party's forward product, the sigmoid's rounds
         (:func:`two_party_sigmoid`), one opening for every party's gradient product. Blocks of
         :data:`PLAN_BLOCK` iterations bound the memory the preprocessing holds at any time (a
         million rows run thousands of iterations); the first block is fetched during set-up.
+        With ``bounds`` (the sign indicators), each step ends with :func:`two_party_projection`.
         """
         p = self.params
         comm = crypten.communicator.get()
         shapes = {m.key: m.shape for m in mats}
         batches = [torch.from_numpy(rows) for rows in schedule(n, p)]
+        widths = [m.shape[1] for m in mats]
+        n_weights = sum(widths)
+        pos, neg = (bounds[0].share, bounds[1].share) if bounds is not None else (None, None)
 
         def preprocess(block: list[torch.Tensor]) -> TwoParty:
             plan = Plan()
@@ -271,6 +354,8 @@ class SecretSharedLR(VerticalProtocol):
                 plan_sigmoid(plan, len(rows), p.sigmoid)
                 for m in mats:
                     plan.add("tmatvec", m.key, r)
+                if bounds is not None:
+                    plan_projection(plan, n_weights)
             return TwoParty(fetch(plan, shapes), ctx.rank, comm)
 
         with ctx.channel.phase("setup"):
@@ -296,12 +381,16 @@ class SecretSharedLR(VerticalProtocol):
                     if p.l2:
                         grad = grad + eng.trunc(w[q] * _fixed(p.l2 * len(rows)))
                     w[q] = w[q] - eng.trunc(grad * step)
+                if bounds is not None:
+                    w = list(torch.split(two_party_projection(eng, torch.cat(w), pos, neg), widths))
                 b = b - eng.trunc(residual.sum().view(1) * step)
                 tick()
         self.w_ = [MPCTensor.from_shares(w_q, precision=SCALE_BITS) for w_q in w]
         self.b_ = MPCTensor.from_shares(b, precision=SCALE_BITS)
 
-    def _fit_crypten(self, ctx: Context, mats: list, ey: MPCTensor, n: int) -> None:
+    def _fit_crypten(
+        self, ctx: Context, mats: list, ey: MPCTensor, n: int, bounds: tuple[MPCTensor, MPCTensor] | None
+    ) -> None:
         """Every product and sigmoid with CrypTen's own operations (any number of parties, any mask)."""
         p = self.params
         with (
@@ -321,8 +410,19 @@ class SecretSharedLR(VerticalProtocol):
                     if p.l2:
                         grad = grad + self.w_[i] * (p.l2 * len(batch))
                     self.w_[i] = self.w_[i] - grad * step
+                if bounds is not None:
+                    self.w_ = self._split(mpc_projection(crypten.cat(self.w_), *bounds))
                 self.b_ = self.b_ - residual.sum() * step
                 tick()
+
+    def _split(self, w: MPCTensor) -> list[MPCTensor]:
+        """The concatenated weights back into one tensor per party (the widths of ``self.w_``)."""
+        out, start = [], 0
+        for w_q in self.w_:
+            d_q = w_q.size(0)
+            out.append(w[start : start + d_q])
+            start += d_q
+        return out
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):

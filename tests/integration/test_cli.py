@@ -115,6 +115,67 @@ def test_a_different_hyperparameter_is_named_with_both_values(tmp_path):
     assert all(rc == 2 for rc, _, _ in out.values())
 
 
+def test_each_party_gives_its_own_monotone_constraints_and_the_handshake_does_not_compare_them(tmp_path):
+    """Party-local: the bank's and the provider's constraints differ, and the run goes ahead; each
+    party's report holds its own only."""
+    bank, provider = _csvs(tmp_path)
+    fed, keys = _federation(tmp_path, dealer=False)
+    reports = {r: tmp_path / f"{r}.json" for r in ("bank", "provider")}
+    out = _finish(
+        {
+            "bank": _party(
+                fed,
+                keys,
+                "bank",
+                bank,
+                "plain_gbdt",
+                "--param",
+                "n_trees=2",
+                "--param",
+                "monotone=a:+1",
+                "--out",
+                str(reports["bank"]),
+            ),
+            "provider": _party(
+                fed,
+                keys,
+                "provider",
+                provider,
+                "plain_gbdt",
+                "--param",
+                "n_trees=2",
+                "--param",
+                "monotone=c:-1,d:+1",
+                "--out",
+                str(reports["provider"]),
+            ),
+        }  # fmt: skip
+    )
+    assert all(rc == 0 for rc, _, _ in out.values()), out
+    info = {r: json.loads(f.read_text())["run_info"] for r, f in reports.items()}
+    assert info == {"bank": {"monotone": {"a": 1}}, "provider": {"monotone": {"c": -1, "d": 1}}}
+
+
+def test_a_constraint_on_a_feature_the_party_lacks_is_one_line_before_anything_connects(tmp_path):
+    _, provider = _csvs(tmp_path)
+    fed, keys = _federation(tmp_path)
+    start = time.monotonic()
+    proc = _party(fed, keys, "provider", provider, "ss_gbdt", "--param", "monotone=a:+1")
+    first = proc.stderr.readline()  # at once, before it tries to tell the (absent) others
+    elapsed = time.monotonic() - start
+    rc, _, rest = _finish({"p": proc})["p"]
+    assert rc == 2 and elapsed < 10 and "Traceback" not in rest and not _error_lines(rest), (first, rest)
+    assert first.startswith("mpc-fl provider: error:") and "'a' not among this party's features" in first
+    run = subprocess.run(
+        [*CLI, "run", "--bank", str(tmp_path / "bank.csv"), "--provider", str(provider), "--protocol", "plain_gbdt",
+         "--param", "monotone=zz:+1", "--out-dir", str(tmp_path / "runs")],  # fmt: skip
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (
+        run.returncode == 2 and "'zz' is no party's feature" in run.stderr and "Traceback" not in run.stderr
+    )
+
+
 def test_the_dealer_exits_non_zero_with_one_line_when_a_party_never_connects(tmp_path):
     fed, keys = _federation(tmp_path)
     start = time.monotonic()

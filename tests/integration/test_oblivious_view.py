@@ -100,8 +100,11 @@ def _reuse_histogram_pad(monkeypatch, across: str) -> None:  # noqa: ANN001
     monkeypatch.setattr(Dealer, "fixed_mask_triple_many", triple_many)
 
 
-def _run(data: tuple, oblivious: bool, mutant: str | None = None) -> dict:
-    """One run; each party's whole view (:mod:`tests.attacks.view`) and every message length it receives."""
+def _run(data: tuple, oblivious: bool, mutant: str | None = None, monotone: dict | None = None) -> dict:
+    """One run; each party's whole view (:mod:`tests.attacks.view`) and every message length it receives.
+
+    ``monotone``: each party's own constraints (features ``b0..b2`` at the bank, ``p0..p2`` at the
+    provider); ``mutant="open node signs"`` opens each tree's shared split signs to everyone."""
     from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
     from mpc_fl.runtime.crypten_comm import MeshCommunicator
 
@@ -118,14 +121,25 @@ def _run(data: tuple, oblivious: bool, mutant: str | None = None) -> dict:
             return out
 
         mp.setattr(MeshCommunicator, "_recv_bytes", spy_lengths)
-        if mutant:
+        if mutant == "open node signs":
+            honest = SecretSharedGBDT._chosen_node_signs
+
+            def opened(self, onehots):  # noqa: ANN001, ANN202
+                out = honest(self, onehots)
+                out.get_plain_text()  # every party learns which nodes split on a constrained feature
+                return out
+
+            mp.setattr(SecretSharedGBDT, "_chosen_node_signs", opened)
+        elif mutant:
             _reuse_histogram_pad(mp, mutant)
 
         def fn(session):  # noqa: ANN001, ANN202
             X = Xb if session.role == "bank" else Xp
-            proto = SecretSharedGBDT(PARAMS, oblivious=oblivious)
-            proto.fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None))
-            scores = proto.decision_function(session, LocalData(X[N:]))
+            names = tuple(f"{session.role[0]}{j}" for j in range(X.shape[1]))
+            own = (monotone or {}).get(session.role, "")
+            proto = SecretSharedGBDT(PARAMS, oblivious=oblivious, monotone=own)
+            proto.fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None, names))
+            scores = proto.decision_function(session, LocalData(X[N:], None, names))
             return {"view": whole.export(), "lengths": list(lengths), "scores": scores}
 
         return {r: out["result"] for r, out in run_local(fn, timeout_s=budget_s(60)).items()}
@@ -194,7 +208,7 @@ def test_every_pad_in_a_partys_whole_view_is_fresh(runs, datasets, oblivious):
     """No two received ring words closer than chance (over all of them, and at the same position of
     any two equally long vectors: across levels and trees), no two bit vectors agreeing beyond
     chance, in training and scoring. The vectors left out are the revealed plaintexts: the public
-    feature counts, in the default mode the split owners (everyone) and own splits (the owner), and
+    feature counts, whether some party has monotone constraints, in the default mode the split owners (everyone) and own splits (the owner), and
     the bank's scores."""
     for name in datasets:
         for role in ("bank", "provider"):
@@ -202,10 +216,10 @@ def test_every_pad_in_a_partys_whole_view_is_fresh(runs, datasets, oblivious):
             assert not [f for f in found if f.flagged], (name, role, [str(f) for f in found])
             assert all(f.pairs > 0 for f in found), (name, role, [str(f) for f in found])
             sizes = sorted(v.size for v in revealed)
-            if oblivious:  # the feature counts, and the bank's scores
-                assert sizes == ([2, N_TEST] if role == "bank" else [2]), (name, role, sizes)
+            if oblivious:  # the feature counts, [some party has monotone constraints], the bank's scores
+                assert sizes == ([1, 2, N_TEST] if role == "bank" else [1, 2]), (name, role, sizes)
             else:  # plus, per level of each tree, the owners and this party's own candidates
-                assert len(sizes) == 1 + PARAMS.n_trees * PARAMS.max_depth * 2 + (role == "bank"), (
+                assert len(sizes) == 2 + PARAMS.n_trees * PARAMS.max_depth * 2 + (role == "bank"), (
                     name,
                     sizes,
                 )
@@ -240,3 +254,31 @@ def test_default_mode_routing_sends_only_padded_shares_and_bits(runs):
         if bits:
             b = np.concatenate(bits)
             assert abs(b.mean() - 0.5) < 5 * 0.5 / np.sqrt(b.size), role
+
+
+def test_the_oblivious_mode_hides_which_constraints_a_party_declared(datasets):
+    """Two runs whose provider declares different monotone constraints: each party's view holds no
+    plaintext in training but the public flag that some party has constraints (set-up), the same
+    message lengths in both runs, fresh pads throughout. Positive control: a mutant that opens the
+    shared split signs is found by the same attack."""
+    data = datasets["provider"]
+    specs = {
+        "up": {"bank": "b0:+1", "provider": "p0:+1"},
+        "down": {"bank": "b0:+1", "provider": "p0:-1,p1:+1"},
+    }
+    got = {name: _run(data, True, monotone=spec) for name, spec in specs.items()}
+    for name, res in got.items():
+        for role in ("bank", "provider"):
+            v = res[role]["view"]
+            assert _small(v, "training").size == 0, (name, role)
+            found, revealed = v.freshness(VIEW_PHASES)
+            assert not [f for f in found if f.flagged], (name, role, [str(f) for f in found])
+            sizes = sorted(r.size for r in revealed)  # the flag, the feature counts (and the bank's scores)
+            assert sizes == ([1, 2, N_TEST] if role == "bank" else [1, 2]), (name, role, sizes)
+        assert _small(res["bank"]["view"], "scoring").size == N_TEST
+    for role in ("bank", "provider"):
+        assert got["up"][role]["lengths"] == got["down"][role]["lengths"]
+    mutant = _run(data, True, mutant="open node signs", monotone=specs["down"])
+    np.testing.assert_allclose(mutant["bank"]["scores"], got["down"]["bank"]["scores"], atol=1e-2)
+    for role in ("bank", "provider"):
+        assert _small(mutant[role]["view"], "training").size > 0, role

@@ -238,3 +238,75 @@ def test_independent_products_share_one_round_and_stay_exact_where_an_operand_is
         np.testing.assert_allclose(out["fixed"], [2.25, 4.0, 0.01], atol=1e-4)
         # one opening (plus the bank's dealer request: three calls)
         assert out["rounds"] == 1 + (3 if role == "bank" else 0), out["rounds"]
+
+
+#: constraints that bind on _synthetic's data: x2 is categorical with its effect at 1 only, x3's true
+#: effect is negative (so +1 flattens it), x4 enters through a product
+_MONOTONE = {"bank": "x0:+1,x2:+1", "provider": "x3:+1,x4:-1"}
+_JOINT_SIGNS = np.array([1, 0, 1, 1, -1, 0])
+
+
+def _grid_rows(X: np.ndarray, j: int, grid: np.ndarray) -> np.ndarray:
+    rows = np.repeat(X, len(grid), axis=0)
+    rows[:, j] = np.tile(grid, len(X))
+    return rows
+
+
+@pytest.mark.parametrize("oblivious", [False, True])
+def test_monotone_constraints_give_the_plaintext_twins_trees_and_monotone_scores(oblivious):
+    """Each party constrains its own features; the trees are PlainGBDT's with the joint constraints,
+    and scoring (the real secure path) never moves the wrong way along any constrained feature."""
+    X_tr, y_tr, X_te, _ = _synthetic()
+    names = tuple(f"x{j}" for j in range(6))
+    params = GBDTParams(n_trees=3, max_depth=3, n_bins=16)
+    grids = {j: np.unique(np.quantile(X_tr[:, j], np.linspace(0, 1, 12))) for j in (0, 2, 3, 4)}
+
+    def fn(session):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if session.role == "bank" else slice(3, 6)
+        own = names[cols]
+        proto = SecretSharedGBDT(params, oblivious=oblivious, monotone=_MONOTONE[session.role])
+        proto.fit(session, LocalData(X_tr[:, cols], y_tr if session.role == "bank" else None, own))
+        scored = {
+            j: proto.decision_function(session, LocalData(_grid_rows(X_te[:16], j, g)[:, cols], None, own))
+            for j, g in grids.items()
+        }
+        routes = [r.get_plain_text().round().long().numpy() for r in proto.routes_]  # opened by the test
+        return {"grid": scored, "owners": [o.tolist() for o in proto.owners_], "splits": proto.splits_,
+                "routes": routes, "info": proto.run_info(), "params": proto.params_dict()}  # fmt: skip
+
+    res = run_local(fn, timeout_s=budget_s(90))
+    bank = res["bank"]["result"]
+    twin = PlainGBDT(params, _JOINT_SIGNS).fit(X_tr, y_tr)
+    expected = [list(zip(t.feature.tolist(), t.bin.tolist(), strict=True)) for t in twin.trees_]
+    got = _decode_routes(bank["routes"], [3, 3], 16, 3) if oblivious else _secure_trees(res, 3)
+    assert got == expected
+    assert expected != [  # the constraints changed the trees: the comparison above means something
+        list(zip(t.feature.tolist(), t.bin.tolist(), strict=True))
+        for t in PlainGBDT(params).fit(X_tr, y_tr).trees_
+    ]
+    for j, g in grids.items():
+        margins = bank["grid"][j].reshape(16, len(g))
+        np.testing.assert_allclose(
+            margins, twin.decision_function(_grid_rows(X_te[:16], j, g)).reshape(16, -1), atol=2e-3
+        )
+        assert (_JOINT_SIGNS[j] * np.diff(margins, axis=1) >= 0).all(), f"x{j} moves the wrong way"
+    # each party reports its own constraints only; they are in no handshake-compared parameter
+    assert bank["info"]["monotone"] == {"x0": 1, "x2": 1}
+    assert res["provider"]["result"]["info"]["monotone"] == {"x3": 1, "x4": -1}
+    assert "monotone" not in bank["params"]
+
+
+def test_monotone_grid_check_flags_an_unconstrained_model():
+    """Positive control for the grid check above: without constraints, the same data moves x3 the
+    wrong way (its true effect is negative), so the check can fail."""
+    X_tr, y_tr, X_te, _ = _synthetic()
+    model = PlainGBDT(GBDTParams(n_trees=3, max_depth=3, n_bins=16)).fit(X_tr, y_tr)
+    g = np.unique(np.quantile(X_tr[:, 3], np.linspace(0, 1, 12)))
+    margins = model.decision_function(_grid_rows(X_te[:16], 3, g)).reshape(16, -1)
+    assert (np.diff(margins, axis=1) < 0).any()
+
+
+def test_monotone_constraint_on_another_partys_feature_is_refused_before_any_traffic():
+    proto = SecretSharedGBDT(GBDTParams(), monotone="x9:+1")
+    with pytest.raises(ValueError, match="not among this party's features"):
+        proto.fit(None, LocalData(np.zeros((4, 2)), np.zeros(4), ("x0", "x1")))
