@@ -133,6 +133,7 @@ def _train_job(args: argparse.Namespace):  # noqa: ANN202 - a TrainJob
         links=_links(args), id_col=args.id_col, align=args.align, split=args.split, split_key=args.split_key,
         keep_scores=args.keep_scores, save_model=args.save_model, insecure_tfp=args.insecure_tfp, out=args.out,
         features=args.features, release=args.release, groups=args.groups, release_label=args.release_label,
+        importance=args.importance,
     )  # fmt: skip
 
 
@@ -520,7 +521,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         insecure_tfp=args.insecure_tfp, insecure_cleartext=args.insecure_cleartext,
         emulate=(args.emulate_rtt_ms, args.emulate_mbit), connect_timeout=args.connect_timeout, quiet=args.quiet,
         save_models=Path(args.save_models) if args.save_models else None, features=args.features,
-        release=args.release, groups=args.groups, release_label=args.release_label,
+        release=args.release, groups=args.groups, release_label=args.release_label, importance=args.importance,
     )  # fmt: skip
     print(f"{result_line(record)}  ->  {out_dir / 'run.json'}")
     for warning in alignment_summary(record.parties)[1]:
@@ -589,6 +590,11 @@ def _add_release_args(p: argparse.ArgumentParser) -> None:
         help='provider, --release group: {"group name": ["feature", ...]}',
     )
     p.add_argument("--release-label", default="partner data", help="provider: its data's name in a reason")
+    p.add_argument(
+        "--importance", action="store_true",
+        help="report feature importance: each party its own features', the bank a provider's at its --release "
+        "level (every party must say so)",
+    )  # fmt: skip
 
 
 def _add_reason_args(p: argparse.ArgumentParser) -> None:

@@ -79,6 +79,8 @@ class TrainJob:
     release: str = "none"
     groups: str | None = None
     release_label: str = "partner data"
+    #: report feature importance: each party its own, the bank a provider's at its release level
+    importance: bool = False
 
     kind = "train"
 
@@ -93,6 +95,13 @@ class TrainJob:
         if self.split_key and self.role != BANK:
             raise JobError("--split-key is the bank's secret; providers do not take it")
         self.reason_release()
+        if self.importance:
+            from mpc_fl.protocols import check_importance
+
+            try:
+                check_importance(self.protocol)
+            except ValueError as err:
+                raise JobError(str(err)) from None
         return dataclasses.replace(self, options=check_options(self.protocol, self.options))
 
     def reason_release(self):  # noqa: ANN201 - a mpc_fl.models.reasons.Release
@@ -322,6 +331,8 @@ class PartyReport:
     alignment: str = "psi"
     #: protocol-specific facts of the run (e.g. SS-GBDT's reconstructable nodes per party)
     run_info: dict = field(default_factory=dict)
+    #: with --importance: {"own": {kind: {feature: value}}}, at the bank also {provider: {kind: {unit: value}}}
+    importance: dict = field(default_factory=dict)
     #: seconds from this party's process start to its report
     wall_s: float | None = None
     #: seconds from this party's process start to being ready to connect

@@ -64,6 +64,7 @@ def run_protocol_locally(
     release: str = "none",
     groups: str | None = None,
     release_label: str = "partner data",
+    importance: bool = False,
 ) -> RunRecord:
     """Train and score with every party as its own ``mpc-fl party`` process over a fresh local federation.
 
@@ -76,7 +77,8 @@ def run_protocol_locally(
     leaves ``status`` ``failed`` and its one-line error there). ``save_models``: each party writes its part of the model to
     ``<save_models>/<role>.model.npz``. ``quiet=False`` relays the bank's progress lines.
     ``emulate``: (round-trip ms, Mbit/s) every link emulates (:class:`mpc_fl.runtime.mesh.LinkEmulator`).
-    ``release``, ``groups``, ``release_label``: what every provider's part releases as reason codes.
+    ``release``, ``groups``, ``release_label``: what every provider's part releases as reason codes
+    (and, with ``importance``, of its feature importance).
     """
     from mpc_fl.protocols import uses_crypten
 
@@ -89,7 +91,7 @@ def run_protocol_locally(
             role=r, data=str(f), protocol=protocol, options=own[r], links=links(r), align=align,
             split=split, split_key=str(split_key) if split_key and r == BANK else None, keep_scores=keep_scores,
             save_model=str(model_path(save_models, r)) if save_models else None, insecure_tfp=insecure_tfp,
-            out=str(out_dir / f"{r}.json"), features=features,
+            out=str(out_dir / f"{r}.json"), features=features, importance=importance,
             **({} if r == BANK else {"release": release, "groups": groups, "release_label": release_label}),
         ).validate()  # a bad parameter fails here, before any process starts
         for r, f in zip(roles, [bank, *providers], strict=True)

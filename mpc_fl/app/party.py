@@ -40,7 +40,7 @@ from mpc_fl.data.errors import DataError
 from mpc_fl.data.party_table import PartyTable
 from mpc_fl.data.split import SPLITS, draw_split
 from mpc_fl.data.vertical import SCALINGS, scaler_from_state, scaler_state
-from mpc_fl.models.reasons import Reasons, Release
+from mpc_fl.models.reasons import BANK_RELEASE, Reasons, Release
 from mpc_fl.protocols import (
     build_protocol,
     check_reasons,
@@ -88,6 +88,7 @@ def run_party(
     save_model: Path | None = None,
     features: str = "all",
     release: Release | None = None,
+    importance: bool = False,
 ) -> PartyReport:
     """Align, split, scale, fit and score as one party; the bank also computes the test metrics.
 
@@ -109,6 +110,12 @@ def run_party(
     t0 = time.perf_counter()
     proto.fit(ctx, LocalData(X[train], None if y is None else y[train], aligned.feature_names))
     t1 = time.perf_counter()
+    if importance:  # each party its own; a provider's, at its release level, to the bank
+        from mpc_fl.app.importance import exchange
+
+        release = release or (BANK_RELEASE if ctx.role == BANK else Release())
+        with ctx.channel.phase("importance"):
+            found = exchange(ctx, proto, aligned.feature_names, release)
     ctx.progress.note(f"scoring {len(test):,} test rows")
     scores = proto.predict_proba(ctx, LocalData(X[test], None, aligned.feature_names))
     t2 = time.perf_counter()
@@ -128,6 +135,7 @@ def run_party(
         split=split,
         alignment=alignment,
         run_info=proto.run_info(),
+        importance=found if importance else {},
     )
     if scores is not None:
         report.metrics = metrics.summary(y[test], scores)
@@ -453,6 +461,7 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
         "alignment": job.align,
         "split": job.split,
         "features": job.features,
+        "importance": job.importance,
     }
     from mpc_fl.runtime.session import connect, process_age_s
 
@@ -464,7 +473,7 @@ def train(job: TrainJob, say: Callable[[BaseException], None]) -> PartyReport:
             session, table, job.protocol, job.options,
             alignment=job.align, split=job.split, split_key=split_key, keep_scores=job.keep_scores,
             save_model=Path(job.save_model) if job.save_model else None, features=job.features,
-            release=release,
+            release=release, importance=job.importance,
         )  # fmt: skip
         report.ready_s = session.ready_s
     report.wall_s = process_age_s()

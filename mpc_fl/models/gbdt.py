@@ -169,6 +169,8 @@ class Tree:
     bin: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     leaf_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     node_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per internal node, the gain of its split (0 if none): feature importance's input, not saved
+    gains: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def path_values(self) -> np.ndarray:
         """Every node's value in heap order (internal nodes, then leaves): what the path attribution walks."""
@@ -186,6 +188,17 @@ class Tree:
 
     def predict(self, bins: np.ndarray) -> np.ndarray:
         return self.leaf_values[self.leaf_index(bins)]
+
+
+def importance(trees: list[Tree], n_features: int) -> dict[str, np.ndarray]:
+    """Per feature, the total gain of the splits on it (XGBoost's ``total_gain``) and their count
+    (``weight``): what :meth:`mpc_fl.protocols.base.VerticalProtocol.feature_importance` reports."""
+    gain, splits = np.zeros(n_features), np.zeros(n_features)
+    for t in trees:
+        used = t.feature != NO_SPLIT
+        np.add.at(gain, t.feature[used], t.gains[used])
+        np.add.at(splits, t.feature[used], 1.0)
+    return {"gain": gain, "splits": splits}
 
 
 def stack_trees(trees: list[Tree]) -> dict[str, np.ndarray]:
@@ -210,14 +223,16 @@ def grow_tree(
     depth, lam = params.max_depth, params.reg_lambda
     n_internal = 2**depth - 1
     tree = Tree(depth, np.full(n_internal, NO_SPLIT), np.full(n_internal, NO_SPLIT), np.zeros(2**depth))
-    tree.node_values = np.zeros(n_internal)
+    tree.node_values, tree.gains = np.zeros(n_internal), np.zeros(n_internal)
     node_of_row = np.zeros(len(g), dtype=np.int64)
     for node in range(n_internal):
         rows = np.flatnonzero(node_of_row == node)
         tree.node_values[node] = params.learning_rate * leaf_weight(g[rows].sum(), h[rows].sum(), lam)
         G, H = histograms(bins[rows], params.n_bins, g[rows], h[rows])
-        f, b = best_split(split_gains(G, H, lam, params.min_child_weight, monotone))
+        gains = split_gains(G, H, lam, params.min_child_weight, monotone)
+        f, b = best_split(gains)
         tree.feature[node], tree.bin[node] = f, b
+        tree.gains[node] = 0.0 if f == NO_SPLIT else gains[f, b]
         go_right = (bins[rows, f] > b) if f != NO_SPLIT else np.zeros(len(rows), bool)
         node_of_row[rows] = 2 * node + 1 + go_right
     leaf = node_of_row - n_internal

@@ -59,6 +59,8 @@ class Spec:
     #: how it gives reason codes (:mod:`mpc_fl.models.reasons`): "shares" (ranked on shares: needs
     #: the dealer), "plain" (in the clear at the bank) or "" (not yet)
     reasons: str = ""
+    #: whether it reports feature importance (:meth:`VerticalProtocol.feature_importance`)
+    importance: bool = False
 
 
 #: Every suite a case can be in: the demo, the benchmark suites (``protocols`` holds the CI smoke
@@ -119,12 +121,12 @@ REGISTRY: dict[str, Spec] = {
     "plain_lr": Spec(
         "mpc_fl.protocols.plain", "CentralisedLR", "mpc_fl.models.lr:LRParams",
         "centralised LR: providers send raw features to the bank (no privacy; the accuracy ceiling)", "lr",
-        _MONOTONE, reasons="plain",
+        _MONOTONE, reasons="plain", importance=True,
     ),
     "plain_gbdt": Spec(
         "mpc_fl.protocols.plain", "CentralisedGBDT", "mpc_fl.models.gbdt:GBDTParams",
         "centralised GBDT: providers send raw features to the bank (no privacy; the accuracy ceiling)", "gbdt",
-        _MONOTONE, reasons="plain",
+        _MONOTONE, reasons="plain", importance=True,
     ),
     "ss_lr": Spec(
         "mpc_fl.protocols.ss_lr", "SecretSharedLR", "mpc_fl.models.lr:LRParams",
@@ -134,7 +136,7 @@ REGISTRY: dict[str, Spec] = {
             "reveal_model": option(False, "after training, reveal each party's own weights to it (and the intercept to the bank)"),
             **_MONOTONE,
         },
-        uses_crypten=True, reasons="shares",
+        uses_crypten=True, reasons="shares", importance=True,
     ),
     "ss_gbdt": Spec(
         "mpc_fl.protocols.ss_gbdt", "SecretSharedGBDT", "mpc_fl.models.gbdt:GBDTParams",
@@ -145,7 +147,7 @@ REGISTRY: dict[str, Spec] = {
             "oblivious": option(False, "hide every split's owner, feature and bin and every node's rows and paths"),
             **_MONOTONE,
         },
-        uses_crypten=True, reasons="shares",
+        uses_crypten=True, reasons="shares", importance=True,
         narrower={"reg_lambda": Accepts(above=0)},  # an empty leaf would divide by zero
         excludes=(
             Excludes({"oblivious": True}, {"mask": "generic"}, "the oblivious mode routes rows with the fixed-mask bin matrices"),
@@ -155,13 +157,13 @@ REGISTRY: dict[str, Spec] = {
         "mpc_fl.protocols.paillier_lr", "PaillierLR", "mpc_fl.models.lr:LRParams",
         "hetero-LR on additive HE (OU or Paillier) without arbiter (FATE/SecretFlow-style); the bank "
         "sees partial logits", "lr",
-        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="shares",
+        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="shares", importance=True,
     ),
     "secureboost": Spec(
         "mpc_fl.protocols.secureboost", "SecureBoost", "mpc_fl.models.gbdt:GBDTParams",
         "SecureBoost on additive HE (OU or Paillier; FATE/SecretFlow SGB-style); the provider sees every "
         "node's customers", "gbdt",
-        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="plain",
+        {**_HE_OPTIONS, **_MONOTONE}, check=_HE_CHECK, reasons="plain", importance=True,
     ),
 }  # fmt: skip
 
@@ -335,6 +337,13 @@ def check_reasons(name: str, reasons: int) -> None:
     if reasons and not reasons_mode(name):
         given = ", ".join(k for k, s in REGISTRY.items() if s.reasons)
         raise ValueError(f"--reasons: {name} gives no reason codes yet; these do: {given}")
+
+
+def check_importance(name: str) -> None:
+    """Refuse ``--importance`` for a protocol that reports none, in one line, before anything connects."""
+    if not _spec(name).importance:
+        given = ", ".join(k for k, s in REGISTRY.items() if s.importance)
+        raise ValueError(f"--importance: {name} reports no feature importance; these do: {given}")
 
 
 def needs_dealer(name: str, reasons: int = 0) -> bool:

@@ -132,6 +132,13 @@ class VerticalProtocol(ABC):
         """Protocol-specific facts a run reports next to its scores (e.g. measured leakage); {} if none."""
         return {}
 
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """After ``fit``: this party's own features' importance, per kind (trees: ``gain``, the total
+        gain of the splits on each feature, and ``splits``, their count; LR: ``abs_weight``), known to
+        this party alone. Every party calls it together (it may communicate). What a provider
+        releases of it to the bank is the application's business (:mod:`mpc_fl.app.importance`)."""
+        raise NotImplementedError(f"{self.name} gives no feature importance")
+
 
 def two_party_peer(ctx: Context, protocol: str) -> str:
     """The other party of a bank + one provider protocol; a clear error for any other federation."""

@@ -155,6 +155,10 @@ class PaillierLR(VerticalProtocol):
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "scheme": self.scheme, "key_bits": self.key_bits}
 
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """``|w_j|`` of this party's own weights, which it holds in the clear: no communication."""
+        return {"abs_weight": np.abs(np.asarray(self.coef_, dtype=np.float64))}
+
     def run_info(self) -> dict:
         """This party's own monotone constraints (the other party never sees them)."""
         own = getattr(self, "monotone_", {})

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, stack_trees, unstack_trees
+from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, importance, stack_trees, unstack_trees
 from mpc_fl.models.lr import LRParams, PlainLR
 from mpc_fl.models.monotone import own_signs
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
@@ -21,7 +21,7 @@ class _Centralised(VerticalProtocol):
     threat_model: ClassVar[str] = "none: providers disclose their features to the bank"
     leakage: ClassVar[dict[str, str]] = {
         "bank": "all providers' raw features (and their monotone constraints)",
-        "provider": "nothing",
+        "provider": "nothing; with --importance, its own features' importance",
     }
 
     @staticmethod
@@ -51,7 +51,22 @@ class _Centralised(VerticalProtocol):
             if parts is not None:
                 joint = np.concatenate([p["monotone"] for p in parts])
                 X = np.hstack([p["X"] for p in parts])
+                self.widths_ = [p["X"].shape[1] for p in parts]
                 self.model_ = self._make(joint).fit(X, data.y)
+
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """The bank computes every feature's (it holds the whole model) and sends each provider its own."""
+        if ctx.role != BANK:
+            return ctx.channel.recv_arrays(BANK)
+        every = self._importance(self.model_)
+        ends = np.cumsum([0, *self.widths_])
+        providers = [r for r in ctx.roles if r != BANK]
+        for q, r in enumerate(providers, start=1):
+            ctx.channel.send_arrays(r, **{k: v[ends[q] : ends[q + 1]] for k, v in every.items()})
+        return {k: v[: ends[1]] for k, v in every.items()}
+
+    def _importance(self, model) -> dict[str, np.ndarray]:  # noqa: ANN001
+        raise NotImplementedError
 
     def run_info(self) -> dict:
         """This party's own constraints (the bank also saw the providers': no privacy)."""
@@ -113,6 +128,9 @@ class CentralisedLR(_Centralised):
             start += d
         return np.hstack(out)
 
+    def _importance(self, model: PlainLR) -> dict[str, np.ndarray]:
+        return {"abs_weight": np.abs(model.coef_)}
+
     def _export(self, model: PlainLR) -> tuple[dict, dict[str, np.ndarray]]:
         return {"intercept": model.intercept_}, {"coef": model.coef_}
 
@@ -146,6 +164,9 @@ class CentralisedGBDT(_Centralised):
         return tree_contributions(
             self.model_.trees_, bins, joint_membership([p["membership"] for p in parts])
         )
+
+    def _importance(self, model: PlainGBDT) -> dict[str, np.ndarray]:
+        return importance(model.trees_, sum(self.widths_))
 
     def _export(self, model: PlainGBDT) -> tuple[dict, dict[str, np.ndarray]]:
         arrays = {f"edges_{j}": e for j, e in enumerate(model.edges_)}

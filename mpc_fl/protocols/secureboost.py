@@ -78,6 +78,7 @@ from mpc_fl.models.gbdt import (
     best_split,
     constrain_tree,
     histograms,
+    importance,
     leaf_weight,
     logistic_grad_hess,
     quantile_bin_edges,
@@ -113,7 +114,8 @@ class SecureBoost(VerticalProtocol):
         "every node's instance space; provider decision bits of every test row at provider nodes; with reason "
         "codes, the reason unit of each provider split (at the provider's release level); the provider's "
         "monotone constraints (the bank picks every split in the clear)",
-        "provider": "every node's instance space in training; its own split features and thresholds",
+        "provider": "every node's instance space in training; its own split features and thresholds; with "
+        "--importance, the total gain and split count of each of its features",
     }
 
     def __init__(
@@ -131,6 +133,17 @@ class SecureBoost(VerticalProtocol):
 
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "scheme": self.scheme, "key_bits": self.key_bits}
+
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """The bank picks every split in the clear, so it computes every feature's importance and sends
+        the provider its own (the provider learns its features' total gains: label information)."""
+        peer = two_party_peer(ctx, self.name)
+        if ctx.role != BANK:
+            return ctx.channel.recv_arrays(peer)
+        d_b = len(self.edges_)
+        every = importance(self.trees_, d_b + self.n_provider_features_)
+        ctx.channel.send_arrays(peer, **{k: v[d_b:] for k, v in every.items()})
+        return {k: v[:d_b] for k, v in every.items()}
 
     def run_info(self) -> dict:
         """This party's own monotone constraints, if any (the bank's record does not repeat the provider's)."""
@@ -206,6 +219,7 @@ class SecureBoost(VerticalProtocol):
                 np.full(n_internal, NO_SPLIT),
                 np.zeros(2**depth),
                 np.zeros(n_internal),
+                np.zeros(n_internal),
             )
             node_of_row = np.zeros(n, dtype=np.int64)
             for level in range(depth):
@@ -224,8 +238,10 @@ class SecureBoost(VerticalProtocol):
                     Gp, Hp, _ = packer.unpack(vals)
                     G = np.vstack([Gb, Gp.reshape(d_p, nb)])
                     H = np.vstack([Hb, Hp.reshape(d_p, nb)])
-                    f, b = best_split(split_gains(G, H, p.reg_lambda, p.min_child_weight, self.joint_signs_))
+                    gains = split_gains(G, H, p.reg_lambda, p.min_child_weight, self.joint_signs_)
+                    f, b = best_split(gains)
                     tree.feature[node], tree.bin[node] = f, b
+                    tree.gains[node] = 0.0 if f == NO_SPLIT else gains[f, b]
                     if f == NO_SPLIT:
                         continue
                     if f < d_b:

@@ -113,6 +113,12 @@ shared candidate signs (oblivious mode). Nothing is opened: the parties learn on
 has constraints (it sets the protocol's shape); tests/integration/test_oblivious_view.py plays
 each party with two different provider constraints, and a mutant that opens the split signs.
 
+Feature importance (``--importance``; :meth:`SecretSharedGBDT.feature_importance`): per feature,
+the total gain of the splits on it and their count, as :func:`mpc_fl.models.gbdt.importance`,
+computed once after training on shares (the chosen gains from the kept one-hots and scores, each
+node's feature a shared one-hot) and opened to the feature's owner alone; what a provider lets
+the bank see of its own is its release level (:mod:`mpc_fl.app.importance`).
+
 Reason codes (:meth:`SecretSharedGBDT.reason_contributions`): Saabas's path attribution
 (:func:`mpc_fl.models.reasons.tree_contributions`) on shares. Training also keeps every internal
 node's value ``-lr * G/(H + lam)`` as shares (computed in the leaves' batch: no extra round).
@@ -190,18 +196,22 @@ class SecretSharedGBDT(VerticalProtocol):
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; per node the owner party of the split (or no split); feature and bin of "
         "its own splits; the training rows and test-row paths of every node whose path splits are all "
-        "its own or no split (counted in run_info); whether some party has monotone constraints",
+        "its own or no split (counted in run_info); whether some party has monotone constraints; with "
+        "--importance, the total gain and split count of each of its own features",
         "provider": "per node the owner party of the split (or no split); feature and bin of its own "
         "splits; the training rows and test-row paths of every node whose path splits are all its own "
-        "or no split (counted in run_info); whether some party has monotone constraints",
+        "or no split (counted in run_info); whether some party has monotone constraints; with --importance, "
+        "the total gain and split count of each of its own features",
         "dealer": "request sizes only",
     }
 
     #: What each party learns in the oblivious mode (``oblivious=True``).
     OBLIVIOUS_LEAKAGE: ClassVar[dict[str, str]] = {
         "bank": "test scores only (no split owner, feature, bin, node membership or path); whether some "
-        "party has monotone constraints",
-        "provider": "nothing beyond the public sizes and whether some party has monotone constraints",
+        "party has monotone constraints; with --importance, the total gain and split count of each of its "
+        "own features",
+        "provider": "nothing beyond the public sizes and whether some party has monotone constraints; with "
+        "--importance, the total gain and split count of each of its own features",
         "dealer": "request sizes only",
     }
 
@@ -471,9 +481,16 @@ class SecretSharedGBDT(VerticalProtocol):
             prob = margin.sigmoid()
             g = prob - ey
             h = prob * (1 - prob)
+        self._level_picks: list[tuple[MPCTensor, MPCTensor]] = []
+        self._level_totals: list[tuple[MPCTensor, MPCTensor]] = []
         if self.oblivious:
-            return self._fit_tree_oblivious(margin, g, h, step)
-        return self._fit_tree_revealed(margin, g, h, bins, step)
+            out = self._fit_tree_oblivious(margin, g, h, step)
+        else:
+            out = self._fit_tree_revealed(margin, g, h, bins, step)
+        onehots, scores = zip(*self._level_picks, strict=True)
+        G = crypten.cat([t[0] for t in self._level_totals])
+        self._picks.append((crypten.cat(list(onehots)), crypten.cat(list(scores)), G, self._raw_internal))
+        return out
 
     def _choose_splits(
         self, U: MPCTensor, parents: list[MPCTensor], level: int, step: StepLabel
@@ -497,6 +514,7 @@ class SecretSharedGBDT(VerticalProtocol):
             offsets, scores = self._scores(cands, k)
         with step("argmax"):
             onehot = argmax_first(scores)  # (k, C + 1), exact 0/1 at precision 0
+        self._level_picks.append((onehot, scores))  # feature importance's inputs
         return lh, cands, offsets, onehot
 
     @staticmethod
@@ -602,6 +620,34 @@ class SecretSharedGBDT(VerticalProtocol):
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         return margin, values, owners_t, {}, route_t
 
+    # ------------------------------------------------------------------ feature importance
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """The total gain and the count of the splits on each of this party's features, opened to it alone.
+
+        Per node the chosen split's gain is the argmax one-hot times the level's scores (its children's
+        ``G^2/(H + lam)``, scaled) minus the parent's ``G^2/(H + lam) = -G v / lr`` (``v`` its
+        unconstrained value); each node's feature is a shared one-hot (:meth:`_split_units` over every
+        party's features), so the per-feature sums are products on shares, and each party opens only
+        its own block: a handful of rounds for the whole model, nothing else revealed.
+        """
+        picks = getattr(self, "_picks", None)
+        if not picks:
+            raise ValueError("feature importance is computed right after training, not from a saved model")
+        oh, scores, G, raw = (crypten.stack([p[k] for p in picks]) for k in range(4))  # (trees, nodes, ...)
+        chosen, parent = products([(oh, scores), (G, raw)])  # exact (one-hots are 0/1), fixed point
+        ratio = self.scale_g_**2 / self.scale_
+        gain = (chosen.sum(2) - 1) * ratio + parent.div(self.params.learning_rate)  # (trees, nodes)
+        feature = self._split_units(np.eye(self.widths_[self.rank_]), list(self.widths_))  # (t, n, d), 0/1
+        (by_feature,) = products([(feature, gain.unsqueeze(2))])
+        totals = crypten.stack([by_feature.sum((0, 1)), upscale(feature.sum((0, 1)), precision(by_feature))])
+        ends = np.cumsum([0, *self.widths_])
+        own = None
+        for q in range(self.n_parties_):
+            opened = totals[:, int(ends[q]) : int(ends[q + 1])].get_plain_text(dst=q)
+            if q == self.rank_:
+                own = opened.double().numpy()
+        return {"gain": own[0], "splits": np.round(own[1])}
+
     # ------------------------------------------------------------------ monotone constraints
     def _candidate_signs(self, signs: np.ndarray) -> MPCTensor:
         """(2, C, 1) shared 0/1: per candidate split of every party, whether its feature is constrained
@@ -692,6 +738,14 @@ class SecretSharedGBDT(VerticalProtocol):
     def _node_values(
         self, totals: list[tuple[MPCTensor, MPCTensor]], leaves: tuple[MPCTensor, MPCTensor]
     ) -> MPCTensor:
+        values = self._node_values_of(totals, leaves)
+        self._level_totals = totals
+        self._raw_internal = values[: 2**self.params.max_depth - 1]  # unconstrained: importance's parent term
+        return values
+
+    def _node_values_of(
+        self, totals: list[tuple[MPCTensor, MPCTensor]], leaves: tuple[MPCTensor, MPCTensor]
+    ) -> MPCTensor:
         """Every node's value in heap order, internal nodes then leaves: ``-lr * G/(H + lam)``, shared.
 
         The leaves' are the tree's weights; the internal nodes' are what the reason codes' path
@@ -776,6 +830,7 @@ class SecretSharedGBDT(VerticalProtocol):
         step: StepLabel = ctx.channel.ledger.step
         # every tree asks the dealer for the same list: one request per tree after the first
         prefetch = DealerPrefetch()
+        self._picks: list[tuple[MPCTensor, ...]] = []  # per tree: one-hots, scores, G, raw values
         with ctx.channel.phase("training"), ctx.progress.task("training", p.n_trees, "tree") as tick:
             for _ in range(p.n_trees):
                 with prefetch.block("tree"):

@@ -234,9 +234,10 @@ class SecretSharedLR(VerticalProtocol):
     threat_model: ClassVar[str] = DEALER_THREAT_MODEL
     leakage: ClassVar[dict[str, str]] = {
         "bank": "test scores; its own weights and the intercept only if reveal_model; whether some party "
-        "has monotone constraints (one bit, not which party or which features)",
+        "has monotone constraints (one bit, not which party or which features); with --importance, |w| of "
+        "its own features",
         "provider": "public sizes and the batch schedule; its own weights only if reveal_model; whether some "
-        "party has monotone constraints (one bit)",
+        "party has monotone constraints (one bit); with --importance, |w| of its own features",
         "dealer": "request sizes and the public batch schedule (the rows of each mini-batch); from the sizes, "
         "whether some party has monotone constraints",
     }
@@ -255,6 +256,19 @@ class SecretSharedLR(VerticalProtocol):
 
     def params_dict(self) -> dict:
         return {**self.params.to_dict(), "mask": self.mask, "reveal_model": self.reveal_model}
+
+    def feature_importance(self, ctx: Context) -> dict[str, np.ndarray]:
+        """``|w_j|`` of each party's own weights, opened to it alone (one batched sign test: the signs
+        stay secret); the weights themselves stay shared unless ``reveal_model``."""
+        self._restore()
+        magnitudes = crypten.cat(self.w_).abs()
+        ends = np.cumsum([0, *[len(w) for w in self.w_]])
+        own = None
+        for q in range(len(self.w_)):
+            opened = magnitudes[int(ends[q]) : int(ends[q + 1])].get_plain_text(dst=q)
+            if q == ctx.rank:
+                own = opened
+        return {"abs_weight": own.double().numpy()}
 
     def run_info(self) -> dict:
         """This party's own monotone constraints (the others never see them)."""

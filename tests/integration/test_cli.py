@@ -156,6 +156,31 @@ def test_each_party_gives_its_own_monotone_constraints_and_the_handshake_does_no
     assert info == {"bank": {"monotone": {"a": 1}}, "provider": {"monotone": {"c": -1, "d": 1}}}
 
 
+def test_run_importance_gives_each_party_its_own_and_the_bank_the_providers_groups(tmp_path):
+    bank, provider = _csvs(tmp_path)
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"activity": ["c", "d"]}))  # e: in no group, so "partner data: other"
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [*CLI, "run", "--bank", str(bank), "--provider", str(provider), "--protocol", "plain_gbdt", "--quiet",
+         "--param", "n_trees=3", "--importance", "--release", "group", "--groups", str(groups), "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    parties = json.loads(next(out.glob("*/run.json")).read_text())["parties"]
+    bank_view, provider_view = parties["bank"]["importance"], parties["provider"]["importance"]
+    assert set(bank_view) == {"own", "provider"} and set(provider_view) == {"own"}
+    assert set(bank_view["own"]["gain"]) == {"a", "b"} and set(provider_view["own"]["gain"]) == {
+        "c",
+        "d",
+        "e",
+    }
+    released = bank_view["provider"]["gain"]  # the provider's groups, never its features
+    assert set(released) == {"activity", "partner data: other"}
+    mine = provider_view["own"]["gain"]
+    assert released["activity"] == pytest.approx(mine["c"] + mine["d"])
+
+
 def test_a_constraint_on_a_feature_the_party_lacks_is_one_line_before_anything_connects(tmp_path):
     _, provider = _csvs(tmp_path)
     fed, keys = _federation(tmp_path)

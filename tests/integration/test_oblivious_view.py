@@ -100,11 +100,19 @@ def _reuse_histogram_pad(monkeypatch, across: str) -> None:  # noqa: ANN001
     monkeypatch.setattr(Dealer, "fixed_mask_triple_many", triple_many)
 
 
-def _run(data: tuple, oblivious: bool, mutant: str | None = None, monotone: dict | None = None) -> dict:
+def _run(
+    data: tuple,
+    oblivious: bool,
+    mutant: str | None = None,
+    monotone: dict | None = None,
+    importance: bool = False,
+) -> dict:
     """One run; each party's whole view (:mod:`tests.attacks.view`) and every message length it receives.
 
     ``monotone``: each party's own constraints (features ``b0..b2`` at the bank, ``p0..p2`` at the
-    provider); ``mutant="open node signs"`` opens each tree's shared split signs to everyone."""
+    provider); ``mutant="open node signs"`` opens each tree's shared split signs to everyone;
+    ``importance``: then each party's feature importance (phase "importance"), and ``mutant="open
+    importance"`` opens every party's to everyone."""
     from mpc_fl.protocols.ss_gbdt import SecretSharedGBDT
     from mpc_fl.runtime.crypten_comm import MeshCommunicator
 
@@ -130,6 +138,15 @@ def _run(data: tuple, oblivious: bool, mutant: str | None = None, monotone: dict
                 return out
 
             mp.setattr(SecretSharedGBDT, "_chosen_node_signs", opened)
+        elif mutant == "open importance":
+            from crypten.mpc import MPCTensor
+
+            plain = MPCTensor.get_plain_text
+
+            def to_everyone(self, dst=None):  # noqa: ANN001, ANN202
+                return plain(self)  # every block to every party
+
+            mp.setattr(MPCTensor, "get_plain_text", to_everyone)
         elif mutant:
             _reuse_histogram_pad(mp, mutant)
 
@@ -140,7 +157,11 @@ def _run(data: tuple, oblivious: bool, mutant: str | None = None, monotone: dict
             proto = SecretSharedGBDT(PARAMS, oblivious=oblivious, monotone=own)
             proto.fit(session, LocalData(X[:N], y[:N] if session.role == "bank" else None, names))
             scores = proto.decision_function(session, LocalData(X[N:], None, names))
-            return {"view": whole.export(), "lengths": list(lengths), "scores": scores}
+            found = None
+            if importance:
+                with session.channel.phase("importance"):
+                    found = proto.feature_importance(session)
+            return {"view": whole.export(), "lengths": list(lengths), "scores": scores, "importance": found}
 
         return {r: out["result"] for r, out in run_local(fn, timeout_s=budget_s(60)).items()}
 
@@ -282,3 +303,15 @@ def test_the_oblivious_mode_hides_which_constraints_a_party_declared(datasets):
     np.testing.assert_allclose(mutant["bank"]["scores"], got["down"]["bank"]["scores"], atol=1e-2)
     for role in ("bank", "provider"):
         assert _small(mutant[role]["view"], "training").size > 0, role
+
+
+def test_feature_importance_opens_to_each_party_its_own_features_only(datasets):
+    """The importance phase's plaintexts at each party are its own features' total gains and split
+    counts (2 x 3 values), nothing of the other's; positive control: a mutant opening every party's
+    block to everyone is found by the same attack (twice as many)."""
+    honest = _run(datasets["provider"], True, importance=True)
+    mutant = _run(datasets["provider"], True, mutant="open importance", importance=True)
+    for role in ("bank", "provider"):
+        assert _small(honest[role]["view"], "importance").size == 2 * 3, role
+        assert _small(mutant[role]["view"], "importance").size == 2 * 2 * 3, role
+    assert honest["provider"]["importance"]["splits"].sum() > 0  # the provider's features were used

@@ -345,6 +345,10 @@ class BankService:
                 time.sleep(1.0)
 
     def _fail_pending(self, why: str) -> None:
+        """Answer every waiting query with ``why``, the one held back from the last batch first."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.future.set_result([Scored(i, error=why) for i in held.ids])
         while True:
             try:
                 r = self._requests.get_nowait()

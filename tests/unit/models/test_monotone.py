@@ -71,3 +71,19 @@ def test_sign_constrained_lr_keeps_each_weight_on_its_sign():
     bound = PlainLR(LRParams(), c).fit(X, y)
     assert free.coef_[1] > 0 and bound.coef_[1] <= 0 and bound.coef_[2] >= 0
     assert _violations(bound.decision_function, X, c) == 0
+
+
+def test_tree_importance_sums_each_features_split_gains_and_counts_its_splits():
+    from mpc_fl.models.gbdt import NO_SPLIT, importance
+
+    X, y = _data(n=800)
+    model = PlainGBDT(GBDTParams(n_trees=3, max_depth=3)).fit(X, y)
+    got = importance(model.trees_, X.shape[1])
+    for f in range(X.shape[1]):
+        nodes = [(t, k) for t in model.trees_ for k in range(len(t.feature)) if t.feature[k] == f]
+        assert got["splits"][f] == len(nodes)
+        assert got["gain"][f] == pytest.approx(sum(t.gains[k] for t, k in nodes))
+    assert all(
+        (t.gains[t.feature == NO_SPLIT] == 0).all() and (t.gains[t.feature != NO_SPLIT] >= 0).all()
+        for t in model.trees_
+    )

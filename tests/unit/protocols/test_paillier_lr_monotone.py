@@ -89,3 +89,10 @@ def test_a_name_the_party_does_not_have_is_refused_before_any_traffic() -> None:
     with pytest.raises(ValueError, match="'p0' not among this party's features"):
         proto.fit(ThreadContext("bank", roles, chan), LocalData(X[:, :3], y, NAMES[:3]))
     assert chan.ledger.total().bytes_sent == 0 and chan.ledger.total().rounds == 0
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_feature_importance_is_each_partys_own_weight_magnitudes() -> None:
+    out = _run(LRParams(**PARAMS.to_dict()), {})
+    for _, proto in out.values():
+        np.testing.assert_array_equal(proto.feature_importance(None)["abs_weight"], np.abs(proto.coef_))

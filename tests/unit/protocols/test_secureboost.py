@@ -188,3 +188,24 @@ def test_monotone_constraints_give_the_plaintext_twins_trees() -> None:
         np.testing.assert_allclose(t_sec.leaf_values, t_plain.leaf_values, rtol=1e-9, atol=1e-9)
     assert (np.diff(margins.reshape(16, -1), axis=1) >= 0).all()  # x3 constrained +1
     assert sb.run_info() == {"monotone": {"x0": 1, "x2": 1}}
+
+
+@pytest.mark.usefixtures("short_keys")
+def test_feature_importance_is_the_twins_and_the_provider_gets_its_own() -> None:
+    from mpc_fl.models.gbdt import importance
+
+    X, y, _ = _synthetic()
+    params = GBDTParams(n_trees=3, max_depth=3, n_bins=16)
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if ctx.role == "bank" else slice(3, None)
+        proto = SecureBoost(params, key_bits=KEY_BITS)
+        proto.fit(ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None))
+        return proto.feature_importance(ctx)
+
+    res = run_threads(("bank", "provider"), fn)
+    twin = importance(PlainGBDT(params).fit(X, y).trees_, 6)
+    for role, cols in (("bank", slice(0, 3)), ("provider", slice(3, 6))):
+        got, _ = res[role]
+        for kind in ("gain", "splits"):
+            np.testing.assert_allclose(got[kind], twin[kind][cols], rtol=1e-9, atol=1e-9)

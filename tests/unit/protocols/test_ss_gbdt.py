@@ -310,3 +310,24 @@ def test_monotone_constraint_on_another_partys_feature_is_refused_before_any_tra
     proto = SecretSharedGBDT(GBDTParams(), monotone="x9:+1")
     with pytest.raises(ValueError, match="not among this party's features"):
         proto.fit(None, LocalData(np.zeros((4, 2)), np.zeros(4), ("x0", "x1")))
+
+
+@pytest.mark.parametrize("oblivious", [False, True])
+def test_feature_importance_is_the_twins_and_each_party_gets_its_own(oblivious):
+    from mpc_fl.models.gbdt import importance
+
+    X_tr, y_tr, _, _ = _synthetic()
+    params = GBDTParams(n_trees=3, max_depth=3, n_bins=16)
+
+    def fn(session):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if session.role == "bank" else slice(3, 6)
+        proto = SecretSharedGBDT(params, oblivious=oblivious)
+        proto.fit(session, LocalData(X_tr[:, cols], y_tr if session.role == "bank" else None))
+        return proto.feature_importance(session)
+
+    res = run_local(fn, timeout_s=budget_s(60))
+    twin = importance(PlainGBDT(params).fit(X_tr, y_tr).trees_, 6)
+    for role, cols in (("bank", slice(0, 3)), ("provider", slice(3, 6))):
+        got = res[role]["result"]
+        np.testing.assert_array_equal(got["splits"], twin["splits"][cols])
+        np.testing.assert_allclose(got["gain"], twin["gain"][cols], rtol=5e-3, atol=0.02)

@@ -120,3 +120,21 @@ def test_a_name_the_party_does_not_have_is_refused_before_any_traffic() -> None:
     with pytest.raises(ValueError, match="'p0' not among this party's features"):
         proto.fit(ThreadContext("bank", roles, chan), LocalData(X[:, :3], y, NAMES[:3]))
     assert chan.ledger.total().bytes_sent == 0 and chan.ledger.total().rounds == 0
+
+
+def test_feature_importance_is_each_partys_own_weight_magnitudes():
+    """|w_j| opened to its owner alone: equal to the weights the test opens (reveal_model) in magnitude."""
+    X, y, _ = _data()
+    cols = _layout(("bank", "provider"))
+
+    def fn(session):  # noqa: ANN001, ANN202
+        c, bank = cols[session.role], session.role == "bank"
+        proto = SecretSharedLR(LRParams(**PARAMS), reveal_model=True)
+        proto.fit(session, LocalData(X[:, c], y if bank else None))
+        return proto.feature_importance(session)["abs_weight"], proto.coef_
+
+    res = run_local(fn)
+    for role in ("bank", "provider"):
+        magnitude, coef = res[role]["result"]
+        assert magnitude.shape == (3,)
+        np.testing.assert_allclose(magnitude, np.abs(coef), atol=1e-3)

@@ -300,6 +300,19 @@ def test_the_same_id_with_other_data_waits_for_the_next_query(stores):
     assert [id(r) for r in bank._next_batch(session)] == [id(same_id), id(other)]
 
 
+def test_a_held_query_is_answered_when_the_session_breaks(stores):
+    """The query held back from a batch is failed with the queued ones, not left for the next session."""
+    tmp, bank_store, _ = stores
+    bank = _bank(tmp, bank_store)
+    first, held = _Request(["sme-1"], {"sme-1": np.array([2.0])}), _Request(["sme-1"])
+    for r in (first, held):
+        bank._requests.put(r)
+    bank._next_batch(_Session(type("Link", (), {"broken": None})()))
+    bank._fail_pending("provider unavailable: gone")
+    assert [s.error for s in held.future.result(timeout=1)] == ["provider unavailable: gone"]
+    assert bank._held is None
+
+
 class _LeakyApplicationsBank(BankService):
     """A mutant that adds the application data it was given to the query it sends the provider."""
 
