@@ -404,6 +404,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.reasons <= MAX_REASONS:
         raise ValueError(f"--reasons must be 0 to {MAX_REASONS}, got {args.reasons}")
+    if args.stability_window < 10:
+        raise ValueError(f"--stability-window must be at least 10 rows, got {args.stability_window}")
     role = args.role
     fed = _federation(args)
     if role not in fed.roles:
@@ -428,13 +430,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.quiet,
             args.reasons,
             args.adverse,
+            args.stability_window,
         )
         print(f"[{role}] scoring service: answering the bank's queries (Ctrl-C to stop)", flush=True)
         serve_provider(settings)
         return 0
     settings = ServiceSettings(
-        fed, role, Path(args.key), model_path, store, _listen(args), args.quiet, args.reasons, args.adverse
-    )
+        fed, role, Path(args.key), model_path, store, _listen(args), args.quiet, args.reasons, args.adverse,
+        args.stability_window,
+    )  # fmt: skip
     service = BankService(settings, decoys=decoys)
     server = serve_http(service, endpoint) if endpoint else None  # bound before anyone connects
     service.start()
@@ -801,7 +805,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--id-col", default="id")
     sv.add_argument(
         "--http", default=None, metavar="[HOST]:PORT",
-        help="bank only: serve POST /score and GET /health here (HOST defaults to 127.0.0.1)",
+        help="bank only: serve POST /score, GET /health and GET /stability here (HOST defaults to 127.0.0.1)",
+    )  # fmt: skip
+    sv.add_argument(
+        "--stability-window", type=int, default=1000, metavar="ROWS",
+        help="drift monitor: the population stability index of this party's features (the bank's also of "
+        "the score) over the last ROWS scored, at GET /stability and as a warning in the log past 0.25",
     )  # fmt: skip
     sv.add_argument(
         "--http-token-file", default=None, metavar="FILE",

@@ -12,6 +12,8 @@ and the reference says no more than the party's own data.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,3 +75,47 @@ def _shares(edges: np.ndarray, X: np.ndarray) -> np.ndarray:
 def drifted(psi: dict[str, float]) -> list[str]:
     """The names whose index is past :data:`WARN`, worst first."""
     return [k for k, v in sorted(psi.items(), key=lambda kv: -kv[1]) if v > WARN]
+
+
+class Window:
+    """The last ``size`` rows a service scored (this party's own raw features; at the bank also the
+    scores), and their stability against the training reference: a running service's drift monitor.
+
+    Thread-safe: the scoring thread adds, an endpoint or a log line reads.
+    """
+
+    def __init__(
+        self, size: int, names: tuple[str, ...], features: Reference | None, score: Reference | None
+    ):
+        if size < BINS:
+            raise ValueError(f"a stability window needs at least {BINS} rows, got {size}")
+        self.size, self.names, self.features, self.score = size, tuple(names), features, score
+        self._rows: deque[np.ndarray] = deque(maxlen=size)
+        self._scores: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.added = 0
+
+    def add(self, X: np.ndarray, scores: np.ndarray | None = None) -> None:
+        if len(X) == 0:
+            return
+        with self._lock:
+            self._rows.extend(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+            if scores is not None:
+                self._scores.extend(np.asarray(scores, dtype=np.float64).ravel())
+            self.added += len(X)
+
+    def report(self) -> dict:
+        """``{"rows": n, "window": size, "features": {name: psi}, "score": psi | None, "drifted": [...]}``
+        (indices None until the window holds ``BINS`` rows, or when the part kept no reference)."""
+        with self._lock:
+            rows = np.array(self._rows) if self._rows else np.zeros((0, len(self.names)))
+            scores = np.array(self._scores)
+        enough = len(rows) >= BINS
+        psi: dict[str, float] = {}
+        if enough and self.features is not None:
+            psi = {n: round(float(v), 4) for n, v in zip(self.names, self.features.psi(rows), strict=True)}
+        score = None
+        if len(scores) >= BINS and self.score is not None:
+            score = round(float(self.score.psi(scores)[0]), 4)
+        past = drifted({**psi, **({"score": score} if score is not None else {})})
+        return {"rows": len(rows), "window": self.size, "features": psi, "score": score, "drifted": past}

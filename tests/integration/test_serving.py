@@ -142,6 +142,19 @@ def test_http_endpoint_with_its_token_and_the_default_decoys(tmp_path):
 
         assert abs(with_data(float(row["a"])) - want[ids[0]]) < 2e-3
         assert max(abs(with_data(a) - want[ids[0]]) for a in (-5.0, 5.0)) > 1e-2
+
+        # the drift monitor: the applications scored (5, 3 with data, 5 more), not their decoys
+        def stability() -> dict:
+            req = urllib.request.Request(f"{server.url}/stability", headers=auth)
+            return json.loads(urllib.request.urlopen(req).read())
+
+        assert stability()["rows"] == 8 and stability()["features"] == {}  # too few rows for an index yet
+        more = json.dumps({"ids": list(want)[5:10]}).encode()
+        urllib.request.urlopen(
+            urllib.request.Request(f"{server.url}/score", more, auth, method="POST"), timeout=60
+        )
+        stable = stability()
+        assert stable["rows"] == 13 and set(stable["features"]) == {"a", "b"} and stable["score"] is not None
         server.shutdown()
     finally:
         d.stop()

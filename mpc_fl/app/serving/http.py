@@ -1,4 +1,5 @@
-"""The bank's scoring endpoint: ``POST /score {"ids": [...]}`` and ``GET /health``, guarded and bounded.
+"""The bank's scoring endpoint: ``POST /score {"ids": [...]}``, ``GET /health`` and ``GET /stability``
+(the drift monitor), guarded and bounded.
 
 Why guarded: the endpoint answers for the joint model, so an unauthenticated caller could score
 any id and learn from the errors which SMEs the provider serves. Every request needs the bank's
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mpc_fl.app.serving.features import MAX_ID_CHARS
+from mpc_fl.models.stability import WARN
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +290,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         self._reading = False
         self._deadline.cancel()
+        if self.path == "/stability":
+            return self._guarded(self._stability)
         if self.path != "/health":
             return self._guarded(self._not_found)
         self._guarded(self._health)
@@ -298,7 +302,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._guarded(self._score)
 
     def _not_found(self) -> dict:
-        raise _Refused(404, "GET /health or POST /score")
+        raise _Refused(404, "GET /health, GET /stability or POST /score")
+
+    def _stability(self) -> dict:
+        """The bank's drift monitor (its own features and the score over the last applications scored)."""
+        return {**self.server.service.stability(), "warn_at": WARN}
 
     def _health(self) -> dict:
         service, settings = self.server.service, self.server.settings

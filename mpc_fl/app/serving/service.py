@@ -44,6 +44,7 @@ import numpy as np
 
 from mpc_fl.app.serving.decoys import DECOY_POLICIES, DEFAULT_DECOYS, REVEALS, AnonymitySets
 from mpc_fl.app.serving.features import MAX_ID_CHARS, FeatureStore
+from mpc_fl.models.stability import WARN, Reference, Window
 from mpc_fl.protocols.base import BANK, LocalData
 from mpc_fl.runtime.errors import ProtocolMismatchError
 from mpc_fl.runtime.federation import Federation
@@ -99,6 +100,28 @@ class ServiceSettings:
     #: the top R reasons per application (0: none) and the outcome they argue for; every party says the same
     reasons: int = 0
     adverse: str = "y1"
+    #: rows of the drift monitor (:class:`mpc_fl.models.stability.Window`): the last this many scored
+    stability_window: int = 1000
+
+
+def _window(model: Any, size: int, with_score: bool) -> Window:
+    """This party's drift monitor, against the training reference its part kept."""
+    arrays = model.part.arrays
+    score = Reference.from_arrays(arrays, "stability.score") if with_score else None
+    features = Reference.from_arrays(arrays, "stability.features")
+    return Window(size, tuple(model.part.feature_names), features, score)
+
+
+def _warn_drift(window: Window, before: int, who: str) -> None:
+    """Log, once per window's worth of rows, the features (and score) whose index is past the warning line."""
+    if window.added // window.size == before // window.size:
+        return
+    found = window.report()
+    if found["drifted"]:
+        log.warning(
+            "%s: population stability index past %.2f over the last %d scored rows: %s",
+            who, WARN, found["rows"], ", ".join(found["drifted"]),
+        )  # fmt: skip
 
 
 def _session(settings: ServiceSettings, model: Any):  # noqa: ANN202 - a context manager of PartySession
@@ -142,8 +165,9 @@ def serve_provider(
         try:
             with _session(settings, model) as session:
                 _provider_queries(
-                    session, model, settings.store, on_query, (settings.reasons, settings.adverse)
-                )
+                    session, model, settings.store, on_query, (settings.reasons, settings.adverse),
+                    settings.stability_window,
+                )  # fmt: skip
             if not forever:
                 return
         except Exception as err:  # noqa: BLE001 - the service outlives any one session
@@ -171,10 +195,13 @@ def _provider_queries(
     store: FeatureStore,
     on_query: Callable[[int], None] | None,
     reasons: tuple[int, str] = (0, "y1"),
+    window_rows: int = 1000,
 ) -> None:
-    """Answer the bank's queries until it stops; ``reasons``: (R, adverse) as the service was started."""
+    """Answer the bank's queries until it stops; ``reasons``: (R, adverse) as the service was started;
+    ``window_rows``: the drift monitor's rows (a warning in this party's log past the line)."""
     ch = session.channel
     n = 0
+    window = _window(model, window_rows, with_score=False)  # decoys included: the provider cannot tell
     while True:
         msg = ch.recv_json(BANK, timeout_s=SERVICE_OP_TIMEOUT_S)
         if isinstance(msg, dict) and msg.get("op") == "stop":
@@ -199,6 +226,9 @@ def _provider_queries(
         if not keep:
             continue
         data = LocalData(model.scaler.transform(X[keep]))
+        before = window.added
+        window.add(X[keep])
+        _warn_drift(window, before, "provider")
         model.protocol.decision_function(session, data)
         if reasons[0] and explained:
             from mpc_fl.app.party import explain
@@ -270,6 +300,7 @@ class BankService:
             self.anonymity = AnonymitySets.open(sets_file, self.decoys.k, settings.store.ids())
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._held: _Request | None = None  # a query that could not join the last batch
+        self.window = _window(self.model, settings.stability_window, with_score=True)  # applicants only
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._batch_started: float | None = None
@@ -288,6 +319,11 @@ class BankService:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def stability(self) -> dict:
+        """The drift monitor: the bank's features' and the score's stability index over the last
+        applications scored (their own rows, not the decoys'), against training."""
+        return self.window.report()
 
     @property
     def busy_s(self) -> float:
@@ -502,6 +538,10 @@ class BankService:
                 )  # fmt: skip
             reasons = {rows[k]: chosen.of(j) for j, k in enumerate(applicants)}
         p_all = 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+        mine = [k for k, i in enumerate(rows) if i in wanted and i not in results]  # not the decoys
+        before = self.window.added
+        self.window.add(X[mine], p_all[mine])
+        _warn_drift(self.window, before, "bank")
         for i, p in zip(rows, p_all, strict=True):
             if i in wanted and i not in results:
                 hidden = self.anonymity is not None and self.anonymity.covers(i)

@@ -39,3 +39,17 @@ def test_a_score_vector_is_one_column_and_round_trips_through_arrays():
 
 def test_drifted_names_the_features_past_the_warning_worst_first():
     assert drifted({"a": 0.1, "b": 0.4, "c": 0.3}) == ["b", "c"]
+
+
+def test_the_window_flags_a_drifted_feature_and_not_a_stable_one():
+    from mpc_fl.models.stability import Window
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(5000, 2))
+    window = Window(500, ("stable", "moved"), Reference.of(train), None)
+    assert window.report()["features"] == {}  # too few rows yet
+    scored = np.column_stack([rng.normal(size=800), rng.normal(loc=1.0, size=800)])
+    window.add(scored)
+    report = window.report()
+    assert report["rows"] == 500 and report["drifted"] == ["moved"]
+    assert report["features"]["stable"] < 0.1 < 0.25 < report["features"]["moved"]

@@ -40,6 +40,9 @@ class _Service:
         )
     )
 
+    def stability(self) -> dict:
+        return {"rows": 3, "window": 1000, "features": {"a": 0.31}, "score": 0.02, "drifted": ["a"]}
+
     def score(
         self, ids: list[str], timeout_s: float = 60.0, applications: dict | None = None
     ) -> list[Scored]:
@@ -95,6 +98,14 @@ def test_scores_need_the_bearer_token(endpoint):
     status, _ = _call(server, "GET", "/health", headers={"Authorization": ""})
     assert status == 401
     assert len(service.asked) == 1  # nothing unauthenticated reached the service
+
+
+def test_stability_reports_the_drift_monitor_to_the_token_holder_only(endpoint):
+    server, _ = endpoint
+    status, reply = _call(server, "GET", "/stability")
+    assert status == 200 and reply["drifted"] == ["a"] and reply["warn_at"] == 0.25
+    status, _ = _call(server, "GET", "/stability", headers={"Authorization": ""})
+    assert status == 401
 
 
 def test_off_loopback_the_endpoint_needs_a_token_and_https(tmp_path):

@@ -28,6 +28,7 @@ from mpc_fl.app.serving.service import (
     _Request,
 )
 from mpc_fl.crypto.prg import PRG
+from mpc_fl.models.stability import Reference
 
 K = 4
 N_BANK = 400
@@ -75,6 +76,17 @@ class _RecordingProtocol:
 class _Model:
     protocol: _RecordingProtocol = field(default_factory=_RecordingProtocol)
     scaler: object = field(default_factory=lambda: type("Id", (), {"transform": staticmethod(lambda X: X)})())
+    #: a part with a stability reference of "a" (training values 0..9, one per decile)
+    part: object = field(
+        default_factory=lambda: type(
+            "P",
+            (),
+            {
+                "feature_names": ["a"],
+                "arrays": Reference.of(np.arange(10.0)[:, None]).to_arrays("stability.features"),
+            },
+        )()
+    )
 
 
 @dataclass
@@ -311,6 +323,17 @@ def test_a_held_query_is_answered_when_the_session_breaks(stores):
     bank._fail_pending("provider unavailable: gone")
     assert [s.error for s in held.future.result(timeout=1)] == ["provider unavailable: gone"]
     assert bank._held is None
+
+
+def test_the_drift_monitor_holds_the_applicants_rows_not_the_decoys(stores):
+    """The bank's window gets each scored applicant's own row once; the decoys it sent along stay out."""
+    tmp, bank_store, provider_store = stores
+    bank = _bank(tmp, bank_store)
+    given = {f"sme-{i}": np.array([50.0]) for i in range(0, 24, 2)}  # far outside training's 0..9
+    provider_view(bank, provider_store, [[i] for i in given], given)
+    report = bank.stability()
+    assert report["rows"] == len(given) and "a" in report["drifted"]  # decoys (a = 1.0) would dilute it
+    assert report["score"] is None  # the fake part kept no score reference
 
 
 class _LeakyApplicationsBank(BankService):
