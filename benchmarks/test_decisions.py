@@ -22,7 +22,7 @@ real ``mpc-fl score`` path, every party a process) with that feature set to each
 unconstrained AUC minus the constrained one. (The decision records' ``monotone_violations`` stay
 None: they are trained without constraints.)
 
-``-m smoke``: SS-LR and oblivious SS-GBDT on a small synthetic scenario, a few applications.
+``-m smoke``: oblivious SS-GBDT on a small synthetic scenario, a few applications.
 """
 
 from __future__ import annotations
@@ -268,10 +268,11 @@ def test_decisions(benchmark, tmp_path, twins, name):
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("name", ["ss_lr", "ss_gbdt_oblivious"])
+@pytest.mark.parametrize("name", ["ss_gbdt_oblivious"])
 def test_smoke_decisions(benchmark, tmp_path, name):
-    """SS-LR, and the oblivious trees (their reasons reuse the scoring's routing: fresh fixed masks
-    per query would break the service's dealer prefetch)."""
+    """The oblivious trees through the service with reasons (their reasons reuse the scoring's routing:
+    fresh fixed masks per query would break the service's dealer prefetch; SS-LR's reasons are run
+    end to end by tests/integration/test_decisions.py and test_serving.py)."""
     from mpc_fl.data.synthetic_sme import SMEScenario, write_sme_csvs
 
     bank, provider = write_sme_csvs(

@@ -2,7 +2,7 @@
 
 Each case starts the parties (and the dealer) as separate processes with
 ``mpc-fl party`` and records AUC, KS, precision@10%, bytes and rounds per phase,
-and times. ``-m smoke`` runs a tiny version of each protocol on breast.
+and times. ``-m smoke`` runs a tiny version of each case of the smoke suite on breast.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _run(benchmark, tmp_path: Path, files: tuple[str, str], name: str, smoke: bo
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("name", suite("protocols"))
+@pytest.mark.parametrize("name", suite("smoke"))
 def test_smoke_breast(benchmark, tmp_path, name):
     run = _run(benchmark, tmp_path, require_dataset("breast"), name, smoke=True, align="sorted")
     assert run.metrics["auc"] > 0.9

@@ -136,7 +136,7 @@ class VerticalProtocol(ABC):
         """After ``fit``: this party's own features' importance, per kind (trees: ``gain``, the total
         gain of the splits on each feature, and ``splits``, their count; LR: ``abs_weight``), known to
         this party alone. Every party calls it together (it may communicate). What a provider
-        releases of it to the bank is the application's business (:mod:`mpc_fl.app.importance`)."""
+        releases of it to the bank is its model part's release level, the application's business."""
         raise NotImplementedError(f"{self.name} gives no feature importance")
 
 

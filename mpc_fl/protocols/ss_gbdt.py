@@ -117,7 +117,7 @@ Feature importance (``--importance``; :meth:`SecretSharedGBDT.feature_importance
 the total gain of the splits on it and their count, as :func:`mpc_fl.models.gbdt.importance`,
 computed once after training on shares (the chosen gains from the kept one-hots and scores, each
 node's feature a shared one-hot) and opened to the feature's owner alone; what a provider lets
-the bank see of its own is its release level (:mod:`mpc_fl.app.importance`).
+the bank see of its own is its release level (the application's choice, not the protocol's).
 
 Reason codes (:meth:`SecretSharedGBDT.reason_contributions`): Saabas's path attribution
 (:func:`mpc_fl.models.reasons.tree_contributions`) on shares. Training also keeps every internal

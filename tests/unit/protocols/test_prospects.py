@@ -20,7 +20,7 @@ from tests.budget import budget_s
 TOLERANCE = 1e-3
 
 
-@pytest.mark.parametrize("name", [c.name for c in cases("protocols")])
+@pytest.mark.parametrize("name", [c.name for c in cases("smoke")])
 def test_prospect_margins_are_the_protocols_margins_on_shares(name: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tests.unit.protocols.prospects_run", name],
