@@ -209,3 +209,73 @@ def test_feature_importance_is_the_twins_and_the_provider_gets_its_own() -> None
         got, _ = res[role]
         for kind in ("gain", "splits"):
             np.testing.assert_allclose(got[kind], twin[kind][cols], rtol=1e-9, atol=1e-9)
+
+
+def _reasons_view(
+    monkeypatch, membership: np.ndarray, leaky: bool = False
+) -> tuple[dict, SecureBoost, SecureBoost]:  # noqa: ANN001
+    """Everything the bank receives while SecureBoost explains 30 rows (``leaky``: a provider that
+    also sends its split thresholds' bin edges, the positive control)."""
+    X, y, X_te = _synthetic()
+    received: list[dict] = []
+    honest_recv = LocalChannel.recv_arrays
+
+    def spy(self, frm, **kw):  # noqa: ANN001, ANN202
+        got = honest_recv(self, frm, **kw)
+        if self.role == "bank" and getattr(self, "_explaining", False):
+            received.append(got)
+        return got
+
+    monkeypatch.setattr(LocalChannel, "recv_arrays", spy)
+    if leaky:
+        honest_send = LocalChannel.send_arrays
+
+        def send(self, to, **arrays):  # noqa: ANN001, ANN003, ANN202
+            if "unit" in arrays:
+                arrays["edges"] = np.concatenate([np.asarray(e, dtype=np.float64) for e in self._edges])
+            return honest_send(self, to, **arrays)
+
+        monkeypatch.setattr(LocalChannel, "send_arrays", send)
+
+    def fn(ctx):  # noqa: ANN001, ANN202
+        cols = slice(0, 3) if ctx.role == "bank" else slice(3, None)
+        proto = SecureBoost(GBDTParams(n_trees=2, max_depth=2, n_bins=8), key_bits=KEY_BITS)
+        proto.fit(ctx, LocalData(X[:, cols], y if ctx.role == "bank" else None))
+        ctx.channel._explaining, ctx.channel._edges = True, proto.edges_
+        mine = np.eye(3) if ctx.role == "bank" else membership
+        proto.reason_contributions(ctx, LocalData(X_te[:30, cols]), mine, np.zeros(3))
+        return proto
+
+    res = run_threads(("bank", "provider"), fn)
+    return received, res["bank"][0], res["provider"][0]
+
+
+def _beyond_the_units(received: list[dict], provider: SecureBoost, membership: np.ndarray) -> list[str]:
+    """What the bank received in the reasons phase beyond the decision bits and each provider split's unit."""
+    problems = []
+    for got in received:
+        extra = set(got) - {"unit", "n_units", "bits", "shape"}
+        problems += [f"unexpected {k!r}" for k in sorted(extra)]
+        if "unit" in got:
+            owned = [f for sp in provider.splits_ for _, (f, _) in sorted(sp.items())]
+            if got["unit"].tolist() != np.argmax(membership[owned], axis=1).tolist():
+                problems.append("units that are not the release's")
+    return problems
+
+
+@pytest.mark.usefixtures("short_keys")
+@pytest.mark.parametrize("release", ["none", "group"])
+def test_the_bank_gets_each_provider_splits_unit_and_nothing_more_for_reasons(
+    monkeypatch, release: str
+) -> None:
+    """Played as the bank, with every array the provider sends while reasons are computed: the decision
+    bits it already gets for scoring and, per provider split, the unit of its feature at the release
+    level (under ``none`` always the one unit, so nothing). Positive control: a provider that also
+    sends its bin edges is flagged by the same check."""
+    membership = np.ones((3, 1)) if release == "none" else np.array([[1, 0], [1, 0], [0, 1]])
+    received, _, provider = _reasons_view(monkeypatch, membership)
+    assert any(provider.splits_) and _beyond_the_units(received, provider, membership) == []
+    if release == "none":
+        assert all(not got["unit"].any() for got in received if "unit" in got)
+    leaked, _, provider = _reasons_view(monkeypatch, membership, leaky=True)
+    assert "unexpected 'edges'" in _beyond_the_units(leaked, provider, membership)
