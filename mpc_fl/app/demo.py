@@ -149,6 +149,29 @@ def _reason_text(reasons: list[tuple[str, float]] | None) -> str:
     return "; ".join(f"{n} ({sign * v:+.2f})" for n, v in reasons or [] if v > 0)
 
 
+def _importance_section(record: RunRecord) -> list[str]:
+    """What drives the served model: the bank's features by name, the platform's as the groups it released."""
+    seen = record.parties["bank"].importance
+    if not seen:
+        return []
+    rows = [(name, v, "bank") for name, v in seen["own"]["abs_weight"].items()]
+    for role, released in seen.items():
+        if role != "own":
+            rows += [(name, v, "platform, as released") for name, v in released["abs_weight"].items()]
+    lines = [
+        "### What drives the served model (feature importance, as the bank sees it)",
+        "",
+        "|w| on the scaled features: the bank learned its own weights' magnitudes (never their signs, which "
+        "stay secret-shared) and the platform's summed over each group it releases; the platform learned "
+        "its own features' and nothing of the bank's.",
+        "",
+        "| input | |w| | whose |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {name} | {v:.3f} | {who} |" for name, v, who in sorted(rows, key=lambda r: -r[1])]
+    return [*lines, ""]
+
+
 def _service_section(served: list[dict]) -> list[str]:
     ok = [r["latency_ms"] for r in served if r["error"] is None]
     lines = [
@@ -281,7 +304,7 @@ def run_demo(out_dir: Path, n_bank: int = 20000, quick: bool = False, quiet: boo
             bank_csv, [platform_csv], c.protocol, c.settings(setting), out_dir / "runs" / c.name,
             split_key=split_key, keep_scores=True, quiet=quiet,
             save_models=out_dir / "models" if c.name == SERVED else None,
-            release="group", groups=str(groups), release_label=PLATFORM_LABEL,
+            release="group", groups=str(groups), release_label=PLATFORM_LABEL, importance=c.name == SERVED,
         )  # fmt: skip
         records[c.name] = rec
         print("      " + result_line(rec), flush=True)
@@ -409,6 +432,7 @@ def _report(scenario: SMEScenario, rows: list[dict], records: dict, c: dict, ser
         f"product, and so did {c['n_walk_ins']} platform-only SMEs that were never referred.",
         "",
         *_service_section(served),
+        *_importance_section(records[SERVED]),
         "### Attribution",
         "",
         f"One PSI of the platform's referred list and the bank's take-ups gave the platform the "

@@ -38,3 +38,12 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     for cell in reasons:
         named = [part.rsplit(" (", 1)[0].strip() for part in cell.split(";")]
         assert 1 <= len(named) <= REASONS and set(named) <= allowed, cell
+    # what drives the served model: the bank's features by name, the platform's only as its groups
+    section = text.split("### What drives the served model", 1)[1].split("\n#", 1)[0]
+    inputs = {
+        line.split("|")[1].strip()
+        for line in section.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
+    inputs.discard("input")
+    assert inputs and inputs <= allowed and inputs & set(PLATFORM_GROUPS), inputs
