@@ -165,7 +165,7 @@ def _importance_section(record: RunRecord) -> list[str]:
         "stay secret-shared) and the platform's summed over each group it releases; the platform learned "
         "its own features' and nothing of the bank's.",
         "",
-        "| input | |w| | whose |",
+        "| input | weight magnitude | whose |",
         "|---|---:|---|",
     ]
     lines += [f"| {name} | {v:.3f} | {who} |" for name, v, who in sorted(rows, key=lambda r: -r[1])]
