@@ -68,6 +68,13 @@ def own_signs(spec: str, data) -> np.ndarray:  # noqa: ANN001 - a mpc_fl.protoco
     return signs(spec, data.feature_names)
 
 
+def reported(names: Sequence[str], signs: np.ndarray) -> dict:
+    """A protocol's ``run_info`` entry for this party's own constraints: ``{"monotone": {name: sign}}``,
+    or ``{}`` when it has none."""
+    own = {n: int(c) for n, c in zip(names, signs, strict=False) if c}
+    return {"monotone": own} if own else {}
+
+
 def split_among(spec: str, names_by_party: dict[str, Sequence[str]]) -> dict[str, str]:
     """Each party's part of ``spec`` (a local run, where one command names every party's features).
 

@@ -74,7 +74,7 @@ from mpc_fl.crypto.paillier import (
     resolve_key_bits,
 )
 from mpc_fl.models.lr import LRParams, n_iterations, project_signs, schedule, sigmoid
-from mpc_fl.models.monotone import own_signs
+from mpc_fl.models.monotone import own_signs, reported
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -161,15 +161,14 @@ class PaillierLR(VerticalProtocol):
 
     def run_info(self) -> dict:
         """This party's own monotone constraints (the other party never sees them)."""
-        own = getattr(self, "monotone_", {})
-        return {"monotone": own} if own else {}
+        return dict(getattr(self, "monotone_", {}))
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
         signs = own_signs(self.monotone, data)  # a bad name fails here, before any traffic
-        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
+        self.monotone_ = reported(data.feature_names, signs)
         signs = signs if signs.any() else None
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel

@@ -13,7 +13,7 @@ import numpy as np
 
 from mpc_fl.models.gbdt import GBDTParams, PlainGBDT, importance, stack_trees, unstack_trees
 from mpc_fl.models.lr import LRParams, PlainLR
-from mpc_fl.models.monotone import own_signs
+from mpc_fl.models.monotone import own_signs, reported
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol
 
 
@@ -45,7 +45,7 @@ class _Centralised(VerticalProtocol):
     def fit(self, ctx: Context, data: LocalData) -> None:
         """Each party sends its features and its own monotone constraints; the bank trains on both."""
         signs = own_signs(self.monotone, data)
-        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
+        self.monotone_ = reported(data.feature_names, signs)
         with ctx.channel.phase("training"):
             parts = self._collect(ctx, X=data.X, monotone=signs)
             if parts is not None:
@@ -70,8 +70,7 @@ class _Centralised(VerticalProtocol):
 
     def run_info(self) -> dict:
         """This party's own constraints (the bank also saw the providers': no privacy)."""
-        own = getattr(self, "monotone_", {})
-        return {"monotone": own} if own else {}
+        return dict(getattr(self, "monotone_", {}))
 
     def decision_function(self, ctx: Context, data: LocalData) -> np.ndarray | None:
         with ctx.channel.phase("scoring"):

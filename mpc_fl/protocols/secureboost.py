@@ -86,7 +86,7 @@ from mpc_fl.models.gbdt import (
     stack_trees,
     unstack_trees,
 )
-from mpc_fl.models.monotone import own_signs
+from mpc_fl.models.monotone import own_signs, reported
 from mpc_fl.protocols.base import BANK, Context, LocalData, VerticalProtocol, two_party_peer
 from mpc_fl.runtime.ledger import Traffic
 
@@ -147,15 +147,14 @@ class SecureBoost(VerticalProtocol):
 
     def run_info(self) -> dict:
         """This party's own monotone constraints, if any (the bank's record does not repeat the provider's)."""
-        own = getattr(self, "monotone_", {})
-        return {"monotone": own} if own else {}
+        return dict(getattr(self, "monotone_", {}))
 
     # ------------------------------------------------------------------------------------------------------
     def fit(self, ctx: Context, data: LocalData) -> None:
         p = self.params
         p.validate()
         signs = own_signs(self.monotone, data)
-        self.monotone_ = {f: int(c) for f, c in zip(data.feature_names, signs, strict=False) if c}
+        self.monotone_ = reported(data.feature_names, signs)
         peer = two_party_peer(ctx, self.name)
         ch = ctx.channel
         n = data.n_rows

@@ -108,8 +108,9 @@ round) joins the level's batched comparison, and ``valid *= 1 - pos [d > 0] - ne
 in the reciprocal's rounds, so a split whose children's weights go the wrong way loses the argmax.
 After each tree, its node values are clipped top down to the bounds the constrained splits set
 (:meth:`SecretSharedGBDT._constrain`: one comparison and two exact product rounds per level); the
-split signs are input by each split's owner (default mode) or are the shared one-hot times the
-shared candidate signs (oblivious mode). Nothing is opened: the parties learn only that some party
+split signs come the reason units' way (:meth:`SecretSharedGBDT._split_units`: input by each
+split's owner in the default mode, the routing vectors' feature one-hot times each party's
+private signs in the oblivious mode). Nothing is opened: the parties learn only that some party
 has constraints (it sets the protocol's shape); tests/integration/test_oblivious_view.py plays
 each party with two different provider constraints, and a mutant that opens the split signs.
 
@@ -173,7 +174,7 @@ from mpc_fl.models.gbdt import (
     quantile_bin_edges,
     reconstructable_summary,
 )
-from mpc_fl.models.monotone import own_signs
+from mpc_fl.models.monotone import own_signs, reported
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -246,8 +247,7 @@ class SecretSharedGBDT(VerticalProtocol):
         """
         if not hasattr(self, "owners_"):
             return {}
-        own = getattr(self, "monotone_", {})
-        return {**self._leakage_info(), **({"monotone": own} if own else {})}
+        return {**self._leakage_info(), **getattr(self, "monotone_", {})}
 
     def _leakage_info(self) -> dict:
         if self.oblivious:  # no owner, split or membership is ever opened: nothing to reconstruct
@@ -567,7 +567,7 @@ class SecretSharedGBDT(VerticalProtocol):
             values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
         if self.mono_ is not None:
             with step("monotone"):
-                values = self._constrain(values, self._owned_node_signs(splits_t))
+                values = self._constrain(values, self._node_signs([splits_t], []))
         with step("leaves"):
             w = values[2**depth - 1 :]
             value = w.unsqueeze(0)  # (1, 2^depth): every row's value at the leaves
@@ -593,7 +593,6 @@ class SecretSharedGBDT(VerticalProtocol):
         hists: list[MPCTensor] = []
         routes: list[list[MPCTensor]] = []  # per level, per party (+ no split)
         totals: list[tuple[MPCTensor, MPCTensor]] = []  # per level: its nodes' G and H
-        onehots: list[MPCTensor] = []  # per level: the shared argmax one-hot of its nodes' splits
         left = M
         for level in range(depth):
             k = 2**level
@@ -603,7 +602,6 @@ class SecretSharedGBDT(VerticalProtocol):
                 U = crypten.cat([gm, upscale(left, precision(gm))], dim=1)
             hists, cands, offsets, onehot = self._choose_splits(U, hists, level, step)
             totals.append(self._node_totals(cands))
-            onehots.append(onehot)
             with step("routing"):
                 ind, vs = self._route(onehot, offsets)
                 routes.append(vs)
@@ -611,12 +609,12 @@ class SecretSharedGBDT(VerticalProtocol):
                 M = crypten.stack([left, M - left], dim=2).reshape(n, 2 * k)
         with step("leaves"):
             values = self._node_values(totals, self._children_sums(cands, onehot, 2 ** (depth - 1)))
+        route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)]
         if self.mono_ is not None:
             with step("monotone"):
-                values = self._constrain(values, self._chosen_node_signs(onehots))
+                values = self._constrain(values, self._node_signs([], route_t))
         with step("leaves"):
             margin = margin + (M * values[2**depth - 1 :]).sum(1)  # exact: M is 0/1 at precision 0
-        route_t = [crypten.cat(list(level), dim=1) for level in zip(*routes, strict=True)]
         owners_t = np.full(2**depth - 1, NO_SPLIT, dtype=np.int64)
         return margin, values, owners_t, {}, route_t
 
@@ -661,26 +659,14 @@ class SecretSharedGBDT(VerticalProtocol):
             parts.append(crypten.cryptensor(mine, src=q, precision=0))
         return crypten.cat(parts, dim=1).unsqueeze(2)
 
-    def _owned_node_signs(self, splits: dict[int, tuple[int, int]]) -> MPCTensor:
-        """Default mode: (2, internal nodes) shared 0/1 signs of each node's split feature; each
-        split's owner (who knows its feature) inputs its own nodes', zeros elsewhere."""
-        n_internal, out = 2**self.params.max_depth - 1, None
-        for q in range(self.n_parties_):
-            mine = torch.zeros(2, n_internal)
-            if q == self.rank_:
-                for node, (f, _) in splits.items():
-                    mine[0, node], mine[1, node] = float(self.signs_[f] > 0), float(self.signs_[f] < 0)
-            part = crypten.cryptensor(mine, src=q, precision=0)
-            out = part if out is None else out + part
-        return out
-
-    def _chosen_node_signs(self, onehots: list[MPCTensor]) -> MPCTensor:
-        """Oblivious mode: (2, internal nodes) shared 0/1 signs of each node's split feature, the
-        shared one-hots times the shared candidate signs (one exact product round; "no split": 0)."""
-        oh = crypten.cat(onehots, dim=0)  # (internal nodes, C + 1), heap order
-        C = oh.size(1) - 1
-        pos, neg = products([(oh[:, :C], self.mono_[0].t()), (oh[:, :C], self.mono_[1].t())])
-        return crypten.stack([pos.sum(1), neg.sum(1)])
+    def _node_signs(self, splits: list[dict[int, tuple[int, int]]], routes: list[MPCTensor]) -> MPCTensor:
+        """(2, internal nodes) shared 0/1: whether each node's split feature of this tree is constrained
+        +1 (row 0) or -1 (row 1): :meth:`_split_units` with each party's signs as its grouping, the
+        parties' columns summed (local). Nobody learns another party's signs."""
+        signs = np.stack([self.signs_ > 0, self.signs_ < 0], axis=1)  # (own features, 2)
+        units = self._split_units(signs, [2] * self.n_parties_, splits, routes)  # (1, nodes, 2 x parties)
+        n_internal = units.size(1)
+        return on_shares(units, lambda s: s.reshape(n_internal, -1, 2).sum(1).t())
 
     def _constrain(self, values: MPCTensor, node_signs: MPCTensor) -> MPCTensor:
         """:func:`mpc_fl.models.gbdt.constrain_tree` on shares: every node's value clipped to the
@@ -789,7 +775,7 @@ class SecretSharedGBDT(VerticalProtocol):
             # monotone constraints: public only that some party has any (it sets the protocol's shape)
             self.n_rows_ = n
             self.signs_ = signs
-            self.monotone_ = {f: int(c) for f, c in zip(data.feature_names, signs, strict=False) if c}
+            self.monotone_ = reported(data.feature_names, signs)
             # only [some candidate is constrained] is opened: not which party, nor how many
             candidates = self._candidate_signs(signs)
             some = int((candidates.sum() >= 1).get_plain_text().item()) > 0
@@ -963,8 +949,17 @@ class SecretSharedGBDT(VerticalProtocol):
         self._reached = None
         return reach.matmul(by_leaf.reshape(n_trees * n_leaves, sum(counts)))
 
-    def _split_units(self, membership: np.ndarray, counts: list[int]) -> MPCTensor:
+    def _split_units(
+        self,
+        membership: np.ndarray,
+        counts: list[int],
+        splits: list[dict[int, tuple[int, int]]] | None = None,
+        routes: list[MPCTensor] | None = None,
+    ) -> MPCTensor:
         """(trees, internal nodes, units) shared 0/1: the unit of each node's split feature (0 if none).
+
+        Of the saved model's trees, or of the trees whose ``splits`` (default mode) or ``routes``
+        (oblivious mode) are given (training's current tree).
 
         Default mode: a split's owner knows its feature, so it inputs its own nodes' rows
         (``membership[f]``) and zeros elsewhere; the others learn nothing they did not know (the
@@ -972,20 +967,23 @@ class SecretSharedGBDT(VerticalProtocol):
         one-hot of each node's feature (suffix sums over all its bins), so each party's grouping,
         a private input, times them gives its units (one product round).
         """
-        n_trees, n_internal, nb = self.params.n_trees, 2**self.params.max_depth - 1, self.params.n_bins
+        splits = self.splits_ if splits is None else splits
+        routes = self.routes_ if routes is None else routes
+        n_internal, nb = 2**self.params.max_depth - 1, self.params.n_bins
+        n_trees = routes[0].size(1) // n_internal if self.oblivious else len(splits)
         parts = []
         for q, g_q in enumerate(counts):
             mine = q == self.rank_
             A = torch.from_numpy(np.asarray(membership, dtype=np.float32)) if mine else None
             if self.oblivious:
                 A_q = crypten.cryptensor(A if mine else torch.zeros(self.widths_[q], g_q), src=q, precision=0)
-                feature = on_shares(self.routes_[q], lambda s: s[0::nb])  # (d_q, trees x nodes)
+                feature = on_shares(routes[q], lambda s: s[0::nb])  # (d_q, trees x nodes)
                 parts.append(A_q.t().matmul(feature).t().reshape(n_trees, n_internal, g_q))
                 continue
             rows = torch.zeros(n_trees, n_internal, g_q)
             if mine:
-                for t, splits in enumerate(self.splits_):
-                    for node, (f, _) in splits.items():
+                for t, tree_splits in enumerate(splits):
+                    for node, (f, _) in tree_splits.items():
                         rows[t, node] = A[f]
             parts.append(crypten.cryptensor(rows, src=q, precision=0))
         return crypten.cat(parts, dim=2)

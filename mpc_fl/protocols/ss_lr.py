@@ -60,7 +60,7 @@ from mpc_fl.crypto.fixed_mask import FixedMaskMatrix
 from mpc_fl.crypto.online import SCALE_BITS, TwoParty, plan_msb, plan_mul
 from mpc_fl.crypto.preprocessing import Plan, fetch
 from mpc_fl.models.lr import POLY_BOUND, POLY_COEFFICIENTS, POLY_DEGREE, LRParams, n_iterations, schedule
-from mpc_fl.models.monotone import own_signs
+from mpc_fl.models.monotone import own_signs, reported
 from mpc_fl.protocols.base import Context, LocalData, VerticalProtocol
 
 MASKS = ("fixed", "generic")
@@ -272,8 +272,7 @@ class SecretSharedLR(VerticalProtocol):
 
     def run_info(self) -> dict:
         """This party's own monotone constraints (the others never see them)."""
-        own = getattr(self, "monotone_", {})
-        return {"monotone": own} if own else {}
+        return dict(getattr(self, "monotone_", {}))
 
     def _features(self, ctx: Context, X: np.ndarray) -> list:
         """One fixed-mask matrix (or CrypTen tensor) per party, in rank order."""
@@ -313,7 +312,7 @@ class SecretSharedLR(VerticalProtocol):
         if self.mask not in MASKS:
             raise ValueError(f"unknown mask {self.mask!r}; choose from {MASKS}")
         signs = own_signs(self.monotone, data)  # a bad name fails here, before any traffic
-        self.monotone_ = {n: int(s) for n, s in zip(data.feature_names, signs, strict=False) if s}
+        self.monotone_ = reported(data.feature_names, signs)
         with ctx.channel.phase("setup"):
             mats, widths = self._features(ctx, data.X)
             bounds = sign_indicators(ctx.rank, signs, widths)

@@ -130,14 +130,14 @@ def _run(
 
         mp.setattr(MeshCommunicator, "_recv_bytes", spy_lengths)
         if mutant == "open node signs":
-            honest = SecretSharedGBDT._chosen_node_signs
+            honest = SecretSharedGBDT._node_signs
 
-            def opened(self, onehots):  # noqa: ANN001, ANN202
-                out = honest(self, onehots)
+            def opened(self, splits, routes):  # noqa: ANN001, ANN202
+                out = honest(self, splits, routes)
                 out.get_plain_text()  # every party learns which nodes split on a constrained feature
                 return out
 
-            mp.setattr(SecretSharedGBDT, "_chosen_node_signs", opened)
+            mp.setattr(SecretSharedGBDT, "_node_signs", opened)
         elif mutant == "open importance":
             from crypten.mpc import MPCTensor
 
